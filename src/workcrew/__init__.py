@@ -1,0 +1,59 @@
+"""workcrew: one Master-Worker engine for processes and threads.
+
+``workcrew.Pool`` is a drop-in for ``multiprocessing.Pool`` and
+``workcrew.Executor`` a real ``concurrent.futures.Executor``; both run on the
+same engine, whose workers may be processes or threads (``kind=``).
+"""
+
+from __future__ import annotations
+
+from ._core._exceptions import (
+    BrokenPoolError,
+    InitializerError,
+    PoolClosedError,
+    RemoteTraceback,
+    SerializationError,
+    TaskCancelled,
+    TaskFailed,
+    TimeoutError,
+    WorkcrewError,
+    WorkerCrashed,
+)
+from ._core._options import available_cpu_count, default_start_method
+from ._executor import Executor
+from ._pool import AsyncResult, IMapIterator, Pool
+
+__version__ = "0.1.0"
+
+__all__ = (
+    # pools
+    "Pool",
+    "Executor",
+    "AsyncResult",
+    "IMapIterator",
+    # helpers
+    "available_cpu_count",
+    "default_start_method",
+    # errors
+    "WorkcrewError",
+    "PoolClosedError",
+    "BrokenPoolError",
+    "InitializerError",
+    "WorkerCrashed",
+    "TaskCancelled",
+    "SerializationError",
+    "TaskFailed",
+    "TimeoutError",
+    "RemoteTraceback",
+)
+
+# Tracebacks, reprs and pickles name the public path (workcrew.Pool), not the
+# private module that defines it.
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("workcrew."):
+        try:
+            _obj.__module__ = "workcrew"
+        except (AttributeError, TypeError):  # pragma: no cover - builtins refuse
+            pass
+del _name, _obj

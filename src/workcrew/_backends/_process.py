@@ -1,0 +1,345 @@
+"""Process workers: one OS process per worker, two pipes each.
+
+Each worker has its own task pipe and result pipe, so the master always knows
+exactly which chunks a worker holds; a dead worker's chunks are never confused
+with another's.  The master end of the task pipe is non-blocking (a full pipe
+never stalls the master); the worker writes results blocking, and the master
+reads them whenever they are readable, so neither side can wait on the other
+in a cycle.  A worker's exit is seen through its process sentinel, after the
+results it wrote before dying have been read.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import signal
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import cloudpickle
+
+from .._core._backend import Loop, Segment, WorkerBackend, WorkerEvents, WorkerHandle
+from .._core._exceptions import (
+    InitializerError,
+    RemoteTraceback,
+    SerializationError,
+    TaskFailed,
+    WorkcrewError,
+)
+from .._core._execute import Failure, SegmentOutcome, describe_call, function_name
+from .._core._fds import master_fds, register_master_fd, unregister_master_fd
+from .._core._options import PoolOptions
+from . import _wire
+from ._process_worker import EncodedFailure, worker_main
+
+__all__ = ("ProcessBackend", "backend_class")
+
+#: Functions kept pickled (by identity, with a strong reference) per pool.
+FUNCTION_CACHE_SIZE = 256
+#: A worker's function table is reset once it holds this many functions.
+WORKER_FUNCTION_LIMIT = 512
+
+class ProcessBackend(WorkerBackend):
+    """Starts worker processes with the pool's start method."""
+
+    can_kill = True
+
+    def __init__(self, options: PoolOptions, loop: Loop) -> None:
+        super().__init__(options, loop)
+        self.context = multiprocessing.get_context(options.start_method)
+        self._init_blob = self._pickle_initializer(options)
+        self._functions: OrderedDict[int, tuple[Callable[..., Any], int, bytes | BaseException]] = (
+            OrderedDict()
+        )
+        self._next_key = 0
+
+    @staticmethod
+    def _pickle_initializer(options: PoolOptions) -> bytes | None:
+        if options.initializer is None:
+            return None
+        try:
+            return bytes(cloudpickle.dumps((options.initializer, options.initargs)))
+        except Exception as exc:
+            raise SerializationError(
+                f"cannot send initializer {function_name(options.initializer)} with initargs "
+                f"to the worker processes: {type(exc).__name__}: {exc}. Use a module-level "
+                "function and picklable initargs."
+            ) from exc
+
+    def start_worker(self, worker_id: int, events: WorkerEvents) -> WorkerHandle:
+        return ProcessHandle(self, worker_id, events)
+
+    def function_blob(self, fn: Callable[..., Any]) -> tuple[int, bytes | BaseException]:
+        """The cache key and pickle of ``fn`` (or the error pickling it)."""
+        entry = self._functions.get(id(fn))
+        if entry is not None and entry[0] is fn:
+            self._functions.move_to_end(id(fn))
+            return entry[1], entry[2]
+        blob: bytes | BaseException
+        try:
+            blob = bytes(cloudpickle.dumps(fn, protocol=5))
+        except Exception as exc:  # noqa: BLE001 - reported for every item of this function
+            blob = SerializationError(
+                f"cannot send function {function_name(fn)} to a process worker: "
+                f"{type(exc).__name__}: {exc}. Functions that hold locks, sockets, open files "
+                "or similar state cannot be pickled: build that state inside the task (or in "
+                "an initializer), or use kind='thread'."
+            )
+        self._next_key += 1
+        self._functions[id(fn)] = (fn, self._next_key, blob)
+        if len(self._functions) > FUNCTION_CACHE_SIZE:
+            self._functions.popitem(last=False)
+        return self._next_key, blob
+
+
+class ProcessHandle(WorkerHandle):
+    """One worker process and the master's ends of its two pipes."""
+
+    def __init__(self, backend: ProcessBackend, worker_id: int, events: WorkerEvents) -> None:
+        self.worker_id = worker_id
+        self._backend = backend
+        self._events = events
+        self._loop = backend.loop
+        self._known: set[int] = set()  # function keys this worker has been sent
+        self._exited = False
+        self.exitcode: int | None = None
+        task_r, task_w = multiprocessing.Pipe(duplex=False)
+        result_r, result_w = multiprocessing.Pipe(duplex=False)
+        self._task_conn, self._result_conn = task_w, result_r
+        for conn in (task_w, result_r):
+            register_master_fd(conn.fileno())
+        # Only a forked child shares our descriptor numbers; under spawn and
+        # forkserver the same numbers name other files in the child.
+        inherited: list[int] = []
+        if backend.options.start_method == "fork":
+            inherited = master_fds()
+        self.process = backend.context.Process(
+            target=worker_main,
+            args=(worker_id, task_r, result_w, backend._init_blob, inherited),
+            name=f"workcrew-worker-{worker_id}",
+            daemon=False,  # workers may start pools of their own
+        )
+        self.process.start()
+        self.pid = self.process.pid
+        task_r.close()  # the child's ends: only the child may hold them
+        result_w.close()
+        os.set_blocking(task_w.fileno(), False)
+        os.set_blocking(result_r.fileno(), False)
+        self._writer = _wire.FrameWriter(task_w.fileno())
+        self._reader = _wire.FrameReader(result_r.fileno())
+        self._sentinel = self.process.sentinel
+        self._loop.add_reader(result_r.fileno(), self._on_readable)
+        self._loop.add_reader(self._sentinel, self._on_sentinel)
+
+    # -- sending -------------------------------------------------------------------
+
+    def send_chunk(self, seq: int, segments: list[Segment]) -> dict[tuple[int, int], BaseException]:
+        failed: dict[tuple[int, int], BaseException] = {}
+        new_functions: list[tuple[int, bytes]] = []
+        wire_segments = []
+        reset = len(self._known) > WORKER_FUNCTION_LIMIT
+        if reset:
+            self._known.clear()
+        for s_index, segment in enumerate(segments):
+            key, blob = self._backend.function_blob(segment.fn)
+            if isinstance(blob, BaseException):
+                failed.update({(s_index, i): blob for i in range(len(segment.items))})
+                continue
+            if key not in self._known:
+                new_functions.append((key, blob))
+            wire_segments.append((key, segment.mode, segment.items, segment.skip))
+        try:
+            body = _wire.dumps((reset, new_functions, wire_segments))
+        except Exception:  # noqa: BLE001 - some argument does not pickle: find it, send the rest
+            wire_segments = [
+                self._strip_unpicklable(s_index, segment, wire, failed)
+                for s_index, (segment, wire) in enumerate(zip(segments, wire_segments))
+            ]
+            body = _wire.dumps((reset, new_functions, wire_segments))
+        self._known.update(key for key, _ in new_functions)
+        self._write(_wire.CHUNK, _wire.SEQ.pack(seq) + body)
+        return failed
+
+    def _strip_unpicklable(
+        self, s_index: int, segment: Segment, wire: tuple[Any, ...],
+        failed: dict[tuple[int, int], BaseException],
+    ) -> tuple[Any, ...]:
+        key, mode, items, skip = wire
+        bad = set(skip or ())
+        items = list(items)
+        for i, item in enumerate(items):
+            if i in bad:
+                continue
+            error = _argument_error(segment.fn, mode, item)
+            if error is not None:
+                failed[(s_index, i)] = error
+                items[i] = None
+                bad.add(i)
+        return key, mode, items, frozenset(bad) or None
+
+    def _write(self, tag: int, payload: bytes) -> None:
+        if self._exited:
+            return
+        try:
+            self._writer.send(tag, payload)
+        except (BrokenPipeError, ConnectionResetError):
+            return  # the worker died; its sentinel reports it and its chunks are handled then
+        if self._writer.pending:
+            self._loop.add_writer(self._writer.fd, self._on_writable)
+
+    def _on_writable(self) -> None:
+        try:
+            self._writer.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            self._writer = _wire.FrameWriter(self._writer.fd)  # drop what cannot arrive
+        if not self._writer.pending:
+            self._loop.remove_writer(self._writer.fd)
+
+    def request_stop(self) -> None:
+        self._write(_wire.STOP, b"")
+
+    def kill(self) -> None:
+        if not self._exited:
+            try:
+                os.kill(self.pid or 0, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def join(self, timeout: float | None) -> bool:
+        if self._exited:
+            return True
+        self.process.join(timeout)
+        return self.process.exitcode is not None
+
+    # -- receiving -----------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        frames, eof = self._reader.read()
+        for tag, payload in frames:
+            self._dispatch(tag, payload)
+        if eof:
+            self._loop.remove_reader(self._reader.fd)
+
+    def _on_sentinel(self) -> None:
+        # Everything the worker wrote before it exited is in the pipe now:
+        # read it first, so results are never mistaken for a crash.
+        self._on_readable()
+        self._loop.remove_reader(self._sentinel)
+        self.process.join()
+        self.exitcode = self.process.exitcode
+        self._close()
+        self._events.on_exit(self, self.exitcode)
+
+    def _close(self) -> None:
+        if self._exited:
+            return
+        self._exited = True
+        for conn in (self._task_conn, self._result_conn):
+            fd = conn.fileno()
+            if self._writer.pending and fd == self._writer.fd:
+                self._loop.remove_writer(fd)
+            self._loop.remove_reader(fd)
+            unregister_master_fd(fd)
+            conn.close()
+        self.process.close()
+
+    def _dispatch(self, tag: int, payload: bytes) -> None:
+        if tag == _wire.RESULT:
+            self._on_result(payload)
+        elif tag == _wire.READY:
+            self._events.on_ready(self)
+        elif tag == _wire.LOAD_FAILED:
+            seq, message = pickle.loads(payload)
+            self._events.on_chunk_error(self, seq, SerializationError(message), ran=False)
+        elif tag == _wire.INIT_FAILED:
+            failure = self._decode_failure(pickle.loads(payload))
+            error = InitializerError(
+                f"the pool's initializer raised in worker {self.worker_id} (pid {self.pid}): "
+                f"{type(failure.exc).__name__}: {failure.exc}; the pool cannot start workers."
+            )
+            error.__cause__ = failure.exc
+            self._events.on_init_failed(self, error)
+
+    def _on_result(self, payload: bytes) -> None:
+        try:
+            seq, duration, outcomes = pickle.loads(payload)
+        except Exception as exc:  # noqa: BLE001 - e.g. a result class the caller cannot import
+            error = SerializationError(
+                f"the results sent by worker {self.worker_id} could not be unpickled in the "
+                f"caller: {type(exc).__name__}: {exc}. Make sure every type a task returns "
+                "is importable in the calling process."
+            )
+            self._events.on_chunk_error(self, -1, error, ran=True)
+            return
+        decoded: list[SegmentOutcome] = [
+            (values, {i: self._decode_failure(f) for i, f in failures.items()} if failures else None)
+            for values, failures in outcomes
+        ]
+        self._events.on_result(self, seq, duration, decoded)
+
+    def _decode_failure(self, encoded: EncodedFailure) -> Failure:
+        blob, type_name, message, tb, call = encoded
+        exc: BaseException | None = None
+        if blob is not None:
+            try:
+                exc = pickle.loads(blob)
+            except Exception:  # noqa: BLE001 - checked in the worker, but environments differ
+                exc = None
+        if exc is None:
+            if type_name == "workcrew.SerializationError":
+                exc = SerializationError(message)
+            else:
+                exc = TaskFailed(
+                    f"{type_name}: {message} (raised by {call} in worker {self.worker_id}; the "
+                    "exception itself could not be pickled, so it is reported as TaskFailed)",
+                    type_name=type_name,
+                )
+        if tb:
+            exc.__cause__ = RemoteTraceback(tb)
+        return Failure(exc, tb, call)
+
+
+def _argument_error(fn: Callable[..., Any], mode: int, item: Any) -> WorkcrewError | None:
+    """The error for an item that does not pickle, naming the offending argument."""
+    try:
+        _wire.dumps(item)
+    except Exception as exc:  # noqa: BLE001
+        culprit = _find_unpicklable(item, mode)
+        return SerializationError(
+            f"cannot send the arguments of {describe_call(fn, mode, item)} to a process worker: "
+            f"{culprit} is not picklable ({type(exc).__name__}: {exc}). Pass data the worker can "
+            "rebuild (a path rather than an open file, settings rather than a connection), "
+            "create such objects inside the task or an initializer, or use kind='thread'."
+        )
+    return None
+
+
+def _find_unpicklable(item: Any, mode: int) -> str:
+    if mode == 0:
+        candidates: list[tuple[str, Any]] = [("argument", item)]
+    elif mode == 1:
+        candidates = [(f"argument {i}", a) for i, a in enumerate(item)]
+    else:
+        args, kwargs = item
+        candidates = [(f"argument {i}", a) for i, a in enumerate(args)]
+        candidates += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]
+    for label, value in candidates:
+        try:
+            _wire.dumps(value)
+        except Exception:  # noqa: BLE001
+            return f"{label} {_short_repr(value)} of type {type(value).__qualname__}"
+    return "an argument"
+
+
+def _short_repr(value: Any) -> str:
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001
+        return "<unprintable>"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+backend_class = ProcessBackend

@@ -1,0 +1,202 @@
+"""The main loop of a process worker (runs in the child process).
+
+Protocol, one frame at a time (see ``_wire``)::
+
+    worker                          master
+      |  READY(pid) / INIT_FAILED  -->|     once, after the initializer
+      |<-- CHUNK(seq, fns, segments)  |     any number
+      |  RESULT(seq, secs, outcomes)->|     one per chunk, in order
+      |  LOAD_FAILED(seq, error)  --> |     a chunk that would not unpickle here
+      |<-- STOP / end of file         |     exit with status 0
+
+Invariants: chunks are answered strictly in the order received, so the master
+knows which chunk a worker was running when it died (the oldest unanswered).
+Nothing but frames is ever written to the result pipe: ``print`` goes to the
+inherited stdout, a separate file.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import cloudpickle
+
+from .._core._execute import Failure, add_note, describe_call, run_segment, timer
+from . import _wire
+
+__all__ = ("EncodedFailure", "worker_main")
+
+#: (exception pickle or None, type name, message, traceback text, call description)
+EncodedFailure = tuple[bytes | None, str, str, str, str]
+
+
+def worker_main(
+    worker_id: int, task_conn: Any, result_conn: Any, init_blob: bytes | None,
+    inherited_fds: list[int],
+) -> None:
+    """Entry point of a worker process; returns (exit status 0) on STOP or end of file."""
+    # Under fork the child inherits the master's ends of every pipe of every
+    # pool in this process; holding them would keep pipes open after the
+    # master dies, so drop them first.
+    own = {task_conn.fileno(), result_conn.fileno()}
+    for fd in inherited_fds:
+        if fd not in own:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    # Ctrl-C in a terminal signals the whole process group; the caller decides
+    # what an interrupt means (cancel and terminate), workers must not print
+    # their own KeyboardInterrupt tracebacks.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _Worker(worker_id, task_conn.fileno(), result_conn.fileno()).run(init_blob)
+
+
+class _Worker:
+    def __init__(self, worker_id: int, task_fd: int, result_fd: int) -> None:
+        self.worker_id = worker_id
+        self.pid = os.getpid()
+        self.task_fd = task_fd
+        self.result_fd = result_fd
+        self.functions: dict[int, Callable[..., Any] | BaseException] = {}
+
+    def run(self, init_blob: bytes | None) -> None:
+        if not self._initialize(init_blob):
+            return
+        _wire.write_frame(self.result_fd, _wire.READY, pickle.dumps(self.pid))
+        while True:
+            frame = _wire.read_frame(self.task_fd)
+            if frame is None or frame[0] == _wire.STOP:
+                return
+            self._run_chunk(frame[1])
+
+    def _initialize(self, init_blob: bytes | None) -> bool:
+        if init_blob is None:
+            return True
+        try:
+            initializer, initargs = cloudpickle.loads(init_blob)
+            initializer(*initargs)
+        except BaseException as exc:  # noqa: BLE001 - reported to the master, which breaks the pool
+            failure = Failure(exc, _format(exc), "initializer")
+            _wire.write_frame(self.result_fd, _wire.INIT_FAILED, pickle.dumps(self._encode(failure)))
+            return False
+        return True
+
+    def _run_chunk(self, payload: bytearray) -> None:
+        (seq,) = _wire.SEQ.unpack_from(payload)
+        try:
+            reset, new_functions, segments = pickle.loads(memoryview(payload)[_wire.SEQ.size :])
+        except BaseException as exc:  # noqa: BLE001 - the master fails or splits that chunk
+            message = f"could not unpickle the task in worker {self.worker_id}: {_describe(exc)}"
+            _wire.write_frame(self.result_fd, _wire.LOAD_FAILED, pickle.dumps((seq, message)))
+            return
+        if reset:
+            self.functions.clear()
+        for key, blob in new_functions:
+            self.functions[key] = _load_function(blob)
+        start = timer()
+        outcomes = [self._run_segment(*segment) for segment in segments]
+        duration = timer() - start
+        self._send_result(seq, duration, outcomes, segments)
+
+    def _run_segment(
+        self, key: int, mode: int, items: list[Any], skip: frozenset[int] | None
+    ) -> tuple[list[Any], dict[int, EncodedFailure] | None]:
+        fn = self.functions[key]
+        if isinstance(fn, BaseException):
+            failure = _encode_plain(fn, "")
+            return [None] * len(items), dict.fromkeys(range(len(items)), failure)
+        values, failures = run_segment(fn, mode, items, skip)
+        if not failures:
+            return values, None
+        return values, {i: self._encode(f) for i, f in failures.items()}
+
+    def _encode(self, failure: Failure) -> EncodedFailure:
+        exc = failure.exc
+        add_note(exc, f"workcrew: raised in worker {self.worker_id} (pid {self.pid}) by {failure.call}")
+        tb = f"worker {self.worker_id} (pid {self.pid}) running {failure.call}:\n{failure.tb}"
+        try:
+            blob: bytes | None = _wire.dumps(exc)
+            pickle.loads(blob)  # the caller must be able to rebuild it, not just us to write it
+        except Exception:  # noqa: BLE001 - sent as text instead; TaskFailed carries it
+            blob = None
+        return blob, _qualname(type(exc)), _safe_str(exc), tb, failure.call
+
+    def _send_result(
+        self, seq: int, duration: float, outcomes: list[Any], segments: list[Any]
+    ) -> None:
+        try:
+            payload = _wire.dumps((seq, duration, outcomes))
+        except Exception:  # noqa: BLE001 - find the values that do not pickle, fail only those
+            outcomes = [
+                self._isolate_results(values, failures, seg)
+                for (values, failures), seg in zip(outcomes, segments)
+            ]
+            payload = _wire.dumps((seq, duration, outcomes))
+        _wire.write_frame(self.result_fd, _wire.RESULT, payload)
+
+    def _isolate_results(
+        self, values: list[Any], failures: dict[int, EncodedFailure] | None, segment: Any
+    ) -> tuple[list[Any], dict[int, EncodedFailure] | None]:
+        key, mode, items, _ = segment
+        failures = dict(failures or {})
+        for i, value in enumerate(values):
+            try:
+                _wire.dumps(value)
+            except Exception as exc:  # noqa: BLE001 - this value is the culprit
+                values[i] = None
+                fn = self.functions[key]
+                call = describe_call(fn, mode, items[i]) if callable(fn) else "the task"
+                message = (
+                    f"the result of {call} could not be pickled in worker {self.worker_id} "
+                    f"to return it: {type(value).__qualname__} object ({_describe(exc)}). "
+                    "Return plain data (numbers, strings, lists, dicts, dataclasses), "
+                    "or make the type picklable."
+                )
+                failures[i] = (None, "workcrew.SerializationError", message, "", call)
+        return values, failures
+
+
+def _load_function(blob: bytes) -> Callable[..., Any] | BaseException:
+    try:
+        fn: Callable[..., Any] = cloudpickle.loads(blob)
+    except BaseException as exc:  # noqa: BLE001 - every task of this function reports it
+        return _LoadError(
+            f"could not unpickle the task's function in the worker: {_describe(exc)}. "
+            "Define the function in an importable module (not only in an interactive "
+            "session), and make sure the worker can import everything it uses."
+        )
+    return fn
+
+
+class _LoadError(Exception):
+    pass
+
+
+def _encode_plain(exc: BaseException, call: str) -> EncodedFailure:
+    return None, "workcrew.SerializationError", str(exc), "", call
+
+
+def _format(exc: BaseException) -> str:
+    import traceback
+
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {_safe_str(exc)}"
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001
+        return f"<{type(exc).__name__} with unprintable message>"
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}" if cls.__module__ != "builtins" else cls.__qualname__

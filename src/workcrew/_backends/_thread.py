@@ -1,0 +1,125 @@
+"""Thread workers: one OS thread per worker, in the caller's process.
+
+Nothing is pickled: chunks and results are handed over as Python objects.  A
+worker thread takes chunks from its own queue (so the master knows which
+chunks each worker holds, as for processes) and reports through the master's
+``call_soon_threadsafe``.  Python cannot stop a running thread: ``kill`` only
+asks the thread to exit after its current chunk.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from .._core._backend import Segment, WorkerBackend, WorkerEvents, WorkerHandle
+from .._core._exceptions import InitializerError
+from .._core._execute import Failure, SegmentOutcome, add_note, run_segment, timer
+
+__all__ = ("ThreadBackend", "backend_class")
+
+_STOP = None
+
+
+class ThreadBackend(WorkerBackend):
+    """Starts worker threads."""
+
+    can_kill = False
+
+    def start_worker(self, worker_id: int, events: WorkerEvents) -> WorkerHandle:
+        return ThreadHandle(self, worker_id, events)
+
+
+class ThreadHandle(WorkerHandle):
+    """One worker thread and its inbox."""
+
+    def __init__(self, backend: ThreadBackend, worker_id: int, events: WorkerEvents) -> None:
+        self.worker_id = worker_id
+        self._backend = backend
+        self._events = events
+        self._inbox: queue.SimpleQueue[tuple[int, list[Segment]] | None] = queue.SimpleQueue()
+        self.thread = threading.Thread(
+            target=self._main, name=f"workcrew-worker-{worker_id}", daemon=True
+        )
+        self.thread.start()
+
+    def send_chunk(self, seq: int, segments: list[Segment]) -> dict[tuple[int, int], BaseException]:
+        self._inbox.put((seq, segments))
+        return {}
+
+    def request_stop(self) -> None:
+        self._inbox.put(_STOP)
+
+    def kill(self) -> None:
+        self._inbox.put(_STOP)  # a running task cannot be interrupted; see the module docstring
+
+    def join(self, timeout: float | None) -> bool:
+        self.thread.join(timeout)
+        return not self.thread.is_alive()
+
+    def _main(self) -> None:
+        loop = self._backend.loop
+        try:
+            if self._initialize():
+                loop.call_soon_threadsafe(lambda: self._events.on_ready(self))
+                self._serve()
+        finally:
+            loop.call_soon_threadsafe(lambda: self._events.on_exit(self, 0))
+
+    def _initialize(self) -> bool:
+        options = self._backend.options
+        if options.initializer is None:
+            return True
+        try:
+            options.initializer(*options.initargs)
+        except BaseException as exc:  # noqa: BLE001 - reported to the master, which breaks the pool
+            error = InitializerError(
+                f"the pool's initializer raised in worker {self.worker_id} (thread): "
+                f"{type(exc).__name__}: {exc}; the pool cannot start workers."
+            )
+            error.__cause__ = exc
+            self._backend.loop.call_soon_threadsafe(
+                lambda: self._events.on_init_failed(self, error)
+            )
+            return False
+        return True
+
+    def _serve(self) -> None:
+        loop = self._backend.loop
+        while True:
+            message = self._inbox.get()
+            if message is _STOP:
+                return
+            seq, segments = message
+            start = timer()
+            outcomes = [self._run(segment) for segment in segments]
+            duration = timer() - start
+            loop.call_soon_threadsafe(_Report(self, seq, duration, outcomes))
+            del message, segments, outcomes  # drop references to arguments and results early
+
+    def _run(self, segment: Segment) -> SegmentOutcome:
+        values, failures = run_segment(segment.fn, segment.mode, segment.items, segment.skip)
+        if failures:
+            for failure in failures.values():
+                _annotate(failure, self.worker_id)
+        return values, failures
+
+
+def _annotate(failure: Failure, worker_id: int) -> None:
+    add_note(failure.exc, f"workcrew: raised in worker {worker_id} (thread) by {failure.call}")
+
+
+class _Report:
+    """A finished chunk on its way to the master thread."""
+
+    __slots__ = ("duration", "handle", "outcomes", "seq")
+
+    def __init__(
+        self, handle: ThreadHandle, seq: int, duration: float, outcomes: list[SegmentOutcome]
+    ) -> None:
+        self.handle, self.seq, self.duration, self.outcomes = handle, seq, duration, outcomes
+
+    def __call__(self) -> None:
+        self.handle._events.on_result(self.handle, self.seq, self.duration, self.outcomes)
+
+
+backend_class = ThreadBackend

@@ -1,0 +1,156 @@
+"""Length-framed messages over a pipe, and the serialization rules of process workers.
+
+Frame: an 8-byte little-endian payload length, a 1-byte tag, the payload.
+The worker side reads and writes blocking; the master side never blocks:
+:class:`FrameReader` assembles frames from whatever a non-blocking read gives,
+:class:`FrameWriter` keeps what the pipe would not take yet.
+
+Serialization: the standard pickle (protocol 5) first, because it is the
+fastest; cloudpickle only when pickle refuses (lambdas, closures, functions
+defined in ``__main__`` under spawn).  Functions always go through cloudpickle,
+which pickles importable functions by reference and the rest by value.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import pickle
+import struct
+from collections import deque
+from typing import Any
+
+import cloudpickle
+
+__all__ = ("FrameReader", "FrameWriter", "dumps", "read_frame", "write_frame")
+
+HEADER = struct.Struct("<QB")
+#: A CHUNK payload starts with its sequence number, outside the pickle.
+SEQ = struct.Struct("<Q")
+
+# Tags, master -> worker
+CHUNK, STOP = 1, 2
+# Tags, worker -> master
+READY, RESULT, INIT_FAILED, LOAD_FAILED = 11, 12, 13, 14
+
+#: Bytes read from a pipe per system call on the master side.
+READ_SIZE = 1 << 20
+
+
+def dumps(obj: Any) -> bytes:
+    """pickle, falling back to cloudpickle for what pickle cannot name."""
+    try:
+        return pickle.dumps(obj, protocol=5)
+    except Exception:  # noqa: BLE001 - any refusal: let cloudpickle try, it raises the real error
+        return bytes(cloudpickle.dumps(obj, protocol=5))
+
+
+def write_frame(fd: int, tag: int, payload: bytes) -> None:
+    """Write one whole frame to a blocking fd."""
+    _write_all(fd, HEADER.pack(len(payload), tag))
+    _write_all(fd, payload)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def read_frame(fd: int) -> tuple[int, bytearray] | None:
+    """Read one whole frame from a blocking fd; None on end of file."""
+    header = _read_exact(fd, HEADER.size)
+    if header is None:
+        return None
+    length, tag = HEADER.unpack(header)
+    payload = _read_exact(fd, length)
+    if payload is None:
+        return None
+    return tag, payload
+
+
+def _read_exact(fd: int, n: int) -> bytearray | None:
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        count = os.readv(fd, [view[got:]])
+        if count == 0:
+            return None
+        got += count
+    return buf
+
+
+class FrameReader:
+    """Assembles frames from a non-blocking fd (master side)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._buf = bytearray()
+
+    def read(self) -> tuple[list[tuple[int, bytes]], bool]:
+        """Every complete frame available now, and whether the writer closed the pipe."""
+        eof = False
+        while True:
+            try:
+                data = os.read(self.fd, READ_SIZE)
+            except BlockingIOError:
+                break
+            except OSError as exc:  # the worker is gone and so is its end
+                if exc.errno in (errno.EBADF, errno.ECONNRESET):
+                    eof = True
+                    break
+                raise
+            if not data:
+                eof = True
+                break
+            self._buf += data
+            if len(data) < READ_SIZE:
+                break
+        return self._frames(), eof
+
+    def _frames(self) -> list[tuple[int, bytes]]:
+        frames = []
+        buf, pos, size = self._buf, 0, HEADER.size
+        while len(buf) - pos >= size:
+            length, tag = HEADER.unpack_from(buf, pos)
+            end = pos + size + length
+            if len(buf) < end:
+                break
+            frames.append((tag, bytes(buf[pos + size : end])))
+            pos = end
+        if pos:
+            del buf[:pos]
+        return frames
+
+
+class FrameWriter:
+    """Queues frames for a non-blocking fd; writes as much as the pipe takes (master side)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._pending: deque[memoryview] = deque()
+
+    @property
+    def pending(self) -> bool:
+        """True while some bytes wait for the pipe to drain."""
+        return bool(self._pending)
+
+    def send(self, tag: int, payload: bytes) -> None:
+        """Queue a frame and write what fits now."""
+        self._pending.append(memoryview(HEADER.pack(len(payload), tag)))
+        self._pending.append(memoryview(payload))
+        self.flush()
+
+    def flush(self) -> None:
+        """Write queued bytes until the pipe is full; raises BrokenPipeError if the reader is gone."""
+        while self._pending:
+            head = self._pending[0]
+            try:
+                n = os.write(self.fd, head)
+            except BlockingIOError:
+                return
+            if n == len(head):
+                self._pending.popleft()
+            else:
+                self._pending[0] = head[n:]

@@ -1,0 +1,144 @@
+"""The small interface between the master and a worker kind.
+
+The master owns scheduling and bookkeeping; a worker kind owns only transport
+and lifetime of its workers.  A kind is a module in ``workcrew._backends``
+that ends with ``backend_class = ...``, a subclass of :class:`WorkerBackend`.
+
+Contract, in the order things happen::
+
+    backend = backend_class(options, loop)       # in the caller's thread
+    handle  = backend.start_worker(worker_id, events)
+    handle.send_chunk(seq, segments)              # master thread, never blocks
+        ... events.on_ready / on_result / on_exit  # always on the master thread
+    handle.request_stop()                         # finish queued chunks, then exit
+    handle.kill()                                 # stop now (process kinds: signal)
+    backend.close()                               # after every worker has exited
+
+All ``events`` callbacks run on the master thread: a backend whose workers
+live in other threads hands results over with ``loop.call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ._exceptions import WorkcrewError
+from ._execute import SegmentOutcome
+from ._options import PoolOptions
+
+__all__ = ("Loop", "Segment", "WorkerBackend", "WorkerEvents", "WorkerHandle")
+
+
+@dataclass
+class Segment:
+    """Part of a chunk: one function called on a run of items of one job."""
+
+    fn: Callable[..., Any]
+    mode: int
+    items: list[Any]
+    #: indices whose arguments could not be sent (already failed by the master)
+    skip: frozenset[int] | None = None
+
+
+class Loop(ABC):
+    """What the master's event loop offers a backend."""
+
+    @abstractmethod
+    def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
+        """Call ``callback`` on the master thread whenever ``fd`` is readable."""
+
+    @abstractmethod
+    def remove_reader(self, fd: int) -> None:
+        """Stop watching ``fd`` for reading (no-op if not watched)."""
+
+    @abstractmethod
+    def add_writer(self, fd: int, callback: Callable[[], None]) -> None:
+        """Call ``callback`` on the master thread whenever ``fd`` is writable."""
+
+    @abstractmethod
+    def remove_writer(self, fd: int) -> None:
+        """Stop watching ``fd`` for writing (no-op if not watched)."""
+
+    @abstractmethod
+    def call_soon_threadsafe(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on the master thread soon; callable from any thread."""
+
+
+class WorkerEvents(ABC):
+    """Callbacks through which a backend reports to the master (master thread only)."""
+
+    @abstractmethod
+    def on_ready(self, handle: WorkerHandle) -> None:
+        """The worker finished its initializer and takes work."""
+
+    @abstractmethod
+    def on_result(
+        self, handle: WorkerHandle, seq: int, duration: float, outcomes: list[SegmentOutcome]
+    ) -> None:
+        """Chunk ``seq`` finished; ``duration`` is the worker-measured compute time."""
+
+    @abstractmethod
+    def on_chunk_error(
+        self, handle: WorkerHandle, seq: int, error: WorkcrewError, *, ran: bool
+    ) -> None:
+        """The oldest unanswered chunk failed as a whole with ``error``.
+
+        ``ran`` tells whether its tasks ran (their results were lost on the way
+        back) or never started (the worker could not unpickle the chunk).
+        """
+
+    @abstractmethod
+    def on_init_failed(self, handle: WorkerHandle, error: BaseException) -> None:
+        """The initializer raised; ``error`` carries its traceback as ``__cause__``."""
+
+    @abstractmethod
+    def on_exit(self, handle: WorkerHandle, exitcode: int | None) -> None:
+        """The worker is gone; every result it sent was reported before this."""
+
+
+class WorkerHandle(ABC):
+    """The master's view of one worker."""
+
+    worker_id: int
+    pid: int | None = None
+
+    @abstractmethod
+    def send_chunk(self, seq: int, segments: list[Segment]) -> dict[tuple[int, int], BaseException]:
+        """Queue a chunk for the worker without blocking.
+
+        Returns the items that could not be sent, keyed by (segment, item)
+        index, with the error to report for each; the rest of the chunk is sent.
+        """
+
+    @abstractmethod
+    def request_stop(self) -> None:
+        """Let the worker finish what it was sent, then exit."""
+
+    @abstractmethod
+    def kill(self) -> None:
+        """Stop the worker now, abandoning its current task if the kind allows."""
+
+    @abstractmethod
+    def join(self, timeout: float | None) -> bool:
+        """Wait for the worker to be gone; True if it is."""
+
+
+class WorkerBackend(ABC):
+    """A worker kind: starts workers and releases shared transport resources."""
+
+    #: Whether ``kill`` really stops a running task (processes: yes; threads: no).
+    can_kill: bool = False
+
+    def __init__(self, options: PoolOptions, loop: Loop) -> None:
+        self.options = options
+        self.loop = loop
+
+    @abstractmethod
+    def start_worker(self, worker_id: int, events: WorkerEvents) -> WorkerHandle:
+        """Start one worker; it reports ``on_ready`` (or ``on_init_failed``) when up."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Release resources shared by this backend's workers."""

@@ -1,0 +1,170 @@
+"""The caller's side of a pool: submission, shutdown and lifetime.
+
+:class:`Engine` is what the front ends (``Pool``, ``Executor``) are built on.
+It is safe to use from many threads at once: its only shared state is the
+``_accepting`` flag, guarded by ``_lock``; everything else is posted to the
+master thread.  Posting under the lock orders it: a job accepted before
+``close()`` is always in the master's inbox before the close itself.
+
+Lifetime: an engine that is garbage-collected or still open at interpreter
+exit is shut down (terminated, or drained if ``drain_at_exit``), so no worker
+and no thread outlives it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+import weakref
+from collections.abc import Callable, Hashable, Iterable
+from concurrent.futures import Future
+from typing import Any
+
+from ._backend import WorkerBackend
+from ._exceptions import BrokenPoolError, PoolClosedError
+from ._execute import CALL
+from ._jobs import CallJob, Job, ListJob, StreamJob
+from ._master import Master, State
+from ._options import PoolOptions
+
+__all__ = ("Engine",)
+
+_live: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+class Engine:
+    """Submission and shutdown for one master (see the module docstring)."""
+
+    def __init__(
+        self, options: PoolOptions, backend_class: type[WorkerBackend], *, drain_at_exit: bool
+    ) -> None:
+        self.options = options
+        self.drain_at_exit = drain_at_exit
+        self._lock = threading.Lock()
+        self._accepting = True
+        self._master = Master(options, backend_class)
+        _live.add(self)
+
+    # -- submission ------------------------------------------------------------------
+
+    def submit_call(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Future[Any]:
+        """Run ``fn(*args, **kwargs)`` once; its future resolves with the outcome."""
+        _check_callable(fn)
+        job = CallJob(fn, args, kwargs, _key(fn))
+        self._post(job)
+        return job.future
+
+    def submit_list(
+        self, fn: Callable[..., Any], mode: int, items: list[Any], chunksize: int | None
+    ) -> Future[list[Any]]:
+        """Run ``fn`` on every item; the future resolves with all results in order."""
+        _check_callable(fn)
+        job = ListJob(fn, mode, items, _key(fn), chunksize or self.options.chunksize)
+        if items:
+            self._post(job)
+        else:
+            self._check_open()
+        return job.future
+
+    def stream(
+        self, fn: Callable[..., Any], mode: int, iterable: Iterable[Any], chunksize: int | None,
+        *, ordered: bool,
+    ) -> StreamJob:
+        """Run ``fn`` on items pulled lazily from ``iterable``; read results from the job."""
+        _check_callable(fn)
+        job = StreamJob(
+            fn, mode, iterable, _key(fn), chunksize or self.options.chunksize, ordered,
+            self.options.workers, self._on_input,
+        )
+        self._post(job)
+        return job
+
+    def _post(self, job: Job) -> None:
+        with self._lock:
+            self._check_open()
+            master = self._master
+            master.call_soon_threadsafe(lambda: master.add_job(job))
+
+    def _check_open(self) -> None:
+        if self._master.broken is not None:
+            raise BrokenPoolError(f"the pool is broken: {self._master.broken}") from (
+                self._master.broken
+            )
+        if not self._accepting:
+            raise PoolClosedError(
+                "the pool is closed: no new tasks are accepted after close(), terminate() or "
+                "shutdown(); create a new pool"
+            )
+
+    def _on_input(self, job: StreamJob) -> None:
+        # A stream job found starved by the master got new input: wake the master.
+        self._master.call_soon_threadsafe(_noop)
+
+    # -- shutdown ----------------------------------------------------------------------
+
+    @property
+    def accepting(self) -> bool:
+        """True until close, terminate or shutdown."""
+        return self._accepting
+
+    def close(self) -> None:
+        """Accept no new work; queued work still runs, then workers exit."""
+        with self._lock:
+            self._accepting = False
+            self._master.call_soon_threadsafe(self._master.close)
+
+    def cancel_pending(self) -> None:
+        """Cancel every task that has not started (``shutdown(cancel_futures=True)``)."""
+        self._master.call_soon_threadsafe(self._master.cancel_pending)
+
+    def terminate(self) -> None:
+        """Fail pending work with TaskCancelled, stop every worker now, and wait for them."""
+        with self._lock:
+            self._accepting = False
+            self._master.call_soon_threadsafe(self._master.terminate)
+        self.join()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until every worker and the master thread have ended; True if they have."""
+        thread = self._master.thread
+        if thread is threading.current_thread():
+            return False  # a callback running on the master cannot wait for the master
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    @property
+    def stopped(self) -> bool:
+        """True once the master thread has ended."""
+        return self._master.state is State.STOPPED and not self._master.thread.is_alive()
+
+    def _at_exit(self) -> None:
+        if self.drain_at_exit:
+            self.close()
+            self.join()
+        else:
+            self.terminate()
+
+
+def _noop() -> None:
+    """Posted only to wake the master thread."""
+
+
+def _check_callable(fn: object) -> None:
+    if not callable(fn):
+        raise TypeError(f"the task function must be callable, got {fn!r} ({type(fn).__name__})")
+
+
+def _key(fn: Callable[..., Any]) -> Hashable:
+    # All closures of one ``def`` share a code object, and so a duration estimate.
+    code = getattr(fn, "__code__", None)
+    return code if code is not None else id(fn)
+
+
+@atexit.register
+def _shutdown_all() -> None:
+    # Runs before multiprocessing's own exit hook (registered earlier, so run
+    # later), which would otherwise wait forever on our non-daemon workers.
+    for engine in list(_live):
+        engine._at_exit()

@@ -1,0 +1,178 @@
+"""The exceptions workcrew raises.
+
+Hierarchy::
+
+    WorkcrewError                   base of every error the engine itself raises
+    ├── PoolClosedError             you closed / shut down the pool, then used it
+    │                               (also a ValueError, as multiprocessing raises,
+    │                               and a RuntimeError, as concurrent.futures raises)
+    ├── BrokenPoolError             something outside your calls broke the pool:
+    │   │                           workers cannot start; see ``__cause__``
+    │   └── InitializerError        the ``initializer`` raised in a worker
+    ├── WorkerCrashed               the worker running a task died (segfault,
+    │                               os._exit, SIGKILL, OOM kill); the pool lives on
+    ├── TaskCancelled               the task was dropped before it ran
+    │                               (terminate(), or its map was abandoned)
+    ├── SerializationError          a function, argument or result could not be
+    │                               pickled or unpickled; names the object and phase
+    ├── TaskFailed                  a task raised an exception that could not be
+    │                               sent back as itself; carries its type and text
+    └── TimeoutError                a wait ran out of time (also multiprocessing's
+                                    and concurrent.futures' TimeoutError)
+
+A task's own exception is never wrapped: it re-raises in the caller with its
+own type, and for process workers the worker-side traceback is chained as
+``__cause__`` (a :class:`RemoteTraceback`).
+
+Every class here pickles (``__reduce__`` keeps the message), so errors can cross
+process boundaries themselves.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+from typing import Any
+
+__all__ = (
+    "BrokenPoolError",
+    "InitializerError",
+    "PoolClosedError",
+    "RemoteTraceback",
+    "SerializationError",
+    "TaskCancelled",
+    "TaskFailed",
+    "TimeoutError",
+    "WorkcrewError",
+    "WorkerCrashed",
+)
+
+
+class WorkcrewError(Exception):
+    """Base class of the errors raised by workcrew itself (not by your tasks)."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    exc = cls.__new__(cls)
+    exc.args = args
+    exc.__dict__.update(state)
+    return exc
+
+
+class PoolClosedError(WorkcrewError, ValueError, RuntimeError):
+    """Work was submitted after ``close()``, ``terminate()`` or ``shutdown()``.
+
+    You get it only from your own calls on a pool you closed; a pool broken by
+    failing workers raises :class:`BrokenPoolError` instead.  It is a
+    ``ValueError`` (what ``multiprocessing.Pool`` raises) and a ``RuntimeError``
+    (what ``concurrent.futures`` raises), so code written for either still
+    catches it.
+    """
+
+
+class BrokenPoolError(WorkcrewError):
+    """The pool cannot run work any more, for a reason outside your calls.
+
+    Raised for every pending and future task once workers cannot be started
+    (for example the start method failed repeatedly).  The cause is chained as
+    ``__cause__``.  A single crashing task never breaks the pool: that is a
+    :class:`WorkerCrashed` for that task alone.
+    """
+
+
+class InitializerError(BrokenPoolError):
+    """The pool's ``initializer`` raised in a worker.
+
+    Workers are not respawned forever: the first failure breaks the pool, and
+    the initializer's own exception (with its worker-side traceback) is the
+    ``__cause__``.
+    """
+
+
+class WorkerCrashed(WorkcrewError):
+    """The worker running this task died before returning a result.
+
+    Typical causes: a segfault in an extension, ``os._exit()``, a ``SIGKILL``,
+    or the kernel's out-of-memory killer.  Only the task that was running fails;
+    tasks queued behind it are handed to other workers, and the dead worker is
+    replaced.
+
+    Attributes: ``worker_id``, ``pid``, ``exitcode`` (negative: killed by that
+    signal number).
+    """
+
+    worker_id: int
+    pid: int | None
+    exitcode: int | None
+
+    def __init__(
+        self, message: str, *, worker_id: int = -1, pid: int | None = None,
+        exitcode: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.worker_id = worker_id
+        self.pid = pid
+        self.exitcode = exitcode
+
+
+class TaskCancelled(WorkcrewError, concurrent.futures.CancelledError):
+    """The task was dropped before it produced a result.
+
+    You get it when the pool is terminated with the task still pending, or when
+    the map it belongs to was abandoned (its iterator closed or collected).
+    """
+
+
+class SerializationError(WorkcrewError):
+    """A function, its arguments or its result could not cross to or from a process.
+
+    The message names the object, the phase (pickling the task in the caller,
+    unpickling it in the worker, pickling the result in the worker, unpickling
+    the result in the caller) and what to do.  Only the affected task fails;
+    the pool keeps working.
+    """
+
+
+class TaskFailed(WorkcrewError):
+    """A task raised an exception that could not be sent back as itself.
+
+    The original type name and message are kept in the message and in the
+    ``type_name`` attribute; the worker-side traceback is the ``__cause__``.
+    Define exception classes at module level and pass every constructor
+    argument to ``super().__init__`` to get the original exception instead.
+    """
+
+    type_name: str
+
+    def __init__(self, message: str, *, type_name: str = "") -> None:
+        super().__init__(message)
+        self.type_name = type_name
+
+
+class TimeoutError(  # noqa: A001 - the name users expect, as in concurrent.futures
+    WorkcrewError, multiprocessing.TimeoutError, concurrent.futures.TimeoutError
+):
+    """A wait for a result ran out of time.
+
+    It is both ``multiprocessing.TimeoutError`` and
+    ``concurrent.futures.TimeoutError`` (the builtin ``TimeoutError`` on 3.11+),
+    so existing ``except`` clauses keep working.  The task itself goes on.
+    """
+
+
+class RemoteTraceback(Exception):
+    """The traceback of a task as it was formatted in its worker process.
+
+    Chained as ``__cause__`` of a task's exception, so it prints under
+    "The above exception was the direct cause of the following exception".
+    """
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return self.tb

@@ -1,0 +1,132 @@
+"""Running one chunk of work: the code every worker kind shares.
+
+A *chunk* is what the master hands a worker in one message: a list of
+segments, each a function, a calling mode and a list of argument items.  This
+module runs them and captures every item's outcome; it knows nothing about
+pipes, pickling or threads, so thread, process and future worker kinds all call
+the same loop.
+"""
+
+from __future__ import annotations
+
+import reprlib
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ("CALL", "MAP", "STAR", "Failure", "SegmentOutcome", "describe_call", "run_segment")
+
+#: Calling modes: ``fn(item)``, ``fn(*item)``, ``fn(*args, **kwargs)`` with item=(args, kwargs).
+MAP, STAR, CALL = 0, 1, 2
+
+_repr = reprlib.Repr()
+_repr.maxstring = 60
+_repr.maxother = 60
+_repr.maxlist = _repr.maxtuple = _repr.maxdict = 4
+_repr.maxlevel = 2
+
+
+@dataclass
+class Failure:
+    """One item's exception, captured where it was raised.
+
+    ``exc`` is the exception object; ``tb`` its traceback formatted in the
+    worker (the only form that survives a process boundary); ``call`` a short
+    description of the call that raised, for messages.
+    """
+
+    exc: BaseException
+    tb: str
+    call: str
+
+
+#: values (``None`` where the item failed) and the failures by index, or None.
+SegmentOutcome = tuple[list[Any], dict[int, Failure] | None]
+
+
+def function_name(fn: Callable[..., Any]) -> str:
+    """``module.qualname`` of a callable, or its repr as a last resort."""
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
+    if name is None:
+        return _repr.repr(fn)
+    module = getattr(fn, "__module__", None)
+    return f"{module}.{name}" if module and module != "builtins" else str(name)
+
+
+def describe_call(fn: Callable[..., Any], mode: int, item: Any) -> str:
+    """``fn(arg, ...)`` with arguments abbreviated, as shown in error messages."""
+    if mode == MAP:
+        inner = _repr.repr(item)
+    elif mode == STAR:
+        inner = ", ".join(_repr.repr(a) for a in item) if isinstance(item, Sequence) else "*" + _repr.repr(item)
+    else:
+        args, kwargs = item
+        parts = [_repr.repr(a) for a in args] + [f"{k}={_repr.repr(v)}" for k, v in kwargs.items()]
+        inner = ", ".join(parts)
+    return f"{function_name(fn)}({inner})"
+
+
+def run_segment(
+    fn: Callable[..., Any], mode: int, items: list[Any], skip: frozenset[int] | None = None
+) -> SegmentOutcome:
+    """Call ``fn`` on every item; never raises (each item's exception is captured).
+
+    ``skip`` holds indices the master could not deliver (their arguments did not
+    pickle); they get a ``None`` placeholder and are ignored by the master.
+    """
+    out: list[Any] = []
+    failures: dict[int, Failure] | None = None
+    append = out.append
+    it = iter(items) if not skip else _skipping(items, skip, out)
+    # The tight loops below are the hot path for tiny tasks; an exception
+    # leaves the inner loop, is recorded, and the same iterator resumes.
+    while True:
+        try:
+            if mode == MAP:
+                for a in it:
+                    append(fn(a))
+            elif mode == STAR:
+                for a in it:
+                    append(fn(*a))
+            else:
+                for a, k in it:
+                    append(fn(*a, **k))
+            break
+        except BaseException as exc:  # noqa: BLE001 - every outcome goes back to the caller
+            index = len(out)
+            if failures is None:
+                failures = {}
+            failures[index] = _capture(exc, fn, mode, items[index])
+            append(None)
+    return out, failures
+
+
+def _skipping(items: list[Any], skip: frozenset[int], out: list[Any]) -> Any:
+    for i, item in enumerate(items):
+        if i in skip:
+            out.append(None)
+        else:
+            yield item
+
+
+def _capture(exc: BaseException, fn: Callable[..., Any], mode: int, item: Any) -> Failure:
+    # Drop this frame from the traceback: users should see their own code first.
+    tb = exc.__traceback__.tb_next if exc.__traceback__ is not None else None
+    text = "".join(traceback.format_exception(type(exc), exc, tb))
+    try:
+        call = describe_call(fn, mode, item)
+    except Exception:  # noqa: BLE001 - a broken __repr__ must not hide the real error
+        call = function_name(fn) + "(...)"
+    return Failure(exc.with_traceback(tb), text, call)
+
+
+def add_note(exc: BaseException, note: str) -> None:
+    """Attach ``note`` where Python can show it (3.11+); a no-op on 3.10."""
+    if sys.version_info >= (3, 11):
+        exc.add_note(note)
+
+
+timer = time.perf_counter

@@ -1,0 +1,339 @@
+"""Jobs: what callers submit, as the master sees it.
+
+A job is a source of items for one function plus a sink for their outcomes.
+Three shapes cover every front-end call:
+
+* :class:`CallJob`   one call, one ``concurrent.futures.Future`` (submit, apply_async)
+* :class:`ListJob`   a whole list, one future for the list of results (map, starmap)
+* :class:`StreamJob` a lazily fed iterator of results (imap, imap_unordered, Executor.map)
+
+Threading rule: ``take``, ``deliver`` and ``fail`` run on the master thread
+only; callers touch a job only through its future or its iterator.  A job that
+is fed or consumed by callers (StreamJob) guards its buffers with its own
+condition variable; the master never holds two job locks at once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Iterator
+from concurrent.futures import Future, InvalidStateError
+from typing import Any
+
+from ._exceptions import TimeoutError
+from ._execute import CALL
+
+__all__ = ("CallJob", "Job", "ListJob", "StreamJob")
+
+
+class Job:
+    """Base: the master's side of one submitted unit of work."""
+
+    fn: Callable[..., Any]
+    mode: int
+    #: key under which task durations are learned (same function => same key)
+    key: Hashable
+    #: fixed chunk size, or None for adaptive
+    chunksize: int | None = None
+    #: items the caller will still want; None while unknown (lazy input)
+    remaining: int | None = None
+    #: last chunk size the scheduler chose (a StreamJob sizes its window from it)
+    chunk_hint: int = 1
+
+    def take(self, n: int) -> tuple[int, list[Any]] | None:
+        """Up to ``n`` next items and the index of the first, or None if none now."""
+        raise NotImplementedError
+
+    def exhausted(self) -> bool:
+        """True once no item will ever be taken again (the job leaves the queue)."""
+        raise NotImplementedError
+
+    def deliver(self, start: int, values: list[Any], errors: dict[int, BaseException] | None) -> None:
+        """Outcomes of items ``start .. start+len(values)``."""
+        raise NotImplementedError
+
+    def fail(self, start: int, count: int, exc: BaseException) -> None:
+        """Items ``start .. start+count`` failed with ``exc`` as a whole (e.g. their worker died)."""
+        self.deliver(start, [None] * count, dict.fromkeys(range(count), exc))
+
+    def abort(self, exc: BaseException) -> None:
+        """Fail everything not yet delivered (terminate, broken pool)."""
+        raise NotImplementedError
+
+    def cancel_pending(self, exc: BaseException) -> None:
+        """Drop items not yet started; chunks already running still deliver."""
+        self.abort(exc)
+
+    def done(self) -> bool:
+        """True when every outcome has been delivered or the job was aborted."""
+        raise NotImplementedError
+
+
+def _resolve(future: Future[Any], value: Any, exc: BaseException | None) -> None:
+    # The caller may cancel or interrupt a future from its own thread at any
+    # moment, so "done" is checked by the setter itself, not beforehand.
+    try:
+        if exc is None:
+            future.set_result(value)
+        else:
+            future.set_exception(exc)
+    except InvalidStateError:
+        pass  # cancelled by the caller, or aborted: nothing to deliver
+
+
+class CallJob(Job):
+    """``fn(*args, **kwargs)`` once, resolving a ``concurrent.futures.Future``."""
+
+    def __init__(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], key: Hashable
+    ) -> None:
+        self.fn, self.mode, self.key = fn, CALL, key
+        self.future: Future[Any] = Future()
+        self._item: tuple[tuple[Any, ...], dict[str, Any]] | None = (args, kwargs)
+        self.remaining = 1
+
+    def take(self, n: int) -> tuple[int, list[Any]] | None:
+        item, self._item = self._item, None
+        self.remaining = 0
+        # concurrent.futures contract: a future cancelled while pending never runs.
+        if item is None or not self.future.set_running_or_notify_cancel():
+            return None
+        return 0, [item]
+
+    def exhausted(self) -> bool:
+        return self._item is None
+
+    def deliver(self, start: int, values: list[Any], errors: dict[int, BaseException] | None) -> None:
+        _resolve(self.future, values[0], errors[0] if errors else None)
+
+    def abort(self, exc: BaseException) -> None:
+        self._item = None
+        _resolve(self.future, None, exc)
+
+    def cancel_pending(self, exc: BaseException) -> None:
+        if self._item is not None:
+            self._item = None
+            self.future.cancel()  # as concurrent.futures: a cancelled, never-run future
+
+    def done(self) -> bool:
+        return self.future.done()
+
+
+class ListJob(Job):
+    """All items of a list; the future resolves to the list of results, in order.
+
+    The first failure resolves the future with that exception and drops the
+    items not yet started: their results could never be returned anyway.
+    """
+
+    def __init__(
+        self, fn: Callable[..., Any], mode: int, items: list[Any], key: Hashable,
+        chunksize: int | None,
+    ) -> None:
+        self.fn, self.mode, self.key, self.chunksize = fn, mode, key, chunksize
+        self.future: Future[list[Any]] = Future()
+        self.future.set_running_or_notify_cancel()
+        self._items = items
+        self._results: list[Any] = [None] * len(items)
+        self._next = 0
+        self._outstanding = len(items)
+        self.remaining = len(items)
+        if not items:
+            self.future.set_result([])
+
+    def take(self, n: int) -> tuple[int, list[Any]] | None:
+        start = self._next
+        if self.future.done() or start >= len(self._items):
+            return None
+        chunk = self._items[start : start + n]
+        self._next = start + len(chunk)
+        self.remaining = len(self._items) - self._next
+        return start, chunk
+
+    def exhausted(self) -> bool:
+        return self.future.done() or self._next >= len(self._items)
+
+    def deliver(self, start: int, values: list[Any], errors: dict[int, BaseException] | None) -> None:
+        if self.future.done():
+            return
+        if errors:
+            first = min(errors)
+            _resolve(self.future, None, errors[first])
+            self._items = []  # release the input; nothing more will run
+            return
+        self._results[start : start + len(values)] = values
+        self._outstanding -= len(values)
+        if self._outstanding == 0:
+            results, self._results, self._items = self._results, [], []
+            _resolve(self.future, results, None)
+
+    def abort(self, exc: BaseException) -> None:
+        self._items = []
+        _resolve(self.future, None, exc)
+
+    def done(self) -> bool:
+        return self.future.done()
+
+
+class StreamJob(Job):
+    """Items pulled lazily from the caller's iterable; results read back as an iterator.
+
+    Backpressure: the caller's thread pulls input only while fewer than
+    ``window`` items are between "pulled" and "handed back to the caller", so an
+    endless generator runs in constant memory.  The input iterator is advanced
+    only by the consuming thread (inside ``__next__``), never by the master, so
+    a slow or raising generator cannot stall or break the engine.
+
+    Invariant: delivered outcomes are stored by the first index of their run;
+    the runs tile ``0 .. fed`` exactly, so the ordered reader can always find
+    the run that starts at its position.
+    """
+
+    MIN_WINDOW = 64
+
+    def __init__(
+        self, fn: Callable[..., Any], mode: int, iterable: Any, key: Hashable,
+        chunksize: int | None, ordered: bool, workers: int,
+        on_input: Callable[[StreamJob], None],
+    ) -> None:
+        self.fn, self.mode, self.key, self.chunksize = fn, mode, key, chunksize
+        self.ordered = ordered
+        self._source: Iterator[Any] | None = iter(iterable)
+        self._on_input = on_input
+        self._cond = threading.Condition(threading.Lock())
+        self._reader = threading.Lock()  # one consumer at a time may advance the source
+        self._buffer: deque[tuple[int, list[Any]]] = deque()  # fed, not yet taken
+        self._runs: dict[int, tuple[list[Any], dict[int, BaseException] | None]] = {}
+        self._arrivals: deque[tuple[list[Any], dict[int, BaseException] | None]] = deque()
+        self._fed = 0  # items pulled from the source
+        self._consumed = 0  # items handed back to the caller
+        self._cursor: Iterator[tuple[Any, BaseException | None]] = iter(())
+        self._aborted: BaseException | None = None
+        self._starved = False  # master found the buffer empty: wake it on the next feed
+        self._workers = workers
+
+    # -- caller side -------------------------------------------------------------
+
+    @property
+    def window(self) -> int:
+        return max(self.MIN_WINDOW, 4 * self._workers * self.chunk_hint)
+
+    def feed(self) -> None:
+        """Pull input up to the window (caller's thread)."""
+        if self._source is None:
+            return
+        want = self.window - (self._fed - self._consumed)
+        if want <= 0:
+            return
+        error: BaseException | None = None
+        batch: list[Any] = []
+        try:
+            batch.extend(itertools.islice(self._source, want))
+        except Exception as exc:  # the caller's generator raised: an outcome at its position
+            error = exc
+        with self._cond:
+            start = self._fed
+            if batch:
+                self._buffer.append((start, batch))
+                self._fed += len(batch)
+            if error is not None or len(batch) < want:
+                self._source = None
+                if error is not None:
+                    self._store(self._fed, [None], {0: error})
+                    self._fed += 1
+            wake, self._starved = self._starved, False
+        if wake:
+            self._on_input(self)
+
+    def next(self, deadline: float | None = None) -> Any:
+        """The next result (ordered or by completion); raises StopIteration at the end."""
+        with self._reader:
+            return self._next(deadline)
+
+    def _next(self, deadline: float | None) -> Any:
+        while True:
+            for value, exc in self._cursor:
+                self._consumed += 1
+                if exc is not None:
+                    raise exc
+                return value
+            self.feed()
+            with self._cond:
+                while True:
+                    run = self._pop_run()
+                    if run is not None:
+                        self._cursor = _outcomes(*run)
+                        break
+                    if self._aborted is not None:
+                        raise self._aborted
+                    if self._source is None and self._consumed >= self._fed:
+                        raise StopIteration
+                    if self._source is not None and self._fed - self._consumed < self.window:
+                        break  # room for more input: feed outside the lock
+                    timeout = None if deadline is None else deadline - time.monotonic()
+                    if timeout is not None and timeout <= 0:
+                        raise TimeoutError("no result arrived within the timeout")
+                    self._cond.wait(timeout)
+
+    def _pop_run(self) -> tuple[list[Any], dict[int, BaseException] | None] | None:
+        if self.ordered:
+            return self._runs.pop(self._consumed, None)
+        return self._arrivals.popleft() if self._arrivals else None
+
+    def cancel(self) -> None:
+        """The caller abandoned the iterator: drop unstarted items (any thread)."""
+        with self._cond:
+            self._source = None
+            self._buffer.clear()
+            self._fed = self._consumed  # nothing more will be waited for
+
+    # -- master side ---------------------------------------------------------------
+
+    def take(self, n: int) -> tuple[int, list[Any]] | None:
+        with self._cond:
+            if not self._buffer:
+                self._starved = self._source is not None
+                return None
+            start, items = self._buffer[0]
+            if len(items) <= n:
+                self._buffer.popleft()
+                return start, items
+            self._buffer[0] = (start + n, items[n:])
+            return start, items[:n]
+
+    def exhausted(self) -> bool:
+        with self._cond:
+            return self._source is None and not self._buffer
+
+    def deliver(self, start: int, values: list[Any], errors: dict[int, BaseException] | None) -> None:
+        with self._cond:
+            self._store(start, values, errors)
+            self._cond.notify_all()
+
+    def _store(self, start: int, values: list[Any], errors: dict[int, BaseException] | None) -> None:
+        if self.ordered:
+            self._runs[start] = (values, errors)
+        else:
+            self._arrivals.append((values, errors))
+
+    def abort(self, exc: BaseException) -> None:
+        with self._cond:
+            self._source = None
+            self._buffer.clear()
+            self._aborted = exc
+            self._cond.notify_all()
+
+    def done(self) -> bool:
+        with self._cond:
+            return self._aborted is not None or (self._source is None and self._consumed >= self._fed)
+
+
+def _outcomes(
+    values: list[Any], errors: dict[int, BaseException] | None
+) -> Iterator[tuple[Any, BaseException | None]]:
+    if not errors:
+        return ((v, None) for v in values)
+    return ((v, errors.get(i)) for i, v in enumerate(values))

@@ -1,0 +1,493 @@
+"""The master: one thread that owns every worker and every chunk in flight.
+
+Data flow::
+
+    caller threads                 master thread                      workers
+    --------------                 -------------                      -------
+    submit/map/imap --job--> inbox --> Scheduler --chunk--> handle.send_chunk --> worker
+         ^                  (+ wake pipe)   ^                                      |
+         |                                  |  (sizes from measured durations)     |
+    future / iterator <-- job.deliver <-- on_result <--- selector: result pipes <--+
+                                           on_exit  <--- selector: sentinels  <--- (death)
+
+The master thread is a small event loop: it waits once, on a selector over
+the wake pipe, every worker's result pipe and every worker's sentinel (process
+kinds), and runs callbacks.  Other threads never touch its state; they post
+callables with :meth:`Master.call_soon_threadsafe`.
+
+Invariants of the loop:
+
+* every chunk sent is in exactly one worker's ``inflight`` deque until its
+  outcome is delivered, it is re-queued, or its job is aborted;
+* a worker answers chunks in the order sent, so the head of ``inflight`` is
+  the chunk it is running; when a worker dies only that chunk is blamed and
+  the others are re-queued untouched;
+* once ``state`` leaves RUNNING no job is accepted; the loop ends only when
+  no worker is left, so no child outlives the pool.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import itertools
+import os
+import selectors
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._backend import Loop, Segment, WorkerBackend, WorkerEvents, WorkerHandle
+from ._fds import register_master_fd, unregister_master_fd
+from ._exceptions import (
+    BrokenPoolError,
+    RemoteTraceback,
+    TaskCancelled,
+    WorkcrewError,
+    WorkerCrashed,
+)
+from ._execute import SegmentOutcome
+from ._jobs import Job
+from ._options import PoolOptions
+from ._scheduler import Scheduler
+
+__all__ = ("Master", "State")
+
+#: Workers that die before ever becoming ready, in a row, before the pool is
+#: declared broken (a start method that cannot work must not respawn forever).
+MAX_STARTUP_FAILURES = 3
+#: After ``terminate()``, seconds a process worker has to exit after SIGTERM
+#: before it gets SIGKILL.
+KILL_GRACE = 1.0
+
+
+class State(enum.Enum):
+    """Life of a pool; it only moves down this list."""
+
+    RUNNING = 1  # accepts jobs
+    CLOSING = 2  # finishes queued jobs, accepts none
+    STOPPING = 3  # no work left: workers are asked to exit
+    TERMINATING = 4  # everything pending was failed; workers are killed
+    STOPPED = 5  # no worker left; the master thread has ended
+
+
+@dataclass
+class _InFlight:
+    seq: int
+    job: Job
+    start: int
+    items: list[Any]
+
+
+@dataclass
+class _Slot:
+    handle: WorkerHandle
+    quota: int | None  # items this worker may still take (max_tasks_per_worker)
+    ready: bool = False
+    retiring: bool = False  # asked to exit; takes no more chunks
+    inflight: deque[_InFlight] = field(default_factory=deque)
+
+    @property
+    def allowance(self) -> int | None:
+        if self.quota is None:
+            return None
+        return self.quota - sum(len(c.items) for c in self.inflight)
+
+
+class Master(Loop, WorkerEvents):
+    """The event loop and bookkeeping of one pool (see the module docstring)."""
+
+    def __init__(self, options: PoolOptions, backend_class: type[WorkerBackend]) -> None:
+        self.options = options
+        self.state = State.RUNNING
+        self.broken: BaseException | None = None
+        self._selector = selectors.DefaultSelector()
+        self._handlers: dict[int, list[Callable[[], None] | None]] = {}  # fd -> [reader, writer]
+        self._inbox: deque[Callable[[], None]] = deque()
+        self._inbox_lock = threading.Lock()
+        self._wake_r, self._wake_w = os.pipe()
+        self._wake_pending = False
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._timer_ids = itertools.count()
+        self.add_reader(self._wake_r, self._drain_wake_pipe)
+        self._scheduler = Scheduler(options.workers)
+        self._slots: dict[int, _Slot] = {}
+        self._worker_ids = itertools.count(1)
+        self._seq = itertools.count(1)
+        self._startup_failures = 0
+        self.backend = backend_class(options, self)
+        self._register_fds()
+        self.thread = threading.Thread(target=self._run, name="workcrew-master", daemon=True)
+        for _ in range(options.workers):
+            self._start_worker()
+        self.thread.start()
+
+    def _register_fds(self) -> None:
+        # Forked workers must not keep the wake pipe or the selector open.
+        for fd in (self._wake_r, self._wake_w, self._selector_fd()):
+            if fd >= 0:
+                register_master_fd(fd)
+
+    def _selector_fd(self) -> int:
+        fileno = getattr(self._selector, "fileno", None)
+        return int(fileno()) if fileno is not None else -1
+
+    # -- Loop: what backends use ---------------------------------------------------
+
+    def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
+        self._watch(fd, 0, callback)
+
+    def remove_reader(self, fd: int) -> None:
+        self._watch(fd, 0, None)
+
+    def add_writer(self, fd: int, callback: Callable[[], None]) -> None:
+        self._watch(fd, 1, callback)
+
+    def remove_writer(self, fd: int) -> None:
+        self._watch(fd, 1, None)
+
+    def _watch(self, fd: int, slot: int, callback: Callable[[], None] | None) -> None:
+        handlers = self._handlers.get(fd)
+        if handlers is None:
+            if callback is None:
+                return
+            handlers = self._handlers[fd] = [None, None]
+            handlers[slot] = callback
+            self._selector.register(fd, self._mask(handlers), handlers)
+            return
+        handlers[slot] = callback
+        mask = self._mask(handlers)
+        if mask:
+            self._selector.modify(fd, mask, handlers)
+        else:
+            self._selector.unregister(fd)
+            del self._handlers[fd]
+
+    @staticmethod
+    def _mask(handlers: list[Callable[[], None] | None]) -> int:
+        mask = selectors.EVENT_READ if handlers[0] is not None else 0
+        return mask | (selectors.EVENT_WRITE if handlers[1] is not None else 0)
+
+    def call_soon_threadsafe(self, callback: Callable[[], None]) -> None:
+        with self._inbox_lock:
+            self._inbox.append(callback)
+            wake = not self._wake_pending
+            self._wake_pending = True
+        if wake:
+            try:
+                os.write(self._wake_w, b"\0")
+            except (BlockingIOError, OSError):
+                pass  # full (a wake-up is pending anyway) or closed (loop has ended)
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on the master thread after ``delay`` seconds."""
+        heapq.heappush(self._timers, (time.monotonic() + delay, next(self._timer_ids), callback))
+
+    def _drain_wake_pipe(self) -> None:
+        # Empty the pipe first, then clear the flag: a post that lands in
+        # between saw the flag set and wrote nothing, but its callback is
+        # already in the inbox, which this loop iteration drains next.
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        with self._inbox_lock:
+            self._wake_pending = False
+
+    # -- the loop --------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while self.state is not State.STOPPED:
+                self._run_once()
+        except BaseException as exc:  # noqa: BLE001 - a bug here must not leave callers hanging
+            self._internal_error(exc)
+        finally:
+            self._close_loop()
+
+    def _run_once(self) -> None:
+        timeout = None
+        if self._timers:
+            timeout = max(0.0, self._timers[0][0] - time.monotonic())
+        for key, mask in self._selector.select(timeout):
+            reader, writer = key.data
+            if mask & selectors.EVENT_READ and reader is not None:
+                reader()
+            if mask & selectors.EVENT_WRITE and writer is not None and key.data[1] is writer:
+                writer()
+        self._run_timers()
+        self._drain_inbox()
+        self._dispatch()
+        self._advance_shutdown()
+
+    def _run_timers(self) -> None:
+        now = time.monotonic()
+        while self._timers and self._timers[0][0] <= now:
+            _, _, callback = heapq.heappop(self._timers)
+            callback()
+
+    def _drain_inbox(self) -> None:
+        while True:
+            with self._inbox_lock:
+                if not self._inbox:
+                    return
+                batch, self._inbox = self._inbox, deque()
+            for callback in batch:
+                callback()
+
+    # -- jobs (posted by the engine) -------------------------------------------------
+
+    def add_job(self, job: Job) -> None:
+        """Master thread: queue a job, or fail it if the pool no longer runs."""
+        if self.state in (State.RUNNING, State.CLOSING):
+            self._scheduler.add(job)
+        else:
+            job.abort(self._refusal())
+
+    def _refusal(self) -> BaseException:
+        if self.broken is not None:
+            return self.broken
+        return TaskCancelled("the pool was terminated before this task could run")
+
+    def _dispatch(self) -> None:
+        if self.state not in (State.RUNNING, State.CLOSING) or self._scheduler.idle():
+            return
+        # Idle workers first, so work spreads before anything is queued behind
+        # a busy worker; then one prefetched chunk per busy worker, if allowed.
+        slots = sorted(self._slots.values(), key=lambda s: len(s.inflight))
+        for depth in (0, 1):
+            for slot in slots:
+                if len(slot.inflight) == depth and not slot.retiring:
+                    if not self._send_next(slot, prefetch=depth > 0):
+                        if depth == 0:
+                            return
+                        break
+
+    def _send_next(self, slot: _Slot, prefetch: bool) -> bool:
+        allowance = slot.allowance
+        if allowance is not None and allowance <= 0:
+            return True  # this worker is full; others may not be
+        chunk = self._scheduler.next_chunk(allowance, prefetch)
+        if chunk is None:
+            return False
+        job, start, items = chunk
+        seq = next(self._seq)
+        failed = slot.handle.send_chunk(seq, [Segment(job.fn, job.mode, items)])
+        if failed:
+            errors = {i: exc for (_, i), exc in failed.items()}
+            if len(errors) == len(items):
+                job.deliver(start, [None] * len(items), errors)
+                return True
+            self._deliver_early(job, start, errors)
+        slot.inflight.append(_InFlight(seq, job, start, items))
+        return True
+
+    @staticmethod
+    def _deliver_early(job: Job, start: int, errors: dict[int, BaseException]) -> None:
+        # Items whose arguments could not be sent fail now, each on its own.
+        for i, exc in errors.items():
+            job.deliver(start + i, [None], {0: exc})
+
+    # -- WorkerEvents: what backends report --------------------------------------------
+
+    def on_ready(self, handle: WorkerHandle) -> None:
+        slot = self._slots.get(handle.worker_id)
+        if slot is not None:
+            slot.ready = True
+            self._startup_failures = 0
+
+    def on_result(
+        self, handle: WorkerHandle, seq: int, duration: float, outcomes: list[SegmentOutcome]
+    ) -> None:
+        slot = self._slots[handle.worker_id]
+        chunk = slot.inflight.popleft()
+        values, failures = outcomes[0]
+        if not chunk.job.done():  # else aborted or cancelled meanwhile: drop the outcome
+            errors = {i: f.exc for i, f in failures.items()} if failures else None
+            chunk.job.deliver(chunk.start, values, errors)
+        self._scheduler.record(chunk.job.key, len(values), duration)
+        if slot.quota is not None:
+            slot.quota -= len(values)
+            if slot.quota <= 0 and not slot.inflight:
+                self._retire(slot)
+
+    def on_chunk_error(
+        self, handle: WorkerHandle, seq: int, error: WorkcrewError, *, ran: bool
+    ) -> None:
+        slot = self._slots[handle.worker_id]
+        chunk = slot.inflight.popleft()
+        if ran or len(chunk.items) == 1:
+            chunk.job.fail(chunk.start, len(chunk.items), error)
+            return
+        # Nothing ran: retry each item alone, so only the culprit fails.
+        for i, item in enumerate(chunk.items):
+            self._scheduler.requeue(chunk.job, chunk.start + i, [item])
+
+    def on_init_failed(self, handle: WorkerHandle, error: BaseException) -> None:
+        self._break(error)
+
+    def on_exit(self, handle: WorkerHandle, exitcode: int | None) -> None:
+        slot = self._slots.pop(handle.worker_id, None)
+        if slot is None:
+            return
+        if slot.inflight:
+            self._salvage(slot, exitcode)
+        if not slot.ready and not slot.retiring and self.state is State.RUNNING:
+            self._startup_failures += 1
+            if self._startup_failures >= MAX_STARTUP_FAILURES:
+                self._break(BrokenPoolError(
+                    f"{MAX_STARTUP_FAILURES} workers in a row exited before becoming ready "
+                    f"(last exit code {exitcode}, start method {self.options.start_method!r}); "
+                    "the pool cannot start workers. Check that the main module is importable "
+                    "(guard it with `if __name__ == '__main__':`) and that the machine has "
+                    "resources for new processes."
+                ))
+                return
+        if self.state in (State.RUNNING, State.CLOSING):
+            self._start_worker()
+
+    def _salvage(self, slot: _Slot, exitcode: int | None) -> None:
+        """A worker died holding chunks: blame only the one it was running."""
+        running = slot.inflight.popleft()
+        for chunk in reversed(slot.inflight):  # never started: back to the queue, in order
+            self._scheduler.requeue(chunk.job, chunk.start, chunk.items)
+        slot.inflight.clear()
+        if self.state is State.TERMINATING or running.job.done():
+            return
+        if not slot.ready:  # died during start-up: the chunk never ran
+            self._scheduler.requeue(running.job, running.start, running.items)
+            return
+        if len(running.items) > 1:
+            # Which item killed it is unknown: run each alone, so only the
+            # culprit fails (the others may run twice).
+            for i, item in enumerate(running.items):
+                self._scheduler.requeue(running.job, running.start + i, [item])
+            return
+        running.job.fail(running.start, 1, self._crash_error(slot, exitcode, running))
+
+    def _crash_error(self, slot: _Slot, exitcode: int | None, chunk: _InFlight) -> WorkerCrashed:
+        from ._execute import describe_call
+
+        how = _describe_exit(exitcode)
+        call = describe_call(chunk.job.fn, chunk.job.mode, chunk.items[0])
+        error = WorkerCrashed(
+            f"worker {slot.handle.worker_id} (pid {slot.handle.pid}) {how} while running "
+            f"{call}; the worker was replaced and the other tasks go on",
+            worker_id=slot.handle.worker_id, pid=slot.handle.pid, exitcode=exitcode,
+        )
+        error.__cause__ = RemoteTraceback(f"worker {slot.handle.worker_id} exit: {how}")
+        return error
+
+    # -- workers ---------------------------------------------------------------------------
+
+    def _start_worker(self) -> None:
+        worker_id = next(self._worker_ids)
+        handle = self.backend.start_worker(worker_id, self)
+        self._slots[worker_id] = _Slot(handle, self.options.max_tasks_per_worker)
+
+    def _retire(self, slot: _Slot) -> None:
+        """Recycle a worker that reached its task quota (its replacement starts on exit)."""
+        slot.retiring = True
+        slot.handle.request_stop()
+
+    # -- shutdown ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Master thread: accept no more jobs; stop once every queued job is done."""
+        if self.state is State.RUNNING:
+            self.state = State.CLOSING
+
+    def cancel_pending(self) -> None:
+        """Master thread: drop every job's unstarted items; running chunks finish."""
+        cancelled = TaskCancelled("cancelled by shutdown(cancel_futures=True) before it started")
+        for job in self._scheduler.jobs:
+            job.cancel_pending(cancelled)
+        self._scheduler.clear_requeued()
+
+    def terminate(self) -> None:
+        """Master thread: fail everything pending and stop every worker now."""
+        if self.state in (State.TERMINATING, State.STOPPED):
+            return
+        self.state = State.TERMINATING
+        self._abort_all(self._refusal())
+        for slot in self._slots.values():
+            slot.retiring = True
+            slot.handle.request_stop()
+            if self.backend.can_kill:
+                self._terminate_process(slot.handle)
+
+    def _terminate_process(self, handle: WorkerHandle) -> None:
+        import signal
+
+        pid = handle.pid
+        if pid is not None:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                return
+            self.call_later(KILL_GRACE, handle.kill)
+
+    def _break(self, error: BaseException) -> None:
+        if self.broken is None:
+            self.broken = error
+        self.terminate()
+
+    def _abort_all(self, exc: BaseException) -> None:
+        jobs = {id(job): job for job in self._scheduler.jobs}
+        for slot in self._slots.values():
+            jobs.update((id(c.job), c.job) for c in slot.inflight)
+        for job in jobs.values():
+            job.abort(exc)
+
+    def _advance_shutdown(self) -> None:
+        if self.state is State.CLOSING and self._scheduler.idle() and not any(
+            s.inflight for s in self._slots.values()
+        ):
+            self.state = State.STOPPING
+            for slot in self._slots.values():
+                slot.retiring = True
+                slot.handle.request_stop()
+        if self.state in (State.STOPPING, State.TERMINATING) and not self._slots:
+            self.state = State.STOPPED
+
+    def _internal_error(self, exc: BaseException) -> None:
+        error = BrokenPoolError(f"workcrew's master loop failed: {exc!r} (please report this bug)")
+        error.__cause__ = exc
+        self.broken = error
+        self.state = State.TERMINATING
+        self._abort_all(error)
+        for slot in self._slots.values():
+            slot.handle.kill()
+            slot.handle.join(KILL_GRACE)
+
+    def _close_loop(self) -> None:
+        self.state = State.STOPPED
+        self.backend.close()
+        with self._inbox_lock:
+            self._wake_pending = True  # nobody will read the pipe any more
+        for fd in (self._wake_r, self._wake_w, self._selector_fd()):
+            if fd >= 0:
+                unregister_master_fd(fd)
+        self._selector.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+
+def _describe_exit(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "disappeared"
+    if exitcode < 0:
+        import signal
+
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        return f"was killed by {name}"
+    return f"exited with status {exitcode}"

@@ -1,0 +1,146 @@
+"""Dispatch policy: which job gives the next chunk, and how big it is.
+
+Pure bookkeeping, no threads and no I/O; only the master thread calls it.
+
+Chunk sizing (when the caller gives no ``chunksize``): every function starts
+with one item per chunk.  Workers report how long each chunk computed; from
+the per-item estimate the chunk grows (at most ``GROWTH`` times per step) until
+a chunk takes about ``TARGET_CHUNK_SECONDS``.  Two caps keep long or uneven
+tasks evenly spread:
+
+* a chunk never takes more than ``1 / (TAPER * workers)`` of what a job still
+  has to give, so the last chunks shrink and no worker is left with a
+  straggler chunk while others idle;
+* items slower than the target run one per chunk and are never queued behind
+  a busy worker (see :meth:`Scheduler.can_prefetch`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict, deque
+from collections.abc import Hashable
+
+from ._jobs import Job
+
+__all__ = ("Scheduler",)
+
+#: Aim for chunks computing this long.  Larger amortises the ~50-100 µs round
+#: trip of a chunk better; smaller balances better at the end of a lazy stream,
+#: whose length is unknown.
+TARGET_CHUNK_SECONDS = 0.01
+#: Chunk size may grow by at most this factor per result, so one unusually
+#: fast first item cannot make a huge chunk of slow ones.
+GROWTH = 8
+#: A chunk takes at most remaining / (TAPER * workers) items of a finite job.
+TAPER = 2
+#: A second chunk is queued to a busy worker only for items at least this many
+#: times shorter than the target: then the worker never idles for a round
+#: trip, and the queued chunk waits only briefly.
+PREFETCH_RATIO = 4
+#: Learned durations are kept for this many functions.
+MAX_ESTIMATES = 1024
+#: Weight of the newest measurement in the moving average.
+SMOOTHING = 0.3
+
+
+class Scheduler:
+    """Round-robin over active jobs, with adaptive chunk sizes per function."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._jobs: deque[Job] = deque()
+        self._estimates: OrderedDict[Hashable, float] = OrderedDict()  # seconds per item
+        self._last_size: dict[int, int] = {}  # id(job) -> last adaptive chunk size
+        #: Chunks given back after their worker died without running them.
+        self._requeued: deque[tuple[Job, int, list[object]]] = deque()
+
+    def add(self, job: Job) -> None:
+        """Queue a job; its items are given out fairly with the others."""
+        self._jobs.append(job)
+
+    def requeue(self, job: Job, start: int, items: list[object]) -> None:
+        """Give a chunk back (its worker died before running it); it goes first."""
+        self._requeued.append((job, start, items))
+
+    def clear_requeued(self) -> None:
+        """Forget re-queued chunks (their jobs were cancelled)."""
+        self._requeued.clear()
+
+    @property
+    def jobs(self) -> list[Job]:
+        """Jobs that may still give items (including re-queued chunks' jobs)."""
+        return list(self._jobs) + [job for job, _, _ in self._requeued]
+
+    def idle(self) -> bool:
+        """True when no job can ever give another item."""
+        self._drop_exhausted()
+        return not self._jobs and not self._requeued
+
+    def next_chunk(self, limit: int | None, prefetch: bool) -> tuple[Job, int, list[object]] | None:
+        """The next chunk to send, or None if no job has an item now.
+
+        ``limit`` caps its size (a worker close to its task quota); with
+        ``prefetch`` only jobs with items short enough to queue are considered.
+        """
+        if self._requeued:
+            job, start, items = self._requeued[0]
+            if not prefetch or self.can_prefetch(job):
+                self._requeued.popleft()
+                return job, start, items
+        for _ in range(len(self._jobs)):
+            job = self._jobs[0]
+            self._jobs.rotate(-1)
+            if prefetch and not self.can_prefetch(job):
+                continue
+            size = self.chunk_size(job)
+            taken = job.take(size if limit is None else min(size, limit))
+            if taken is not None:
+                return job, taken[0], taken[1]
+        self._drop_exhausted()
+        return None
+
+    def chunk_size(self, job: Job) -> int:
+        """Items for the next chunk of ``job`` (its fixed chunksize, else adaptive)."""
+        if job.chunksize is not None:
+            return job.chunksize
+        per_item = self._estimates.get(job.key)
+        last = self._last_size.get(id(job), 0)
+        if per_item is None:
+            size = 1
+        else:
+            ideal = TARGET_CHUNK_SECONDS / per_item if per_item > 0 else math.inf
+            size = int(min(ideal, max(1, last) * GROWTH))
+        if job.remaining is not None:
+            size = min(size, math.ceil(job.remaining / (TAPER * self.workers)))
+        size = max(1, size)
+        self._last_size[id(job)] = size
+        job.chunk_hint = size
+        return size
+
+    def can_prefetch(self, job: Job) -> bool:
+        """True if ``job``'s items are known to be short enough to queue behind others."""
+        per_item = self._estimates.get(job.key)
+        return per_item is not None and per_item * PREFETCH_RATIO < TARGET_CHUNK_SECONDS
+
+    def record(self, key: Hashable, items: int, seconds: float) -> None:
+        """Learn from a finished chunk of ``items`` items that computed ``seconds``."""
+        if items <= 0:
+            return
+        sample = seconds / items
+        old = self._estimates.pop(key, None)
+        self._estimates[key] = sample if old is None else old + SMOOTHING * (sample - old)
+        if len(self._estimates) > MAX_ESTIMATES:
+            self._estimates.popitem(last=False)
+
+    def forget(self, job: Job) -> None:
+        """Drop per-job state once the job has left the queue."""
+        self._last_size.pop(id(job), None)
+
+    def _drop_exhausted(self) -> None:
+        for _ in range(len(self._jobs)):
+            job = self._jobs.popleft()
+            if job.exhausted():
+                self.forget(job)
+            else:
+                self._jobs.append(job)

@@ -1,0 +1,123 @@
+"""``workcrew.Executor``: a ``concurrent.futures.Executor`` on workcrew's engine.
+
+Constructed like ``ProcessPoolExecutor``; its futures are ordinary
+``concurrent.futures.Future`` objects, so ``wait`` and ``as_completed`` work.
+Differences from the standard library (also in docs/executor.md):
+
+* ``map`` is lazy: it pulls input as results are consumed, with a bounded
+  window, instead of submitting the whole input at once; and its default
+  ``chunksize=None`` is adaptive (the standard library's is 1).
+* a crashing worker fails only its own task (the standard library breaks the
+  whole pool).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from ._backends import get_backend
+from ._core._engine import Engine
+from ._core._execute import STAR
+from ._core._jobs import StreamJob
+from ._core._options import PoolOptions, check_chunksize
+
+__all__ = ("Executor",)
+
+T = TypeVar("T")
+
+
+class Executor(concurrent.futures.Executor):
+    """A pool of process (or thread) workers behind the ``concurrent.futures`` API.
+
+    Example::
+
+        from concurrent.futures import as_completed
+        from workcrew import Executor
+
+        def square(x):
+            return x * x
+
+        if __name__ == "__main__":
+            with Executor(max_workers=4) as ex:
+                futures = [ex.submit(square, i) for i in range(10)]
+                print(sorted(f.result() for f in as_completed(futures)))
+    """
+
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        mp_context: Any = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[Any, ...] = (),
+        *,
+        max_tasks_per_child: int | None = None,
+        kind: str = "process",
+        start_method: str | None = None,
+        chunksize: int | None = None,
+    ) -> None:
+        if mp_context is not None and start_method is None:
+            start_method = mp_context.get_start_method()
+        self._options = PoolOptions.build(
+            max_workers, kind=kind, start_method=start_method, initializer=initializer,
+            initargs=initargs, max_tasks_per_worker=max_tasks_per_child, chunksize=chunksize,
+        )
+        self._engine = Engine(self._options, get_backend(kind), drain_at_exit=True)
+        finalizer = weakref.finalize(self, self._engine.close)
+        finalizer.atexit = False  # the engine's exit hook drains it instead
+
+    @property
+    def workers(self) -> int:
+        """The number of workers."""
+        return self._options.workers
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        """Schedule ``fn(*args, **kwargs)``; return its ``concurrent.futures.Future``."""
+        return self._engine.submit_call(fn, args, kwargs)
+
+    def map(  # type: ignore[override]  # adds chunksize=None (adaptive) as a keyword
+        self, fn: Callable[..., T], *iterables: Iterable[Any], timeout: float | None = None,
+        chunksize: int | None = None,
+    ) -> Iterator[T]:
+        """``fn`` over zipped ``iterables``, results in order, input read lazily.
+
+        Raises the first task exception when its result is reached;
+        ``TimeoutError`` if the results are not all there ``timeout`` seconds
+        after the call.  Closing the iterator early drops unstarted items.
+        """
+        check_chunksize(chunksize)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        job = self._engine.stream(fn, STAR, zip(*iterables), chunksize, ordered=True)
+        job.feed()  # work starts at the call, as in concurrent.futures
+        return _results(job, deadline)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Accept no new work; with ``cancel_futures`` drop what has not started.
+
+        With ``wait`` (the default) return once every worker has exited.
+        """
+        if cancel_futures:
+            self._engine.cancel_pending()
+        self._engine.close()
+        if wait:
+            self._engine.join()
+
+    def __repr__(self) -> str:
+        state = "running" if self._engine.accepting else "shut down"
+        return f"<workcrew.Executor kind={self._options.kind!r} workers={self.workers} state={state}>"
+
+
+def _results(job: StreamJob, deadline: float | None) -> Iterator[Any]:
+    try:
+        while True:
+            try:
+                value = job.next(deadline)
+            except StopIteration:
+                return
+            yield value
+    finally:
+        job.cancel()

@@ -1,0 +1,312 @@
+"""``workcrew.Pool``: a drop-in for ``multiprocessing.Pool`` on workcrew's engine.
+
+Deliberate differences from ``multiprocessing.Pool`` (also in docs/pool.md):
+
+* leaving a ``with`` block normally waits for submitted work (close + join);
+  only leaving it by an exception terminates.  ``multiprocessing`` always
+  terminates, silently dropping pending ``apply_async`` work.
+* ``terminate()`` fails pending results with :class:`TaskCancelled` instead of
+  leaving ``get()`` to wait forever.
+* ``chunksize=None`` (the default, also for ``imap``) sizes chunks adaptively
+  from measured task durations.
+* ``imap``/``imap_unordered`` pull their input lazily with a bounded window;
+  ``multiprocessing`` reads the whole input ahead in a background thread.
+* callbacks run on the pool's master thread (``multiprocessing``: its result
+  thread); keep them short, and never wait on the pool from them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import warnings
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import TimeoutError as FuturesTimeout
+from typing import Any, Generic, TypeVar
+
+from ._backends import get_backend
+from ._core._engine import Engine
+from ._core._exceptions import TaskCancelled, TimeoutError
+from ._core._execute import MAP, STAR
+from ._core._jobs import StreamJob
+from ._core._options import PoolOptions
+
+__all__ = ("AsyncResult", "IMapIterator", "Pool")
+
+T = TypeVar("T")
+
+
+class AsyncResult(Generic[T]):
+    """The result of ``apply_async``/``map_async``, as in ``multiprocessing``."""
+
+    def __init__(
+        self, future: Future[T], callback: Callable[[T], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> None:
+        self._future = future
+        if callback is not None or error_callback is not None:
+            future.add_done_callback(_callbacks(callback, error_callback))
+
+    @property
+    def future(self) -> Future[T]:
+        """The underlying ``concurrent.futures.Future``."""
+        return self._future
+
+    def get(self, timeout: float | None = None) -> T:
+        """The result; re-raises the task's exception; ``TimeoutError`` if not ready in time."""
+        try:
+            return self._future.result(timeout)
+        except FuturesTimeout:
+            if self._future.done():
+                raise  # the task itself raised a TimeoutError
+            raise TimeoutError(f"the result was not ready within {timeout} s") from None
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the result is ready or ``timeout`` seconds have passed."""
+        try:
+            self._future.exception(timeout)
+        except (FuturesTimeout, TaskCancelled):
+            pass
+
+    def ready(self) -> bool:
+        """True once the result (or an exception) is available."""
+        return self._future.done()
+
+    def successful(self) -> bool:
+        """True if the task returned normally; ``ValueError`` if not ready yet."""
+        if not self._future.done():
+            raise ValueError(f"{self!r} not ready")
+        return not self._future.cancelled() and self._future.exception() is None
+
+
+def _callbacks(
+    callback: Callable[[Any], object] | None, error_callback: Callable[[BaseException], object] | None
+) -> Callable[[Future[Any]], None]:
+    def on_done(future: Future[Any]) -> None:
+        exc = future.exception() if not future.cancelled() else TaskCancelled("cancelled")
+        if exc is None:
+            if callback is not None:
+                callback(future.result())
+        elif error_callback is not None:
+            error_callback(exc)
+
+    return on_done
+
+
+class IMapIterator(Iterator[T]):
+    """Results of ``imap``/``imap_unordered``; also has ``next(timeout)`` as in ``multiprocessing``."""
+
+    def __init__(self, job: StreamJob) -> None:
+        self._job = job
+        job.feed()  # start at once, as multiprocessing does
+
+    def __iter__(self) -> IMapIterator[T]:
+        return self
+
+    def __next__(self) -> T:
+        result: T = self._job.next(None)
+        return result
+
+    def next(self, timeout: float | None = None) -> T:
+        """The next result; ``TimeoutError`` if none arrives within ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        result: T = self._job.next(deadline)
+        return result
+
+    def close(self) -> None:
+        """Abandon the remaining results: unstarted items are dropped."""
+        self._job.cancel()
+
+    def __del__(self) -> None:
+        self._job.cancel()
+
+
+class Pool:
+    """A pool of workers with the ``multiprocessing.Pool`` API.
+
+    ``Pool(4)`` starts four process workers.  Beyond the standard arguments:
+    ``kind`` (``"process"`` or ``"thread"``), ``start_method`` (``"fork"``,
+    ``"spawn"``, ``"forkserver"``; default forkserver where available),
+    ``chunksize`` (default for every map call; None = adaptive).
+
+    Example::
+
+        from workcrew import Pool
+
+        def square(x):
+            return x * x
+
+        if __name__ == "__main__":
+            with Pool(4) as pool:
+                print(pool.map(square, range(10)))
+    """
+
+    def __init__(
+        self,
+        processes: int | None = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: Iterable[Any] = (),
+        maxtasksperchild: int | None = None,
+        context: Any = None,
+        *,
+        kind: str = "process",
+        start_method: str | None = None,
+        chunksize: int | None = None,
+    ) -> None:
+        if context is not None and start_method is None:
+            start_method = context.get_start_method()
+        self._options = PoolOptions.build(
+            processes, kind=kind, start_method=start_method, initializer=initializer,
+            initargs=tuple(initargs), max_tasks_per_worker=maxtasksperchild, chunksize=chunksize,
+        )
+        self._engine = Engine(self._options, get_backend(kind), drain_at_exit=False)
+        self._finalizer = weakref.finalize(self, _collect, self._engine)
+        self._finalizer.atexit = False  # the engine's own exit hook handles interpreter exit
+
+    @property
+    def workers(self) -> int:
+        """The number of workers."""
+        return self._options.workers
+
+    @property
+    def kind(self) -> str:
+        """The worker kind (``"process"`` or ``"thread"``)."""
+        return self._options.kind
+
+    @property
+    def start_method(self) -> str:
+        """The start method of process workers."""
+        return self._options.start_method
+
+    # -- single calls ----------------------------------------------------------------
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        """Run ``fn(*args, **kwargs)`` in a worker; return a ``concurrent.futures.Future``."""
+        return self._engine.submit_call(fn, args, kwargs)
+
+    def apply(
+        self, func: Callable[..., T], args: Iterable[Any] = (), kwds: Mapping[str, Any] | None = None
+    ) -> T:
+        """Run ``func(*args, **kwds)`` in a worker and return its result."""
+        return self.apply_async(func, args, kwds).get()
+
+    def apply_async(
+        self, func: Callable[..., T], args: Iterable[Any] = (), kwds: Mapping[str, Any] | None = None,
+        callback: Callable[[T], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> AsyncResult[T]:
+        """Like ``apply``, returning an :class:`AsyncResult` at once."""
+        future = self._engine.submit_call(func, tuple(args), dict(kwds or {}))
+        return AsyncResult(future, callback, error_callback)
+
+    # -- maps ---------------------------------------------------------------------------
+
+    def map(
+        self, func: Callable[[Any], T], iterable: Iterable[Any], chunksize: int | None = None
+    ) -> list[T]:
+        """``[func(x) for x in iterable]``, computed by the workers, in order."""
+        return _wait(self.map_async(func, iterable, chunksize))
+
+    def map_async(
+        self, func: Callable[[Any], T], iterable: Iterable[Any], chunksize: int | None = None,
+        callback: Callable[[list[T]], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> AsyncResult[list[T]]:
+        """Like ``map``, returning an :class:`AsyncResult` at once."""
+        future = self._engine.submit_list(func, MAP, _as_list(iterable), _chunksize(chunksize))
+        return AsyncResult(future, callback, error_callback)
+
+    def starmap(
+        self, func: Callable[..., T], iterable: Iterable[Iterable[Any]], chunksize: int | None = None
+    ) -> list[T]:
+        """``[func(*args) for args in iterable]``, computed by the workers, in order."""
+        return _wait(self.starmap_async(func, iterable, chunksize))
+
+    def starmap_async(
+        self, func: Callable[..., T], iterable: Iterable[Iterable[Any]],
+        chunksize: int | None = None, callback: Callable[[list[T]], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> AsyncResult[list[T]]:
+        """Like ``starmap``, returning an :class:`AsyncResult` at once."""
+        future = self._engine.submit_list(func, STAR, _as_list(iterable), _chunksize(chunksize))
+        return AsyncResult(future, callback, error_callback)
+
+    def imap(
+        self, func: Callable[[Any], T], iterable: Iterable[Any], chunksize: int | None = None
+    ) -> IMapIterator[T]:
+        """Results of ``func`` over a lazily read ``iterable``, in input order."""
+        job = self._engine.stream(func, MAP, iterable, _chunksize(chunksize), ordered=True)
+        return IMapIterator(job)
+
+    def imap_unordered(
+        self, func: Callable[[Any], T], iterable: Iterable[Any], chunksize: int | None = None
+    ) -> IMapIterator[T]:
+        """Results of ``func`` over a lazily read ``iterable``, as they complete."""
+        job = self._engine.stream(func, MAP, iterable, _chunksize(chunksize), ordered=False)
+        return IMapIterator(job)
+
+    # -- lifetime --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Accept no new tasks; workers exit once the submitted ones are done."""
+        self._engine.close()
+
+    def terminate(self) -> None:
+        """Stop the workers now; pending results fail with :class:`TaskCancelled`."""
+        self._engine.terminate()
+        self._finalizer.detach()
+
+    def join(self) -> None:
+        """Wait for the workers to exit; call ``close()`` or ``terminate()`` first."""
+        if self._engine.accepting:
+            raise ValueError("Pool is still running: call close() or terminate() before join()")
+        self._engine.join()
+        self._finalizer.detach()
+
+    def __enter__(self) -> Pool:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+            self.join()
+        else:
+            self.terminate()
+
+    def __repr__(self) -> str:
+        state = "running" if self._engine.accepting else "closed"
+        return f"<workcrew.Pool kind={self.kind!r} workers={self.workers} state={state}>"
+
+
+def _wait(result: AsyncResult[T]) -> T:
+    try:
+        return result.get()
+    except KeyboardInterrupt:
+        # Stop handing out the rest of this map; a `with` block then terminates.
+        if not result.future.cancel():
+            with contextlib.suppress(InvalidStateError):
+                result.future.set_exception(TaskCancelled("interrupted by KeyboardInterrupt"))
+        raise
+
+
+def _as_list(iterable: Iterable[Any]) -> list[Any]:
+    return iterable if isinstance(iterable, list) else list(iterable)
+
+
+def _chunksize(chunksize: int | None) -> int | None:
+    from ._core._options import check_chunksize
+
+    check_chunksize(chunksize)
+    return chunksize
+
+
+def _collect(engine: Engine) -> None:
+    if engine.accepting:
+        warnings.warn(
+            "a workcrew.Pool was garbage-collected without close() or terminate(); "
+            "it was terminated. Use `with Pool() as pool:` to shut it down explicitly.",
+            ResourceWarning, stacklevel=1,
+        )
+    engine.terminate()
