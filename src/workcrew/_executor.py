@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from ._backends import get_backend
 from ._core._engine import Engine
 from ._core._execute import STAR
-from ._core._jobs import StreamJob
+from ._core._jobs import ResultIterator, StreamJob
 from ._core._options import PoolOptions, check_chunksize
 
 __all__ = ("Executor",)
@@ -112,10 +112,13 @@ class Executor(concurrent.futures.Executor):
 
 
 def _results(job: StreamJob, deadline: float | None) -> Iterator[Any]:
+    # A generator, as in concurrent.futures: the first exception ends it, and
+    # closing it (or dropping it) cancels what has not started.
+    results = ResultIterator(job)
     try:
         while True:
             try:
-                value = job.next(deadline)
+                value = results.next_before(deadline)
             except StopIteration:
                 return
             yield value

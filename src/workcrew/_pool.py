@@ -30,7 +30,7 @@ from ._backends import get_backend
 from ._core._engine import Engine
 from ._core._exceptions import TaskCancelled, TimeoutError
 from ._core._execute import MAP, STAR
-from ._core._jobs import StreamJob
+from ._core._jobs import ResultIterator, StreamJob
 from ._core._options import PoolOptions
 
 __all__ = ("AsyncResult", "IMapIterator", "Pool")
@@ -95,24 +95,27 @@ def _callbacks(
     return on_done
 
 
-class IMapIterator(Iterator[T]):
-    """Results of ``imap``/``imap_unordered``; also has ``next(timeout)`` as in ``multiprocessing``."""
+class IMapIterator(ResultIterator, Iterator[T]):
+    """Results of ``imap``/``imap_unordered``; also has ``next(timeout)`` as in ``multiprocessing``.
+
+    A failed item raises its exception when reached; iteration may go on after it.
+    """
 
     def __init__(self, job: StreamJob) -> None:
-        self._job = job
+        super().__init__(job)
         job.feed()  # start at once, as multiprocessing does
 
     def __iter__(self) -> IMapIterator[T]:
         return self
 
     def __next__(self) -> T:
-        result: T = self._job.next(None)
+        result: T = self.next_before(None)
         return result
 
     def next(self, timeout: float | None = None) -> T:
         """The next result; ``TimeoutError`` if none arrives within ``timeout`` seconds."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        result: T = self._job.next(deadline)
+        result: T = self.next_before(deadline)
         return result
 
     def close(self) -> None:

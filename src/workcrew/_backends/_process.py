@@ -21,7 +21,7 @@ from typing import Any
 
 import cloudpickle
 
-from .._core._backend import Loop, Segment, WorkerBackend, WorkerEvents, WorkerHandle
+from .._core._backend import Loop, Segment, Sent, WorkerBackend, WorkerEvents, WorkerHandle
 from .._core._exceptions import (
     InitializerError,
     RemoteTraceback,
@@ -136,7 +136,7 @@ class ProcessHandle(WorkerHandle):
 
     # -- sending -------------------------------------------------------------------
 
-    def send_chunk(self, seq: int, segments: list[Segment]) -> dict[tuple[int, int], BaseException]:
+    def send_chunk(self, seq: int, segments: list[Segment]) -> Sent:
         failed: dict[tuple[int, int], BaseException] = {}
         new_functions: list[tuple[int, bytes]] = []
         wire_segments = []
@@ -159,9 +159,11 @@ class ProcessHandle(WorkerHandle):
                 for s_index, (segment, wire) in enumerate(zip(segments, wire_segments))
             ]
             body = _wire.dumps((reset, new_functions, wire_segments))
+        if len(failed) == sum(len(segment.items) for segment in segments):
+            return Sent(failed)  # nothing left to run; the master fails every item
         self._known.update(key for key, _ in new_functions)
         self._write(_wire.CHUNK, _wire.SEQ.pack(seq) + body)
-        return failed
+        return Sent(failed, len(body))
 
     def _strip_unpicklable(
         self, s_index: int, segment: Segment, wire: tuple[Any, ...],
@@ -264,8 +266,9 @@ class ProcessHandle(WorkerHandle):
             self._events.on_init_failed(self, error)
 
     def _on_result(self, payload: bytes) -> None:
+        (duration,) = _wire.DURATION.unpack_from(payload)
         try:
-            seq, duration, outcomes = pickle.loads(payload)
+            seq, outcomes = pickle.loads(memoryview(payload)[_wire.DURATION.size :])
         except Exception as exc:  # noqa: BLE001 - e.g. a result class the caller cannot import
             error = SerializationError(
                 f"the results sent by worker {self.worker_id} could not be unpickled in the "

@@ -87,6 +87,7 @@ class _Worker:
         return True
 
     def _run_chunk(self, payload: bytearray) -> None:
+        start = timer()
         (seq,) = _wire.SEQ.unpack_from(payload)
         try:
             reset, new_functions, segments = pickle.loads(memoryview(payload)[_wire.SEQ.size :])
@@ -98,10 +99,8 @@ class _Worker:
             self.functions.clear()
         for key, blob in new_functions:
             self.functions[key] = _load_function(blob)
-        start = timer()
         outcomes = [self._run_segment(*segment) for segment in segments]
-        duration = timer() - start
-        self._send_result(seq, duration, outcomes, segments)
+        self._send_result(seq, start, outcomes, segments)
 
     def _run_segment(
         self, key: int, mode: int, items: list[Any], skip: frozenset[int] | None
@@ -127,17 +126,18 @@ class _Worker:
         return blob, _qualname(type(exc)), _safe_str(exc), tb, failure.call
 
     def _send_result(
-        self, seq: int, duration: float, outcomes: list[Any], segments: list[Any]
+        self, seq: int, start: float, outcomes: list[Any], segments: list[Any]
     ) -> None:
         try:
-            payload = _wire.dumps((seq, duration, outcomes))
+            payload = _wire.dumps((seq, outcomes))
         except Exception:  # noqa: BLE001 - find the values that do not pickle, fail only those
             outcomes = [
                 self._isolate_results(values, failures, seg)
                 for (values, failures), seg in zip(outcomes, segments)
             ]
-            payload = _wire.dumps((seq, duration, outcomes))
-        _wire.write_frame(self.result_fd, _wire.RESULT, payload)
+            payload = _wire.dumps((seq, outcomes))
+        duration = _wire.DURATION.pack(timer() - start)
+        _wire.write_frame(self.result_fd, _wire.RESULT, duration, payload)
 
     def _isolate_results(
         self, values: list[Any], failures: dict[int, EncodedFailure] | None, segment: Any

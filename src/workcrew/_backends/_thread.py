@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from .._core._backend import Segment, WorkerBackend, WorkerEvents, WorkerHandle
+from .._core._backend import Segment, Sent, WorkerBackend, WorkerEvents, WorkerHandle
 from .._core._exceptions import InitializerError
 from .._core._execute import Failure, SegmentOutcome, add_note, run_segment, timer
 
@@ -42,9 +42,9 @@ class ThreadHandle(WorkerHandle):
         )
         self.thread.start()
 
-    def send_chunk(self, seq: int, segments: list[Segment]) -> dict[tuple[int, int], BaseException]:
+    def send_chunk(self, seq: int, segments: list[Segment]) -> Sent:
         self._inbox.put((seq, segments))
-        return {}
+        return Sent({})
 
     def request_stop(self) -> None:
         self._inbox.put(_STOP)

@@ -27,6 +27,10 @@ __all__ = ("FrameReader", "FrameWriter", "dumps", "read_frame", "write_frame")
 HEADER = struct.Struct("<QB")
 #: A CHUNK payload starts with its sequence number, outside the pickle.
 SEQ = struct.Struct("<Q")
+#: A RESULT payload starts with the seconds the worker spent on the chunk,
+#: from receiving it to having pickled its results (so the cost of moving
+#: large arguments counts when chunks are sized).
+DURATION = struct.Struct("<d")
 
 # Tags, master -> worker
 CHUNK, STOP = 1, 2
@@ -45,10 +49,11 @@ def dumps(obj: Any) -> bytes:
         return bytes(cloudpickle.dumps(obj, protocol=5))
 
 
-def write_frame(fd: int, tag: int, payload: bytes) -> None:
-    """Write one whole frame to a blocking fd."""
-    _write_all(fd, HEADER.pack(len(payload), tag))
-    _write_all(fd, payload)
+def write_frame(fd: int, tag: int, *parts: bytes) -> None:
+    """Write one whole frame, whose payload is ``parts`` joined, to a blocking fd."""
+    _write_all(fd, HEADER.pack(sum(len(p) for p in parts), tag))
+    for part in parts:
+        _write_all(fd, part)
 
 
 def _write_all(fd: int, data: bytes) -> None:

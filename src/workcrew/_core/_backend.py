@@ -29,7 +29,7 @@ from ._exceptions import WorkcrewError
 from ._execute import SegmentOutcome
 from ._options import PoolOptions
 
-__all__ = ("Loop", "Segment", "WorkerBackend", "WorkerEvents", "WorkerHandle")
+__all__ = ("Loop", "Segment", "Sent", "WorkerBackend", "WorkerEvents", "WorkerHandle")
 
 
 @dataclass
@@ -41,6 +41,14 @@ class Segment:
     items: list[Any]
     #: indices whose arguments could not be sent (already failed by the master)
     skip: frozenset[int] | None = None
+
+
+@dataclass
+class Sent:
+    """What ``send_chunk`` did: the items it could not send, and the bytes it sent."""
+
+    failed: dict[tuple[int, int], BaseException]
+    nbytes: int = 0
 
 
 class Loop(ABC):
@@ -106,11 +114,12 @@ class WorkerHandle(ABC):
     pid: int | None = None
 
     @abstractmethod
-    def send_chunk(self, seq: int, segments: list[Segment]) -> dict[tuple[int, int], BaseException]:
+    def send_chunk(self, seq: int, segments: list[Segment]) -> Sent:
         """Queue a chunk for the worker without blocking.
 
-        Returns the items that could not be sent, keyed by (segment, item)
-        index, with the error to report for each; the rest of the chunk is sent.
+        Items that could not be sent are reported in the result, keyed by
+        (segment, item) index, with the error for each; the rest is sent.  If
+        no item could be sent, nothing is sent.
         """
 
     @abstractmethod

@@ -14,6 +14,7 @@ and no thread outlives it.
 from __future__ import annotations
 
 import atexit
+import multiprocessing.util  # registers its exit hook now, so ours (below) runs before it
 import threading
 import weakref
 from collections.abc import Callable, Hashable, Iterable
@@ -88,10 +89,10 @@ class Engine:
             master.call_soon_threadsafe(lambda: master.add_job(job))
 
     def _check_open(self) -> None:
-        if self._master.broken is not None:
-            raise BrokenPoolError(f"the pool is broken: {self._master.broken}") from (
-                self._master.broken
-            )
+        broken = self._master.broken
+        if broken is not None:
+            cls = type(broken) if isinstance(broken, BrokenPoolError) else BrokenPoolError
+            raise cls(f"the pool is broken: {broken}") from broken
         if not self._accepting:
             raise PoolClosedError(
                 "the pool is closed: no new tasks are accepted after close(), terminate() or "
@@ -164,7 +165,9 @@ def _key(fn: Callable[..., Any]) -> Hashable:
 
 @atexit.register
 def _shutdown_all() -> None:
-    # Runs before multiprocessing's own exit hook (registered earlier, so run
-    # later), which would otherwise wait forever on our non-daemon workers.
+    # atexit runs hooks last-registered-first: this one runs before
+    # multiprocessing's (imported above), which would otherwise wait forever
+    # to join our workers.  Workers are not daemonic so that tasks may start
+    # pools of their own.
     for engine in list(_live):
         engine._at_exit()

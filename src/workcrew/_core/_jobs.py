@@ -26,7 +26,10 @@ from typing import Any
 from ._exceptions import TimeoutError
 from ._execute import CALL
 
-__all__ = ("CallJob", "Job", "ListJob", "StreamJob")
+__all__ = ("CallJob", "Job", "ListJob", "ResultIterator", "StreamJob")
+
+#: Outcomes of a run of consecutive items: values, and failures by index.
+Run = tuple[list[Any], dict[int, BaseException] | None]
 
 
 class Job:
@@ -204,13 +207,11 @@ class StreamJob(Job):
         self._source: Iterator[Any] | None = iter(iterable)
         self._on_input = on_input
         self._cond = threading.Condition(threading.Lock())
-        self._reader = threading.Lock()  # one consumer at a time may advance the source
         self._buffer: deque[tuple[int, list[Any]]] = deque()  # fed, not yet taken
         self._runs: dict[int, tuple[list[Any], dict[int, BaseException] | None]] = {}
         self._arrivals: deque[tuple[list[Any], dict[int, BaseException] | None]] = deque()
         self._fed = 0  # items pulled from the source
         self._consumed = 0  # items handed back to the caller
-        self._cursor: Iterator[tuple[Any, BaseException | None]] = iter(())
         self._aborted: BaseException | None = None
         self._starved = False  # master found the buffer empty: wake it on the next feed
         self._workers = workers
@@ -248,25 +249,20 @@ class StreamJob(Job):
         if wake:
             self._on_input(self)
 
-    def next(self, deadline: float | None = None) -> Any:
-        """The next result (ordered or by completion); raises StopIteration at the end."""
-        with self._reader:
-            return self._next(deadline)
+    def next_run(self, deadline: float | None) -> Run:
+        """The next run of outcomes (ordered, or by completion), fed as needed.
 
-    def _next(self, deadline: float | None) -> Any:
+        Raises StopIteration at the end, the abort error if the pool stopped,
+        TimeoutError past ``deadline``.  Only :class:`ResultIterator` calls it.
+        """
         while True:
-            for value, exc in self._cursor:
-                self._consumed += 1
-                if exc is not None:
-                    raise exc
-                return value
             self.feed()
             with self._cond:
                 while True:
                     run = self._pop_run()
                     if run is not None:
-                        self._cursor = _outcomes(*run)
-                        break
+                        self._consumed += len(run[0])
+                        return run
                     if self._aborted is not None:
                         raise self._aborted
                     if self._source is None and self._consumed >= self._fed:
@@ -278,7 +274,7 @@ class StreamJob(Job):
                         raise TimeoutError("no result arrived within the timeout")
                     self._cond.wait(timeout)
 
-    def _pop_run(self) -> tuple[list[Any], dict[int, BaseException] | None] | None:
+    def _pop_run(self) -> Run | None:
         if self.ordered:
             return self._runs.pop(self._consumed, None)
         return self._arrivals.popleft() if self._arrivals else None
@@ -331,9 +327,34 @@ class StreamJob(Job):
             return self._aborted is not None or (self._source is None and self._consumed >= self._fed)
 
 
-def _outcomes(
-    values: list[Any], errors: dict[int, BaseException] | None
-) -> Iterator[tuple[Any, BaseException | None]]:
-    if not errors:
-        return ((v, None) for v in values)
-    return ((v, errors.get(i)) for i, v in enumerate(values))
+class ResultIterator:
+    """Reads a StreamJob's results one at a time; safe to share between threads.
+
+    Holds the current run of outcomes, so the common case (a value, no error)
+    costs one lock and an index, not a trip through the job.
+    """
+
+    def __init__(self, job: StreamJob) -> None:
+        self._job = job
+        self._lock = threading.Lock()
+        self._values: list[Any] = []
+        self._errors: dict[int, BaseException] | None = None
+        self._i = 0
+
+    def __iter__(self) -> ResultIterator:
+        return self
+
+    def __next__(self) -> Any:
+        return self.next_before(None)
+
+    def next_before(self, deadline: float | None) -> Any:
+        """The next result; raises its exception if it failed; StopIteration at the end."""
+        with self._lock:
+            while self._i >= len(self._values):
+                self._values, self._errors = self._job.next_run(deadline)
+                self._i = 0
+            i = self._i
+            self._i = i + 1
+            if self._errors is not None and i in self._errors:
+                raise self._errors[i]
+            return self._values[i]

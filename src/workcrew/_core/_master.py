@@ -80,6 +80,8 @@ class _InFlight:
     job: Job
     start: int
     items: list[Any]
+    #: items that failed before sending (their arguments did not pickle)
+    unsent: dict[int, BaseException] | None = None
 
 
 @dataclass
@@ -278,21 +280,14 @@ class Master(Loop, WorkerEvents):
             return False
         job, start, items = chunk
         seq = next(self._seq)
-        failed = slot.handle.send_chunk(seq, [Segment(job.fn, job.mode, items)])
-        if failed:
-            errors = {i: exc for (_, i), exc in failed.items()}
-            if len(errors) == len(items):
-                job.deliver(start, [None] * len(items), errors)
-                return True
-            self._deliver_early(job, start, errors)
-        slot.inflight.append(_InFlight(seq, job, start, items))
+        sent = slot.handle.send_chunk(seq, [Segment(job.fn, job.mode, items)])
+        self._scheduler.record_size(job.key, len(items), sent.nbytes)
+        errors = {i: exc for (_, i), exc in sent.failed.items()} if sent.failed else None
+        if errors and len(errors) == len(items):
+            job.deliver(start, [None] * len(items), errors)  # nothing was sent
+            return True
+        slot.inflight.append(_InFlight(seq, job, start, items, errors))
         return True
-
-    @staticmethod
-    def _deliver_early(job: Job, start: int, errors: dict[int, BaseException]) -> None:
-        # Items whose arguments could not be sent fail now, each on its own.
-        for i, exc in errors.items():
-            job.deliver(start + i, [None], {0: exc})
 
     # -- WorkerEvents: what backends report --------------------------------------------
 
@@ -310,6 +305,8 @@ class Master(Loop, WorkerEvents):
         values, failures = outcomes[0]
         if not chunk.job.done():  # else aborted or cancelled meanwhile: drop the outcome
             errors = {i: f.exc for i, f in failures.items()} if failures else None
+            if chunk.unsent:
+                errors = {**(errors or {}), **chunk.unsent}
             chunk.job.deliver(chunk.start, values, errors)
         self._scheduler.record(chunk.job.key, len(values), duration)
         if slot.quota is not None:

@@ -38,6 +38,10 @@ TAPER = 2
 #: times shorter than the target: then the worker never idles for a round
 #: trip, and the queued chunk waits only briefly.
 PREFETCH_RATIO = 4
+#: A chunk's pickled arguments stay under about this many bytes: large
+#: arguments are cheap to compute on but costly to hold and move, and the
+#: read-ahead window of a lazy map is a few chunks per worker.
+CHUNK_BYTES = 4 << 20
 #: Learned durations are kept for this many functions.
 MAX_ESTIMATES = 1024
 #: Weight of the newest measurement in the moving average.
@@ -51,6 +55,7 @@ class Scheduler:
         self.workers = workers
         self._jobs: deque[Job] = deque()
         self._estimates: OrderedDict[Hashable, float] = OrderedDict()  # seconds per item
+        self._sizes: dict[Hashable, float] = {}  # pickled bytes per item (process kinds)
         self._last_size: dict[int, int] = {}  # id(job) -> last adaptive chunk size
         #: Chunks given back after their worker died without running them.
         self._requeued: deque[tuple[Job, int, list[object]]] = deque()
@@ -110,7 +115,12 @@ class Scheduler:
             size = 1
         else:
             ideal = TARGET_CHUNK_SECONDS / per_item if per_item > 0 else math.inf
-            size = int(min(ideal, max(1, last) * GROWTH))
+            # A job's first chunk trusts what earlier jobs of the function
+            # measured; later ones grow at most GROWTH-fold per step.
+            size = int(min(ideal, last * GROWTH)) if last else int(min(ideal, 1 << 20))
+        item_bytes = self._sizes.get(job.key)
+        if item_bytes:
+            size = min(size, int(CHUNK_BYTES / item_bytes))
         if job.remaining is not None:
             size = min(size, math.ceil(job.remaining / (TAPER * self.workers)))
         size = max(1, size)
@@ -132,6 +142,13 @@ class Scheduler:
         self._estimates[key] = sample if old is None else old + SMOOTHING * (sample - old)
         if len(self._estimates) > MAX_ESTIMATES:
             self._estimates.popitem(last=False)
+
+    def record_size(self, key: Hashable, items: int, nbytes: int) -> None:
+        """Learn how many pickled bytes an item of ``key`` takes (0: not pickled)."""
+        if nbytes and items:
+            if len(self._sizes) > MAX_ESTIMATES:
+                self._sizes.clear()
+            self._sizes[key] = nbytes / items
 
     def forget(self, job: Job) -> None:
         """Drop per-job state once the job has left the queue."""

@@ -1,0 +1,608 @@
+"""Hand-run benchmark: workcrew side by side with its peers, in one run.
+
+Not part of the test suite.  Run from the repository root::
+
+    .venv/bin/python benchmarks/run.py            # everything (several minutes)
+    .venv/bin/python benchmarks/run.py --quick    # smoke run, reduced sizes
+    .venv/bin/python benchmarks/run.py --only cpu --only skewed
+
+Prints the tables and writes them to docs/benchmarks.md.  Every parallel
+result is checked against a serial run; a wrong result aborts the run.
+
+Worker functions live at module level: spawn/forkserver children import this
+module, so the entry point is guarded by ``if __name__ == "__main__":``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import contextlib
+import datetime
+import gc
+import multiprocessing
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import workcrew
+
+WORKERS = 2
+FORK = multiprocessing.get_context("fork")
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUTPUT = ROOT / "docs" / "benchmarks.md"
+
+MapFn = Callable[[Callable[[Any], Any], list[Any]], list[Any]]
+
+
+class BenchmarkError(RuntimeError):
+    """A library returned a wrong result: the run is invalid."""
+
+
+# -- functions run in workers ----------------------------------------------------------------
+
+
+def square(x: int) -> int:
+    """The trivial task."""
+    return x * x
+
+
+def spin(n: int) -> int:
+    """Pure-Python CPU work: ``n`` loop iterations."""
+    acc = 0
+    for i in range(n):
+        acc = (acc + i * i) % 1_000_003
+    return acc
+
+
+def burn(micros: int) -> int:
+    """Busy-wait for ``micros`` microseconds of this thread's CPU time."""
+    end = time.thread_time_ns() + micros * 1000
+    while time.thread_time_ns() < end:
+        pass
+    return micros * 3 + 1
+
+
+# -- sizes -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Workload sizes; ``quick()`` is a smoke run, not a measurement."""
+
+    trivial: int = 200_000
+    trivial_ppe_cap: int = 20_000
+    cpu_tasks: int = 400
+    cpu_task_seconds: float = 0.010
+    skewed_tasks: int = 200
+    skewed_mean_seconds: float = 0.010
+    startup_reps: int = 20
+    stream_small: int = 1_000_000
+    stream_large: int = 10_000_000
+    repeats: int = 3
+
+    @classmethod
+    def quick(cls) -> Sizes:
+        return cls(
+            trivial=20_000,
+            trivial_ppe_cap=2_000,
+            cpu_tasks=40,
+            skewed_tasks=40,
+            startup_reps=5,
+            stream_small=100_000,
+            stream_large=1_000_000,
+            repeats=1,
+        )
+
+
+# -- contenders ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Contender:
+    """One library configuration: opens a pool and yields its ``map``."""
+
+    name: str
+    open: Callable[[], contextlib.AbstractContextManager[MapFn]]
+    workcrew: bool = False
+    #: cap on the trivial-task input (a configuration too slow for the full size)
+    trivial_cap: int | None = None
+
+
+@contextlib.contextmanager
+def open_workcrew_pool() -> Iterator[MapFn]:
+    with workcrew.Pool(WORKERS, start_method="fork") as pool:
+        yield pool.map
+
+
+@contextlib.contextmanager
+def open_workcrew_executor() -> Iterator[MapFn]:
+    with workcrew.Executor(WORKERS, start_method="fork") as ex:
+        yield lambda fn, items: list(ex.map(fn, items))
+
+
+@contextlib.contextmanager
+def open_mp_pool() -> Iterator[MapFn]:
+    with FORK.Pool(WORKERS) as pool:
+        yield pool.map
+        pool.close()
+        pool.join()
+
+
+def tuned_chunksize(n: int) -> int:
+    return max(1, n // (4 * WORKERS))
+
+
+def open_ppe(tuned: bool) -> Callable[[], contextlib.AbstractContextManager[MapFn]]:
+    @contextlib.contextmanager
+    def opener() -> Iterator[MapFn]:
+        with concurrent.futures.ProcessPoolExecutor(WORKERS, mp_context=FORK) as ex:
+
+            def run(fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+                chunksize = tuned_chunksize(len(items)) if tuned else 1
+                return list(ex.map(fn, items, chunksize=chunksize))
+
+            yield run
+
+    return opener
+
+
+@contextlib.contextmanager
+def open_joblib() -> Iterator[MapFn]:
+    import joblib
+    from joblib.externals.loky import get_reusable_executor
+
+    with joblib.Parallel(n_jobs=WORKERS) as parallel:
+        yield lambda fn, items: list(parallel(joblib.delayed(fn)(x) for x in items))
+    get_reusable_executor().shutdown(wait=True)  # no loky threads left for later forks
+
+
+@contextlib.contextmanager
+def open_mpire() -> Iterator[MapFn]:
+    from mpire import WorkerPool  # type: ignore[attr-defined]
+
+    with WorkerPool(n_jobs=WORKERS, start_method="fork", keep_alive=True) as pool:
+        yield pool.map
+
+
+def contenders(sizes: Sizes) -> list[Contender]:
+    return [
+        Contender("workcrew Pool", open_workcrew_pool, workcrew=True),
+        Contender("workcrew Executor", open_workcrew_executor, workcrew=True),
+        Contender("multiprocessing Pool", open_mp_pool),
+        Contender(
+            "ProcessPoolExecutor chunksize=1",
+            open_ppe(tuned=False),
+            trivial_cap=sizes.trivial_ppe_cap,
+        ),
+        Contender("ProcessPoolExecutor chunksize=n/(4w)", open_ppe(tuned=True)),
+        Contender("joblib (loky)", open_joblib),
+        Contender("mpire", open_mpire),
+    ]
+
+
+# -- measuring -------------------------------------------------------------------------------
+
+
+def check(name: str, got: Sequence[Any], expected: Sequence[Any]) -> None:
+    """Abort the whole run on a wrong result."""
+    if len(got) != len(expected):
+        raise BenchmarkError(f"{name}: {len(got)} results, expected {len(expected)}")
+    for i, (g, e) in enumerate(zip(got, expected, strict=True)):
+        if g != e:
+            raise BenchmarkError(f"{name}: result #{i} is {g!r}, expected {e!r}")
+
+
+def timed_map(
+    c: Contender, fn: Callable[[Any], Any], items: list[Any], expected: list[Any], repeats: int
+) -> float:
+    """Best wall time of ``repeats`` checked maps, after one warm-up map (pool made untimed)."""
+    best = float("inf")
+    with c.open() as run:
+        check(c.name, run(fn, items), expected)  # warm-up
+        for _ in range(repeats):
+            start = time.perf_counter()
+            got = run(fn, items)
+            best = min(best, time.perf_counter() - start)
+            check(c.name, got, expected)
+    return best
+
+
+def best_serial(
+    fn: Callable[[Any], Any], items: list[Any], repeats: int
+) -> tuple[float, list[Any]]:
+    best, results = float("inf"), []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        results = [fn(x) for x in items]
+        best = min(best, time.perf_counter() - start)
+    return best, results
+
+
+def progress(message: str) -> None:
+    print(f"  {message}", file=sys.stderr, flush=True)
+
+
+# -- tables ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Table:
+    title: str
+    headers: list[str]
+    rows: list[list[str]]
+    notes: list[str] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        lines = [f"## {self.title}", ""]
+        lines.append("| " + " | ".join(self.headers) + " |")
+        lines.append("|" + "|".join("---" for _ in self.headers) + "|")
+        lines += ["| " + " | ".join(row) + " |" for row in self.rows]
+        lines += [""] + [f"- {note}" for note in self.notes]
+        return "\n".join(lines).rstrip() + "\n"
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str
+    value: float
+    workcrew: bool
+    note: str = ""
+
+
+def comparison_table(
+    title: str, metric: str, higher_is_better: bool, results: list[Result], notes: list[str]
+) -> Table:
+    """One row per library; ratio = value / best peer's value (peers: every non-workcrew row)."""
+    peers = [r.value for r in results if not r.workcrew]
+    best = max(peers) if higher_is_better else min(peers)
+    direction = "higher" if higher_is_better else "lower"
+    rows = []
+    for r in results:
+        name = f"**{r.name}**" if r.workcrew else r.name
+        rows.append([name, fmt(r.value), fmt_ratio(r.value / best), r.note])
+    headers = ["library", f"{metric} ({direction} is better)", "vs best peer", "note"]
+    return Table(title, headers, rows, notes)
+
+
+def fmt_ratio(ratio: float) -> str:
+    return f"{ratio:.3f}x" if ratio < 0.1 else f"{ratio:.2f}x"
+
+
+def fmt(value: float) -> str:
+    if value >= 1000:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+# -- workloads -------------------------------------------------------------------------------
+
+
+def bench_throughput(sizes: Sizes) -> Table:
+    results = []
+    for c in contenders(sizes):
+        n = min(sizes.trivial, c.trivial_cap or sizes.trivial)
+        items = list(range(n))
+        seconds = timed_map(c, square, items, [x * x for x in items], sizes.repeats)
+        note = f"input capped at {n:,} tasks" if n < sizes.trivial else ""
+        results.append(Result(c.name, n / seconds, c.workcrew, note))
+        progress(f"throughput {c.name}: {n / seconds:,.0f} tasks/s")
+    notes = [
+        f"{sizes.trivial:,} calls of `x*x` through `map`, {WORKERS} workers; pool created "
+        f"outside the timed region, one warm-up map, best of {sizes.repeats}.",
+        "workcrew: adaptive chunking (chunksize=None); the warm-up map lets it learn the "
+        "task duration, as a long-lived pool would.",
+        "workcrew Executor: its `map` is lazy (reads input through a bounded window, like "
+        "`imap`); the other executors' `map` submits everything at once.",
+        "multiprocessing, mpire, joblib: their default chunk/batch sizes.",
+    ]
+    return comparison_table("Trivial tasks: throughput", "tasks/s", True, results, notes)
+
+
+def calibrate_spin(seconds: float) -> int:
+    """Iterations of :func:`spin` that take about ``seconds`` here, serially."""
+    probe = 200_000
+    best = min(_time_call(spin, probe) for _ in range(5))
+    return max(1, round(probe * seconds / best))
+
+
+def _time_call(fn: Callable[[int], Any], arg: int) -> float:
+    start = time.perf_counter()
+    fn(arg)
+    return time.perf_counter() - start
+
+
+def bench_cpu(sizes: Sizes) -> Table:
+    iterations = calibrate_spin(sizes.cpu_task_seconds)
+    items = [iterations + i for i in range(sizes.cpu_tasks)]
+    serial, expected = best_serial(spin, items, sizes.repeats)
+    progress(f"cpu serial: {serial:.2f} s ({iterations:,} iterations per task)")
+    results = []
+    for c in contenders(sizes):
+        seconds = timed_map(c, spin, items, expected, sizes.repeats)
+        results.append(Result(c.name, serial / seconds, c.workcrew))
+        progress(f"cpu {c.name}: speedup {serial / seconds:.2f}")
+    notes = [
+        f"{sizes.cpu_tasks} pure-Python tasks of ~{sizes.cpu_task_seconds * 1000:.0f} ms "
+        f"(calibrated loop), {WORKERS} workers; speedup = serial time / parallel time "
+        f"(best of {sizes.repeats} each); the ideal is {WORKERS}.",
+        f"serial loop: {serial:.2f} s.",
+    ]
+    return comparison_table("CPU-bound tasks: speedup over serial", "speedup", True, results, notes)
+
+
+def pareto_micros(n: int, mean_seconds: float, seed: int = 12345) -> list[int]:
+    """Heavy-tailed (Pareto, shape 1.5) durations scaled to the given mean, in µs."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    raw = rng.pareto(1.5, n) + 1.0
+    scaled = raw * (mean_seconds * 1e6 / raw.mean())
+    return [max(1, round(float(v))) for v in scaled]
+
+
+def bench_skewed(sizes: Sizes) -> Table:
+    durations = pareto_micros(sizes.skewed_tasks, sizes.skewed_mean_seconds)
+    ideal = max(sum(durations) / WORKERS, max(durations)) / 1e6
+    _, expected = best_serial(burn, durations, 1)
+    results = []
+    for c in contenders(sizes):
+        seconds = timed_map(c, burn, durations, expected, sizes.repeats)
+        results.append(Result(c.name, seconds / ideal, c.workcrew))
+        progress(f"skewed {c.name}: makespan/ideal {seconds / ideal:.2f}")
+    notes = [
+        f"{sizes.skewed_tasks} tasks, Pareto(1.5) durations (seed 12345) scaled to mean "
+        f"{sizes.skewed_mean_seconds * 1000:.0f} ms; longest {max(durations) / 1000:.0f} ms; "
+        "CPU busy-wait (thread CPU time).",
+        f"makespan / ideal, ideal = max(sum / {WORKERS} workers, longest) = {ideal:.2f} s; "
+        f"best of {sizes.repeats}; 1.00 is perfect.",
+    ]
+    return comparison_table(
+        "Heavy-tailed task durations: makespan / ideal", "makespan/ideal", False, results, notes
+    )
+
+
+def startup_workcrew_pool() -> int:
+    with workcrew.Pool(WORKERS, start_method="fork") as pool:
+        return pool.apply_async(square, (7,)).get()
+
+
+def startup_workcrew_executor() -> int:
+    with workcrew.Executor(WORKERS, start_method="fork") as ex:
+        return ex.submit(square, 7).result()
+
+
+def startup_mp_pool() -> int:
+    with FORK.Pool(WORKERS) as pool:
+        result = pool.apply_async(square, (7,)).get()
+        pool.close()
+        pool.join()
+    return result
+
+
+def startup_ppe() -> int:
+    with concurrent.futures.ProcessPoolExecutor(WORKERS, mp_context=FORK) as ex:
+        return ex.submit(square, 7).result()
+
+
+def startup_loky() -> int:
+    from joblib.externals.loky import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(WORKERS) as ex:
+        result: int = ex.submit(square, 7).result()
+    return result
+
+
+def startup_mpire() -> int:
+    from mpire import WorkerPool  # type: ignore[attr-defined]
+
+    with WorkerPool(n_jobs=WORKERS, start_method="fork") as pool:
+        result: int = pool.map(square, [7])[0]
+    return result
+
+
+STARTUPS: list[tuple[str, Callable[[], Any], bool, str]] = [
+    ("workcrew Pool", startup_workcrew_pool, True, "close + join"),
+    ("workcrew Executor", startup_workcrew_executor, True, "shutdown(wait=True)"),
+    ("multiprocessing Pool", startup_mp_pool, False, "close + join"),
+    ("ProcessPoolExecutor", startup_ppe, False, "shutdown(wait=True)"),
+    ("joblib's loky executor", startup_loky, False, "fresh executor, loky start method"),
+    ("mpire", startup_mpire, False, ""),
+]
+
+
+def bench_startup(sizes: Sizes) -> Table:
+    results = []
+    for name, run, is_workcrew, note in STARTUPS:
+        check(name, [run()], [49])  # warm-up: imports, first fork
+        times = []
+        for _ in range(sizes.startup_reps):
+            start = time.perf_counter()
+            result = run()
+            times.append(time.perf_counter() - start)
+            check(name, [result], [49])
+        ms = statistics.median(times) * 1000
+        results.append(Result(name, ms, is_workcrew, note))
+        progress(f"startup {name}: {ms:.1f} ms")
+    notes = [
+        f"create a {WORKERS}-worker pool (fork), run one task, shut down and wait for the "
+        f"workers; median of {sizes.startup_reps} after one warm-up.",
+        "joblib reuses one global executor across `Parallel` calls, so its row times a fresh "
+        "loky executor (loky cannot fork).",
+    ]
+    return comparison_table(
+        "Pool start-up: create + 1 task + shut down", "ms", False, results, notes
+    )
+
+
+class RssSampler:
+    """Peak RSS growth of this process, sampled in a background thread."""
+
+    def __init__(self, interval: float = 0.005) -> None:
+        import psutil
+
+        self._process = psutil.Process()
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self.baseline = self.peak = 0
+
+    def __enter__(self) -> RssSampler:
+        gc.collect()
+        self.baseline = self.peak = self._process.memory_info().rss
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.peak = max(self.peak, self._process.memory_info().rss)
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.baseline
+
+
+def stream_run(pool: workcrew.Pool, n: int) -> tuple[float, int]:
+    """imap over a generator of ``n`` inputs, results checked as they come: (seconds, growth)."""
+    with RssSampler() as rss:
+        start = time.perf_counter()
+        count = 0
+        for i, value in enumerate(pool.imap(square, (x for x in range(n)))):
+            if value != i * i:
+                raise BenchmarkError(f"workcrew imap: result #{i} is {value!r}, expected {i * i}")
+            count += 1
+        seconds = time.perf_counter() - start
+    if count != n:
+        raise BenchmarkError(f"workcrew imap: {count} results, expected {n}")
+    return seconds, rss.growth
+
+
+def bench_memory(sizes: Sizes) -> Table:
+    rows = []
+    with workcrew.Pool(WORKERS, start_method="fork") as pool:
+        stream_run(pool, min(sizes.stream_small, 100_000))  # warm-up
+        for n in (sizes.stream_small, sizes.stream_large):
+            seconds, growth = stream_run(pool, n)
+            rows.append([f"{n:,}", f"{seconds:.2f}", fmt(n / seconds), f"{growth / 2**20:.1f}"])
+            progress(f"memory {n:,}: {n / seconds:,.0f} tasks/s, +{growth / 2**20:.1f} MiB")
+    notes = [
+        "workcrew only: `Pool.imap(square, generator)`, results consumed (and checked) as "
+        f"they arrive, {WORKERS} workers, adaptive chunking.",
+        "peak RSS growth of the parent over its RSS just before the call, sampled every 5 ms "
+        "(psutil); flat across a 10x larger input means the input is read lazily.",
+        "the in-flight window is 4 x workers x the adaptive chunk size (items, not bytes), "
+        "so the plateau depends on how large chunks grow for the task.",
+    ]
+    headers = ["inputs", "seconds", "tasks/s", "peak RSS growth (MiB)"]
+    return Table("Lazy imap over a generator: parent memory", headers, rows, notes)
+
+
+WORKLOADS: dict[str, Callable[[Sizes], Table]] = {
+    "throughput": bench_throughput,
+    "cpu": bench_cpu,
+    "skewed": bench_skewed,
+    "startup": bench_startup,
+    "memory": bench_memory,
+}
+
+
+# -- report ----------------------------------------------------------------------------------
+
+
+def header(quick: bool, load_before: str) -> str:
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated by `benchmarks/run.py`; do not edit by hand.",
+        "",
+        f"- date: {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
+        f"- machine: {os.cpu_count()} cores ({workcrew.available_cpu_count()} usable), "
+        f"{platform.machine()}, {platform.system()} {platform.release()}",
+        f"- Python {platform.python_version()} ({platform.python_implementation()}), "
+        f"workcrew {workcrew.__version__}, {peer_versions()}",
+        f"- {WORKERS} workers everywhere; process pools use the fork start method "
+        "(joblib: loky, which cannot fork)",
+        f"- load average at start / end: {load_before} / {load_average()} (shared machine: "
+        "compare ratios rather than absolute figures)",
+        "- ratio column: the row's figure divided by the best peer's (workcrew rows are not peers)",
+    ]
+    if quick:
+        lines.append("- **quick smoke run (`--quick`): reduced sizes, not a measurement**")
+    lines += ["", "How to run: `.venv/bin/python benchmarks/run.py` (`--help` for options)", ""]
+    return "\n".join(lines)
+
+
+def peer_versions() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    parts = []
+    for package in ("joblib", "mpire"):
+        try:
+            parts.append(f"{package} {version(package)}")
+        except PackageNotFoundError:
+            parts.append(f"{package} missing")
+    return ", ".join(parts)
+
+
+def load_average() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:  # pragma: no cover - not on Linux
+        return "n/a"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=sorted(WORKLOADS),
+        metavar="NAME",
+        help=f"run only this workload (repeatable): {', '.join(WORKLOADS)}",
+    )
+    parser.add_argument("--quick", action="store_true", help="smoke run with small sizes")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=DEFAULT_OUTPUT,
+        help="markdown file to write (default: docs/benchmarks.md)",
+    )
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    sizes = Sizes.quick() if args.quick else Sizes()
+    load_before = load_average()
+    tables = []
+    for name in args.only or list(WORKLOADS):
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        try:
+            tables.append(WORKLOADS[name](sizes))
+        except BenchmarkError as exc:
+            print(f"error: {exc}; nothing written", file=sys.stderr)
+            return 1
+    report = header(args.quick, load_before) + "\n" + "\n".join(t.markdown() for t in tables)
+    print(report)
+    if not args.no_write:
+        args.output.write_text(report)
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

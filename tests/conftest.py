@@ -1,0 +1,74 @@
+"""Shared fixtures: worker kinds x start methods, and the leak check every test runs under."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from helpers import TIMEOUT  # noqa: E402
+
+#: (kind, start method) pairs every contract test runs under.
+KINDS = [
+    pytest.param(("thread", None), id="thread"),
+    pytest.param(("process", "fork"), id="process-fork"),
+    pytest.param(("process", "spawn"), id="process-spawn"),
+]
+
+
+@pytest.fixture(params=KINDS)
+def pool_kw(request: pytest.FixtureRequest) -> dict[str, object]:
+    """Keyword arguments selecting a worker kind and start method for Pool/Executor."""
+    kind, method = request.param
+    kw: dict[str, object] = {"kind": kind}
+    if method is not None:
+        kw["start_method"] = method
+    return kw
+
+
+@pytest.fixture(params=["fork", "spawn"])
+def start_method(request: pytest.FixtureRequest) -> str:
+    """A process start method."""
+    return str(request.param)
+
+
+def _helper_pids() -> set[int]:
+    """Long-lived multiprocessing helpers that are not pool workers."""
+    pids = set()
+    from multiprocessing import forkserver, resource_tracker
+
+    server = getattr(forkserver._forkserver, "_forkserver_pid", None)
+    tracker = getattr(resource_tracker._resource_tracker, "_pid", None)
+    for pid in (server, tracker):
+        if pid:
+            pids.add(pid)
+    return pids
+
+
+@pytest.fixture(autouse=True)
+def no_leaks() -> Iterator[None]:
+    """Fail a test that leaves a child process or a thread behind."""
+    me = psutil.Process()
+    threads_before = set(threading.enumerate())
+    children_before = {p.pid for p in me.children(recursive=True)}
+    yield
+    # Joining (not sleeping) gives a thread that is returning its last frame
+    # the moment it needs; a real leak still fails after TIMEOUT.
+    stray = [t for t in threading.enumerate() if t not in threads_before]
+    for thread in stray:
+        thread.join(TIMEOUT)
+    alive = [t.name for t in stray if t.is_alive()]
+    assert not alive, f"threads outlived the test: {alive}"
+    helpers = _helper_pids()
+    children = [
+        p for p in me.children(recursive=True)
+        if p.pid not in children_before and p.pid not in helpers
+    ]
+    _, still = psutil.wait_procs(children, timeout=TIMEOUT)
+    assert not still, f"child processes outlived the test: {[p.pid for p in still]}"

@@ -1,0 +1,135 @@
+"""Shutdown leaves nothing behind: Ctrl-C, interpreter exit, __main__ code under spawn."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import psutil
+import pytest
+from helpers import TIMEOUT
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def _script(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "script.py"
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+def _run(path: Path, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": SRC}
+    return subprocess.Popen(
+        [sys.executable, str(path), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=env,
+    )
+
+
+def _assert_gone(pids: list[int]) -> None:
+    procs = []
+    for pid in pids:
+        try:
+            procs.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            continue
+    _, alive = psutil.wait_procs(procs, timeout=TIMEOUT)
+    assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], "orphaned workers"
+
+
+def test_ctrl_c_during_map_raises_and_leaves_no_orphans(tmp_path: Path, start_method: str) -> None:
+    path = _script(tmp_path, """
+        import os, sys, time
+        from workcrew import Pool
+
+        def slow(x):
+            print("running", os.getpid(), flush=True)
+            while True:          # a task that would never end by itself
+                time.sleep(0.05)
+
+        if __name__ == "__main__":
+            try:
+                with Pool(2, start_method=sys.argv[1]) as pool:
+                    pool.map(slow, range(4), chunksize=1)
+            except KeyboardInterrupt:
+                print("interrupted", flush=True)
+                sys.exit(3)
+        """)
+    proc = _run(path, start_method)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # a task is running: map is in progress
+    assert line.startswith("running"), line + proc.stderr.read() if proc.stderr else ""
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 3, err
+    assert "interrupted" in out
+    pids = [int(w.split()[1]) for w in (line + out).splitlines() if w.startswith("running")]
+    _assert_gone(pids)
+
+
+@pytest.mark.parametrize("api", ["Pool", "Executor"])
+def test_interpreter_exit_with_open_pool_leaves_no_orphans(
+    tmp_path: Path, start_method: str, api: str
+) -> None:
+    path = _script(tmp_path, """
+        import os, sys
+        from workcrew import Executor, Pool
+
+        def pid(_):
+            return os.getpid()
+
+        if __name__ == "__main__":
+            cls = Pool if sys.argv[2] == "Pool" else Executor
+            pool = cls(2, start_method=sys.argv[1])
+            fut = pool.submit(pid, 0)
+            print("worker", fut.result(), flush=True)
+            late = pool.submit(pid, 1)   # never waited for
+            # no close(), no shutdown(): the interpreter exits with the pool open
+        """)
+    proc = _run(path, start_method, api)
+    out, err = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    _assert_gone([int(line.split()[1]) for line in out.splitlines()])
+
+
+def test_main_module_functions_and_lambdas_under_spawn(tmp_path: Path) -> None:
+    path = _script(tmp_path, """
+        from workcrew import Pool
+
+        def cube(x):
+            return x ** 3
+
+        if __name__ == "__main__":
+            scale = 2
+            with Pool(2, start_method="spawn") as pool:
+                print(pool.map(cube, [1, 2, 3]), pool.map(lambda x: x * scale, [1, 2]))
+        """)
+    proc = _run(path)
+    out, err = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 0, err
+    assert out.strip() == "[1, 8, 27] [2, 4]"
+
+
+def test_code_from_command_line_runs_under_spawn() -> None:
+    # With -c, __main__ has no file the worker could import: cloudpickle sends
+    # the function by value.
+    code = textwrap.dedent("""
+        from workcrew import Pool
+        def double(x):
+            return 2 * x
+        if __name__ == "__main__":
+            with Pool(1, start_method="spawn") as pool:
+                print(pool.map(double, [1, 2]))
+        """)
+    env = {**os.environ, "PYTHONPATH": SRC}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env,
+        timeout=TIMEOUT, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[2, 4]"

@@ -1,0 +1,39 @@
+"""Invalid options raise at construction with a message that says what is accepted."""
+
+from __future__ import annotations
+
+import pytest
+
+from workcrew import Executor, Pool
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"processes": 0}, ValueError, "workers=0 is invalid"),
+        ({"processes": -2}, ValueError, "at least 1"),
+        ({"processes": 2.5}, TypeError, "must be an int"),
+        ({"kind": "fiber"}, ValueError, "choose one of"),
+        ({"start_method": "teleport"}, ValueError, "not available here"),
+        ({"chunksize": 0}, ValueError, "chunksize=0"),
+        ({"maxtasksperchild": 0}, ValueError, "max_tasks_per_worker=0"),
+        ({"initializer": 42}, TypeError, "initializer must be callable"),
+    ],
+)
+def test_bad_pool_options(kwargs: dict[str, object], error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        Pool(**kwargs)  # type: ignore[arg-type]
+
+
+def test_bad_executor_options() -> None:
+    with pytest.raises(ValueError, match="workers=0"):
+        Executor(max_workers=0)
+
+
+def test_bad_call_arguments_leave_pool_usable() -> None:
+    with Pool(1, kind="thread") as pool:
+        with pytest.raises(ValueError, match="chunksize"):
+            pool.map(abs, [1], chunksize=0)
+        with pytest.raises(TypeError, match="must be callable"):
+            pool.map(42, [1])  # type: ignore[arg-type]
+        assert pool.map(abs, [-1]) == [1]
