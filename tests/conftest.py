@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from helpers import TIMEOUT  # noqa: E402
+from helpers import TIMEOUT
 
 #: (kind, start method) pairs every contract test runs under.
 KINDS = [
@@ -67,7 +67,8 @@ def no_leaks() -> Iterator[None]:
     assert not alive, f"threads outlived the test: {alive}"
     helpers = _helper_pids()
     children = [
-        p for p in me.children(recursive=True)
+        p
+        for p in me.children(recursive=True)
         if p.pid not in children_before and p.pid not in helpers
     ]
     _, still = psutil.wait_procs(children, timeout=TIMEOUT)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import helpers
 import pytest
-from helpers import TIMEOUT
 
+import helpers
 import workcrew
+from helpers import TIMEOUT
 from workcrew import Pool
 
 

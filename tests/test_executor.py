@@ -8,11 +8,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-import helpers
 import pytest
-from helpers import TIMEOUT
 
+import helpers
 import workcrew
+from helpers import TIMEOUT
 from workcrew import Executor
 
 
@@ -20,7 +20,7 @@ def test_is_a_real_executor(pool_kw: dict[str, Any]) -> None:
     with Executor(max_workers=2, **pool_kw) as ex:
         assert isinstance(ex, concurrent.futures.Executor)
         futures = [ex.submit(helpers.square, i) for i in range(20)]
-        done, not_done = concurrent.futures.wait(futures, timeout=TIMEOUT)
+        _, not_done = concurrent.futures.wait(futures, timeout=TIMEOUT)
         assert not not_done
         got = sorted(f.result() for f in concurrent.futures.as_completed(futures, TIMEOUT))
         assert got == sorted(i * i for i in range(20))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+
 from helpers import TIMEOUT
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -25,8 +26,11 @@ def _script(tmp_path: Path, body: str) -> Path:
 def _run(path: Path, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": SRC}
     return subprocess.Popen(
-        [sys.executable, str(path), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env=env,
+        [sys.executable, str(path), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
 
 
@@ -42,7 +46,9 @@ def _assert_gone(pids: list[int]) -> None:
 
 
 def test_ctrl_c_during_map_raises_and_leaves_no_orphans(tmp_path: Path, start_method: str) -> None:
-    path = _script(tmp_path, """
+    path = _script(
+        tmp_path,
+        """
         import os, sys, time
         from workcrew import Pool
 
@@ -58,7 +64,8 @@ def test_ctrl_c_during_map_raises_and_leaves_no_orphans(tmp_path: Path, start_me
             except KeyboardInterrupt:
                 print("interrupted", flush=True)
                 sys.exit(3)
-        """)
+        """,
+    )
     proc = _run(path, start_method)
     assert proc.stdout is not None
     line = proc.stdout.readline()  # a task is running: map is in progress
@@ -75,7 +82,9 @@ def test_ctrl_c_during_map_raises_and_leaves_no_orphans(tmp_path: Path, start_me
 def test_interpreter_exit_with_open_pool_leaves_no_orphans(
     tmp_path: Path, start_method: str, api: str
 ) -> None:
-    path = _script(tmp_path, """
+    path = _script(
+        tmp_path,
+        """
         import os, sys
         from workcrew import Executor, Pool
 
@@ -89,7 +98,8 @@ def test_interpreter_exit_with_open_pool_leaves_no_orphans(
             print("worker", fut.result(), flush=True)
             late = pool.submit(pid, 1)   # never waited for
             # no close(), no shutdown(): the interpreter exits with the pool open
-        """)
+        """,
+    )
     proc = _run(path, start_method, api)
     out, err = proc.communicate(timeout=TIMEOUT)
     assert proc.returncode == 0, err
@@ -98,7 +108,9 @@ def test_interpreter_exit_with_open_pool_leaves_no_orphans(
 
 
 def test_main_module_functions_and_lambdas_under_spawn(tmp_path: Path) -> None:
-    path = _script(tmp_path, """
+    path = _script(
+        tmp_path,
+        """
         from workcrew import Pool
 
         def cube(x):
@@ -108,7 +120,8 @@ def test_main_module_functions_and_lambdas_under_spawn(tmp_path: Path) -> None:
             scale = 2
             with Pool(2, start_method="spawn") as pool:
                 print(pool.map(cube, [1, 2, 3]), pool.map(lambda x: x * scale, [1, 2]))
-        """)
+        """,
+    )
     proc = _run(path)
     out, err = proc.communicate(timeout=TIMEOUT)
     assert proc.returncode == 0, err
@@ -128,8 +141,12 @@ def test_code_from_command_line_runs_under_spawn() -> None:
         """)
     env = {**os.environ, "PYTHONPATH": SRC}
     proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env,
-        timeout=TIMEOUT, check=False,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=TIMEOUT,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[2, 4]"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import threading
 
-import helpers
 import pytest
-from helpers import TIMEOUT
 
+import helpers
 import workcrew
+from helpers import TIMEOUT
 from workcrew import Pool
 
 

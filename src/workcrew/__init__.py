@@ -5,7 +5,6 @@
 same engine, whose workers may be processes or threads (``kind=``).
 """
 
-
 from ._core._exceptions import (
     BrokenPoolError,
     InitializerError,

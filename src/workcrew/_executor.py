@@ -63,8 +63,13 @@ class Executor(concurrent.futures.Executor):
         if mp_context is not None and start_method is None:
             start_method = mp_context.get_start_method()
         self._options = PoolOptions.build(
-            max_workers, kind=kind, start_method=start_method, initializer=initializer,
-            initargs=initargs, max_tasks_per_worker=max_tasks_per_child, chunksize=chunksize,
+            max_workers,
+            kind=kind,
+            start_method=start_method,
+            initializer=initializer,
+            initargs=initargs,
+            max_tasks_per_worker=max_tasks_per_child,
+            chunksize=chunksize,
         )
         self._engine = Engine(self._options, get_backend(kind), drain_at_exit=True)
         finalizer = weakref.finalize(self, self._engine.close)
@@ -79,8 +84,11 @@ class Executor(concurrent.futures.Executor):
         """Schedule ``fn(*args, **kwargs)``; return its ``concurrent.futures.Future``."""
         return self._engine.submit_call(fn, args, kwargs)
 
-    def map(  # type: ignore[override]  # adds chunksize=None (adaptive) as a keyword
-        self, fn: Callable[..., T], *iterables: Iterable[Any], timeout: float | None = None,
+    def map(
+        self,
+        fn: Callable[..., T],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
         chunksize: int | None = None,
     ) -> Iterator[T]:
         """``fn`` over zipped ``iterables``, results in order, input read lazily.
@@ -108,7 +116,9 @@ class Executor(concurrent.futures.Executor):
 
     def __repr__(self) -> str:
         state = "running" if self._engine.accepting else "shut down"
-        return f"<workcrew.Executor kind={self._options.kind!r} workers={self.workers} state={state}>"
+        return (
+            f"<workcrew.Executor kind={self._options.kind!r} workers={self.workers} state={state}>"
+        )
 
 
 def _results(job: StreamJob, deadline: float | None) -> Iterator[Any]:

@@ -42,7 +42,9 @@ class AsyncResult(Generic[T]):
     """The result of ``apply_async``/``map_async``, as in ``multiprocessing``."""
 
     def __init__(
-        self, future: Future[T], callback: Callable[[T], object] | None = None,
+        self,
+        future: Future[T],
+        callback: Callable[[T], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
     ) -> None:
         self._future = future
@@ -82,7 +84,8 @@ class AsyncResult(Generic[T]):
 
 
 def _callbacks(
-    callback: Callable[[Any], object] | None, error_callback: Callable[[BaseException], object] | None
+    callback: Callable[[Any], object] | None,
+    error_callback: Callable[[BaseException], object] | None,
 ) -> Callable[[Future[Any]], None]:
     def on_done(future: Future[Any]) -> None:
         exc = future.exception() if not future.cancelled() else TaskCancelled("cancelled")
@@ -161,8 +164,13 @@ class Pool:
         if context is not None and start_method is None:
             start_method = context.get_start_method()
         self._options = PoolOptions.build(
-            processes, kind=kind, start_method=start_method, initializer=initializer,
-            initargs=tuple(initargs), max_tasks_per_worker=maxtasksperchild, chunksize=chunksize,
+            processes,
+            kind=kind,
+            start_method=start_method,
+            initializer=initializer,
+            initargs=tuple(initargs),
+            max_tasks_per_worker=maxtasksperchild,
+            chunksize=chunksize,
         )
         self._engine = Engine(self._options, get_backend(kind), drain_at_exit=False)
         self._finalizer = weakref.finalize(self, _collect, self._engine)
@@ -190,13 +198,19 @@ class Pool:
         return self._engine.submit_call(fn, args, kwargs)
 
     def apply(
-        self, func: Callable[..., T], args: Iterable[Any] = (), kwds: Mapping[str, Any] | None = None
+        self,
+        func: Callable[..., T],
+        args: Iterable[Any] = (),
+        kwds: Mapping[str, Any] | None = None,
     ) -> T:
         """Run ``func(*args, **kwds)`` in a worker and return its result."""
         return self.apply_async(func, args, kwds).get()
 
     def apply_async(
-        self, func: Callable[..., T], args: Iterable[Any] = (), kwds: Mapping[str, Any] | None = None,
+        self,
+        func: Callable[..., T],
+        args: Iterable[Any] = (),
+        kwds: Mapping[str, Any] | None = None,
         callback: Callable[[T], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
     ) -> AsyncResult[T]:
@@ -213,7 +227,10 @@ class Pool:
         return _wait(self.map_async(func, iterable, chunksize))
 
     def map_async(
-        self, func: Callable[[Any], T], iterable: Iterable[Any], chunksize: int | None = None,
+        self,
+        func: Callable[[Any], T],
+        iterable: Iterable[Any],
+        chunksize: int | None = None,
         callback: Callable[[list[T]], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
     ) -> AsyncResult[list[T]]:
@@ -222,14 +239,20 @@ class Pool:
         return AsyncResult(future, callback, error_callback)
 
     def starmap(
-        self, func: Callable[..., T], iterable: Iterable[Iterable[Any]], chunksize: int | None = None
+        self,
+        func: Callable[..., T],
+        iterable: Iterable[Iterable[Any]],
+        chunksize: int | None = None,
     ) -> list[T]:
         """``[func(*args) for args in iterable]``, computed by the workers, in order."""
         return _wait(self.starmap_async(func, iterable, chunksize))
 
     def starmap_async(
-        self, func: Callable[..., T], iterable: Iterable[Iterable[Any]],
-        chunksize: int | None = None, callback: Callable[[list[T]], object] | None = None,
+        self,
+        func: Callable[..., T],
+        iterable: Iterable[Iterable[Any]],
+        chunksize: int | None = None,
+        callback: Callable[[list[T]], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
     ) -> AsyncResult[list[T]]:
         """Like ``starmap``, returning an :class:`AsyncResult` at once."""
@@ -310,6 +333,7 @@ def _collect(engine: Engine) -> None:
         warnings.warn(
             "a workcrew.Pool was garbage-collected without close() or terminate(); "
             "it was terminated. Use `with Pool() as pool:` to shut it down explicitly.",
-            ResourceWarning, stacklevel=1,
+            ResourceWarning,
+            stacklevel=1,
         )
     engine.terminate()

@@ -42,6 +42,7 @@ FUNCTION_CACHE_SIZE = 256
 #: A worker's function table is reset once it holds this many functions.
 WORKER_FUNCTION_LIMIT = 512
 
+
 class ProcessBackend(WorkerBackend):
     """Starts worker processes with the pool's start method."""
 
@@ -49,7 +50,7 @@ class ProcessBackend(WorkerBackend):
 
     def __init__(self, options: PoolOptions, loop: Loop) -> None:
         super().__init__(options, loop)
-        self.context = multiprocessing.get_context(options.start_method)
+        self.context: Any = multiprocessing.get_context(options.start_method)
         self._init_blob = self._pickle_initializer(options)
         self._functions: OrderedDict[int, tuple[Callable[..., Any], int, bytes | BaseException]] = (
             OrderedDict()
@@ -166,7 +167,10 @@ class ProcessHandle(WorkerHandle):
         return Sent(failed, len(body))
 
     def _strip_unpicklable(
-        self, s_index: int, segment: Segment, wire: tuple[Any, ...],
+        self,
+        s_index: int,
+        segment: Segment,
+        wire: tuple[Any, ...],
         failed: dict[tuple[int, int], BaseException],
     ) -> tuple[Any, ...]:
         key, mode, items, skip = wire
@@ -278,7 +282,10 @@ class ProcessHandle(WorkerHandle):
             self._events.on_chunk_error(self, -1, error, ran=True)
             return
         decoded: list[SegmentOutcome] = [
-            (values, {i: self._decode_failure(f) for i, f in failures.items()} if failures else None)
+            (
+                values,
+                {i: self._decode_failure(f) for i, f in failures.items()} if failures else None,
+            )
             for values, failures in outcomes
         ]
         self._events.on_result(self, seq, duration, decoded)

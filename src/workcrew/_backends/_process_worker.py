@@ -35,7 +35,10 @@ EncodedFailure = tuple[bytes | None, str, str, str, str]
 
 
 def worker_main(
-    worker_id: int, task_conn: Any, result_conn: Any, init_blob: bytes | None,
+    worker_id: int,
+    task_conn: Any,
+    result_conn: Any,
+    init_blob: bytes | None,
     inherited_fds: list[int],
 ) -> None:
     """Entry point of a worker process; returns (exit status 0) on STOP or end of file."""
@@ -82,7 +85,9 @@ class _Worker:
             initializer(*initargs)
         except BaseException as exc:  # noqa: BLE001 - reported to the master, which breaks the pool
             failure = Failure(exc, _format(exc), "initializer")
-            _wire.write_frame(self.result_fd, _wire.INIT_FAILED, pickle.dumps(self._encode(failure)))
+            _wire.write_frame(
+                self.result_fd, _wire.INIT_FAILED, pickle.dumps(self._encode(failure))
+            )
             return False
         return True
 
@@ -116,10 +121,13 @@ class _Worker:
 
     def _encode(self, failure: Failure) -> EncodedFailure:
         exc = failure.exc
-        add_note(exc, f"workcrew: raised in worker {self.worker_id} (pid {self.pid}) by {failure.call}")
+        add_note(
+            exc, f"workcrew: raised in worker {self.worker_id} (pid {self.pid}) by {failure.call}"
+        )
         tb = f"worker {self.worker_id} (pid {self.pid}) running {failure.call}:\n{failure.tb}"
+        blob: bytes | None
         try:
-            blob: bytes | None = _wire.dumps(exc)
+            blob = _wire.dumps(exc)
             pickle.loads(blob)  # the caller must be able to rebuild it, not just us to write it
         except Exception:  # noqa: BLE001 - sent as text instead; TaskFailed carries it
             blob = None
@@ -199,4 +207,6 @@ def _safe_str(exc: BaseException) -> str:
 
 
 def _qualname(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}" if cls.__module__ != "builtins" else cls.__qualname__
+    return (
+        f"{cls.__module__}.{cls.__qualname__}" if cls.__module__ != "builtins" else cls.__qualname__
+    )

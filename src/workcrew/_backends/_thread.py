@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
+
 from .._core._backend import Segment, Sent, WorkerBackend, WorkerEvents, WorkerHandle
 from .._core._exceptions import InitializerError
 from .._core._execute import Failure, SegmentOutcome, add_note, run_segment, timer

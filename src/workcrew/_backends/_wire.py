@@ -148,7 +148,7 @@ class FrameWriter:
         self.flush()
 
     def flush(self) -> None:
-        """Write queued bytes until the pipe is full; raises BrokenPipeError if the reader is gone."""
+        """Write queued bytes until the pipe is full; BrokenPipeError if the reader is gone."""
         while self._pending:
             head = self._pending[0]
             try:

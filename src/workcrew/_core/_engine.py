@@ -14,7 +14,6 @@ and no thread outlives it.
 from __future__ import annotations
 
 import atexit
-import multiprocessing.util  # registers its exit hook now, so ours (below) runs before it
 import threading
 import weakref
 from collections.abc import Callable, Hashable, Iterable
@@ -23,7 +22,6 @@ from typing import Any
 
 from ._backend import WorkerBackend
 from ._exceptions import BrokenPoolError, PoolClosedError
-from ._execute import CALL
 from ._jobs import CallJob, Job, ListJob, StreamJob
 from ._master import Master, State
 from ._options import PoolOptions
@@ -70,14 +68,25 @@ class Engine:
         return job.future
 
     def stream(
-        self, fn: Callable[..., Any], mode: int, iterable: Iterable[Any], chunksize: int | None,
-        *, ordered: bool,
+        self,
+        fn: Callable[..., Any],
+        mode: int,
+        iterable: Iterable[Any],
+        chunksize: int | None,
+        *,
+        ordered: bool,
     ) -> StreamJob:
         """Run ``fn`` on items pulled lazily from ``iterable``; read results from the job."""
         _check_callable(fn)
         job = StreamJob(
-            fn, mode, iterable, _key(fn), chunksize or self.options.chunksize, ordered,
-            self.options.workers, self._on_input,
+            fn,
+            mode,
+            iterable,
+            _key(fn),
+            chunksize or self.options.chunksize,
+            ordered,
+            self.options.workers,
+            self._on_input,
         )
         self._post(job)
         return job
@@ -163,11 +172,19 @@ def _key(fn: Callable[..., Any]) -> Hashable:
     return code if code is not None else id(fn)
 
 
-@atexit.register
 def _shutdown_all() -> None:
-    # atexit runs hooks last-registered-first: this one runs before
-    # multiprocessing's (imported above), which would otherwise wait forever
-    # to join our workers.  Workers are not daemonic so that tasks may start
-    # pools of their own.
     for engine in list(_live):
         engine._at_exit()
+
+
+# This must run before multiprocessing's own exit hook, which joins every
+# non-daemonic child and would wait forever on our workers (they are not
+# daemonic so that tasks may start pools of their own).  multiprocessing
+# re-registers its hook whenever its logger is first used, so atexit order
+# cannot be relied on; threading's exit hooks run before any atexit hook, and
+# are what concurrent.futures uses for the same reason.
+_register = getattr(threading, "_register_atexit", None)
+if _register is not None:
+    _register(_shutdown_all)
+else:  # pragma: no cover - every supported CPython has it
+    atexit.register(_shutdown_all)

@@ -109,7 +109,11 @@ class WorkerCrashed(WorkcrewError):
     exitcode: int | None
 
     def __init__(
-        self, message: str, *, worker_id: int = -1, pid: int | None = None,
+        self,
+        message: str,
+        *,
+        worker_id: int = -1,
+        pid: int | None = None,
         exitcode: int | None = None,
     ) -> None:
         super().__init__(message)
@@ -152,9 +156,7 @@ class TaskFailed(WorkcrewError):
         self.type_name = type_name
 
 
-class TimeoutError(  # noqa: A001 - the name users expect, as in concurrent.futures
-    WorkcrewError, multiprocessing.TimeoutError, concurrent.futures.TimeoutError
-):
+class TimeoutError(WorkcrewError, multiprocessing.TimeoutError, concurrent.futures.TimeoutError):
     """A wait for a result ran out of time.
 
     It is both ``multiprocessing.TimeoutError`` and

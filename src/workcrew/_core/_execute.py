@@ -61,7 +61,11 @@ def describe_call(fn: Callable[..., Any], mode: int, item: Any) -> str:
     if mode == MAP:
         inner = _repr.repr(item)
     elif mode == STAR:
-        inner = ", ".join(_repr.repr(a) for a in item) if isinstance(item, Sequence) else "*" + _repr.repr(item)
+        inner = (
+            ", ".join(_repr.repr(a) for a in item)
+            if isinstance(item, Sequence)
+            else "*" + _repr.repr(item)
+        )
     else:
         args, kwargs = item
         parts = [_repr.repr(a) for a in args] + [f"{k}={_repr.repr(v)}" for k, v in kwargs.items()]

@@ -54,12 +54,14 @@ class Job:
         """True once no item will ever be taken again (the job leaves the queue)."""
         raise NotImplementedError
 
-    def deliver(self, start: int, values: list[Any], errors: dict[int, BaseException] | None) -> None:
+    def deliver(
+        self, start: int, values: list[Any], errors: dict[int, BaseException] | None
+    ) -> None:
         """Outcomes of items ``start .. start+len(values)``."""
         raise NotImplementedError
 
     def fail(self, start: int, count: int, exc: BaseException) -> None:
-        """Items ``start .. start+count`` failed with ``exc`` as a whole (e.g. their worker died)."""
+        """Items ``start .. start+count`` all failed with ``exc`` (e.g. their worker died)."""
         self.deliver(start, [None] * count, dict.fromkeys(range(count), exc))
 
     def abort(self, exc: BaseException) -> None:
@@ -109,7 +111,9 @@ class CallJob(Job):
     def exhausted(self) -> bool:
         return self._item is None
 
-    def deliver(self, start: int, values: list[Any], errors: dict[int, BaseException] | None) -> None:
+    def deliver(
+        self, start: int, values: list[Any], errors: dict[int, BaseException] | None
+    ) -> None:
         _resolve(self.future, values[0], errors[0] if errors else None)
 
     def abort(self, exc: BaseException) -> None:
@@ -133,7 +137,11 @@ class ListJob(Job):
     """
 
     def __init__(
-        self, fn: Callable[..., Any], mode: int, items: list[Any], key: Hashable,
+        self,
+        fn: Callable[..., Any],
+        mode: int,
+        items: list[Any],
+        key: Hashable,
         chunksize: int | None,
     ) -> None:
         self.fn, self.mode, self.key, self.chunksize = fn, mode, key, chunksize
@@ -159,7 +167,9 @@ class ListJob(Job):
     def exhausted(self) -> bool:
         return self.future.done() or self._next >= len(self._items)
 
-    def deliver(self, start: int, values: list[Any], errors: dict[int, BaseException] | None) -> None:
+    def deliver(
+        self, start: int, values: list[Any], errors: dict[int, BaseException] | None
+    ) -> None:
         if self.future.done():
             return
         if errors:
@@ -198,8 +208,14 @@ class StreamJob(Job):
     MIN_WINDOW = 64
 
     def __init__(
-        self, fn: Callable[..., Any], mode: int, iterable: Any, key: Hashable,
-        chunksize: int | None, ordered: bool, workers: int,
+        self,
+        fn: Callable[..., Any],
+        mode: int,
+        iterable: Any,
+        key: Hashable,
+        chunksize: int | None,
+        ordered: bool,
+        workers: int,
         on_input: Callable[[StreamJob], None],
     ) -> None:
         self.fn, self.mode, self.key, self.chunksize = fn, mode, key, chunksize
@@ -233,7 +249,7 @@ class StreamJob(Job):
         batch: list[Any] = []
         try:
             batch.extend(itertools.islice(self._source, want))
-        except Exception as exc:  # the caller's generator raised: an outcome at its position
+        except Exception as exc:  # noqa: BLE001 - the caller's generator raised: a result
             error = exc
         with self._cond:
             start = self._fed
@@ -304,12 +320,16 @@ class StreamJob(Job):
         with self._cond:
             return self._source is None and not self._buffer
 
-    def deliver(self, start: int, values: list[Any], errors: dict[int, BaseException] | None) -> None:
+    def deliver(
+        self, start: int, values: list[Any], errors: dict[int, BaseException] | None
+    ) -> None:
         with self._cond:
             self._store(start, values, errors)
             self._cond.notify_all()
 
-    def _store(self, start: int, values: list[Any], errors: dict[int, BaseException] | None) -> None:
+    def _store(
+        self, start: int, values: list[Any], errors: dict[int, BaseException] | None
+    ) -> None:
         if self.ordered:
             self._runs[start] = (values, errors)
         else:
@@ -324,7 +344,9 @@ class StreamJob(Job):
 
     def done(self) -> bool:
         with self._cond:
-            return self._aborted is not None or (self._source is None and self._consumed >= self._fed)
+            return self._aborted is not None or (
+                self._source is None and self._consumed >= self._fed
+            )
 
 
 class ResultIterator:

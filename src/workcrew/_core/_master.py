@@ -41,7 +41,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._backend import Loop, Segment, WorkerBackend, WorkerEvents, WorkerHandle
-from ._fds import register_master_fd, unregister_master_fd
 from ._exceptions import (
     BrokenPoolError,
     RemoteTraceback,
@@ -50,6 +49,7 @@ from ._exceptions import (
     WorkerCrashed,
 )
 from ._execute import SegmentOutcome
+from ._fds import register_master_fd, unregister_master_fd
 from ._jobs import Job
 from ._options import PoolOptions
 from ._scheduler import Scheduler
@@ -265,11 +265,12 @@ class Master(Loop, WorkerEvents):
         slots = sorted(self._slots.values(), key=lambda s: len(s.inflight))
         for depth in (0, 1):
             for slot in slots:
-                if len(slot.inflight) == depth and not slot.retiring:
-                    if not self._send_next(slot, prefetch=depth > 0):
-                        if depth == 0:
-                            return
-                        break
+                if len(slot.inflight) != depth or slot.retiring:
+                    continue
+                if not self._send_next(slot, prefetch=depth > 0):
+                    if depth == 0:
+                        return
+                    break
 
     def _send_next(self, slot: _Slot, prefetch: bool) -> bool:
         allowance = slot.allowance
@@ -338,13 +339,15 @@ class Master(Loop, WorkerEvents):
         if not slot.ready and not slot.retiring and self.state is State.RUNNING:
             self._startup_failures += 1
             if self._startup_failures >= MAX_STARTUP_FAILURES:
-                self._break(BrokenPoolError(
-                    f"{MAX_STARTUP_FAILURES} workers in a row exited before becoming ready "
-                    f"(last exit code {exitcode}, start method {self.options.start_method!r}); "
-                    "the pool cannot start workers. Check that the main module is importable "
-                    "(guard it with `if __name__ == '__main__':`) and that the machine has "
-                    "resources for new processes."
-                ))
+                self._break(
+                    BrokenPoolError(
+                        f"{MAX_STARTUP_FAILURES} workers in a row exited before becoming ready "
+                        f"(last exit code {exitcode}, start method {self.options.start_method!r}); "
+                        "the pool cannot start workers. Check that the main module is importable "
+                        "(guard it with `if __name__ == '__main__':`) and that the machine has "
+                        "resources for new processes."
+                    )
+                )
                 return
         if self.state in (State.RUNNING, State.CLOSING):
             self._start_worker()
@@ -376,7 +379,9 @@ class Master(Loop, WorkerEvents):
         error = WorkerCrashed(
             f"worker {slot.handle.worker_id} (pid {slot.handle.pid}) {how} while running "
             f"{call}; the worker was replaced and the other tasks go on",
-            worker_id=slot.handle.worker_id, pid=slot.handle.pid, exitcode=exitcode,
+            worker_id=slot.handle.worker_id,
+            pid=slot.handle.pid,
+            exitcode=exitcode,
         )
         error.__cause__ = RemoteTraceback(f"worker {slot.handle.worker_id} exit: {how}")
         return error
@@ -443,8 +448,10 @@ class Master(Loop, WorkerEvents):
             job.abort(exc)
 
     def _advance_shutdown(self) -> None:
-        if self.state is State.CLOSING and self._scheduler.idle() and not any(
-            s.inflight for s in self._slots.values()
+        if (
+            self.state is State.CLOSING
+            and self._scheduler.idle()
+            and not any(s.inflight for s in self._slots.values())
         ):
             self.state = State.STOPPING
             for slot in self._slots.values():

@@ -22,6 +22,7 @@ START_METHODS = ("fork", "spawn", "forkserver")
 
 def available_cpu_count() -> int:
     """CPUs this process may run on (its affinity mask), not the machine's total."""
+    n: int | None
     if sys.version_info >= (3, 13):
         n = os.process_cpu_count()
     elif hasattr(os, "sched_getaffinity"):
@@ -91,8 +92,12 @@ class PoolOptions:
         if chunksize is not None:
             check_chunksize(chunksize)
         return cls(
-            workers=workers, kind=kind, start_method=start_method, initializer=initializer,
-            initargs=tuple(initargs), max_tasks_per_worker=max_tasks_per_worker,
+            workers=workers,
+            kind=kind,
+            start_method=start_method,
+            initializer=initializer,
+            initargs=tuple(initargs),
+            max_tasks_per_worker=max_tasks_per_worker,
             chunksize=chunksize,
         )
 

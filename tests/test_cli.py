@@ -1,0 +1,58 @@
+"""The command line, driven as a user would: a subprocess."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from helpers import TIMEOUT
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def _workcrew(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": SRC}
+    return subprocess.run(
+        [sys.executable, "-m", "workcrew", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=TIMEOUT * 2,
+        check=False,
+    )
+
+
+def test_demo_pool_lesson_shows_five_tasks_on_four_workers() -> None:
+    proc = _workcrew("demo", "--lesson", "pool", "--start-method", "fork")
+    assert proc.returncode == 0, proc.stderr
+    rows = re.findall(r"^\s+(\d)\s+(\d+)\s+([\d.]+) s\s+([\d.]+) s$", proc.stdout, re.M)
+    assert [int(r[0]) for r in rows] == [0, 1, 2, 3, 4]
+    pids = {r[1] for r in rows}
+    assert 1 <= len(pids) <= 4
+    assert "5 tasks done" in proc.stdout
+
+
+def test_demo_cpu_lesson_in_chinese_prints_a_speedup_table() -> None:
+    proc = _workcrew("demo", "--lang", "zh", "--lesson", "cpu", "--start-method", "fork")
+    assert proc.returncode == 0, proc.stderr
+    assert "多线程 vs 多进程" in proc.stdout
+    speedups = re.findall(r"([\d.]+)x$", proc.stdout, re.M)
+    assert len(speedups) == 3
+    assert float(speedups[0]) == 1.0
+
+
+def test_bad_arguments_exit_2_with_a_message() -> None:
+    proc = _workcrew("demo", "--lang", "fr")
+    assert proc.returncode == 2
+    assert "invalid choice: 'fr'" in proc.stderr
+    proc = _workcrew("frobnicate")
+    assert proc.returncode == 2
+
+
+def test_help_shows_examples() -> None:
+    proc = _workcrew("demo", "--help")
+    assert proc.returncode == 0
+    assert "workcrew demo --lang zh" in proc.stdout
