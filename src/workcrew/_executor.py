@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from ._backends import get_backend
 from ._core._engine import Engine
 from ._core._execute import STAR
-from ._core._jobs import ResultIterator, StreamJob
+from ._core._jobs import iterate_results
 from ._core._options import PoolOptions, check_chunksize
 
 __all__ = ("Executor",)
@@ -101,7 +101,7 @@ class Executor(concurrent.futures.Executor):
         deadline = None if timeout is None else time.monotonic() + timeout
         job = self._engine.stream(fn, STAR, zip(*iterables), chunksize, ordered=True)
         job.feed()  # work starts at the call, as in concurrent.futures
-        return _results(job, deadline)
+        return iterate_results(job, deadline)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Accept no new work; with ``cancel_futures`` drop what has not started.
@@ -119,18 +119,3 @@ class Executor(concurrent.futures.Executor):
         return (
             f"<workcrew.Executor kind={self._options.kind!r} workers={self.workers} state={state}>"
         )
-
-
-def _results(job: StreamJob, deadline: float | None) -> Iterator[Any]:
-    # A generator, as in concurrent.futures: the first exception ends it, and
-    # closing it (or dropping it) cancels what has not started.
-    results = ResultIterator(job)
-    try:
-        while True:
-            try:
-                value = results.next_before(deadline)
-            except StopIteration:
-                return
-            yield value
-    finally:
-        job.cancel()

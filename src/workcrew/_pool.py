@@ -111,9 +111,7 @@ class IMapIterator(ResultIterator, Iterator[T]):
     def __iter__(self) -> IMapIterator[T]:
         return self
 
-    def __next__(self) -> T:
-        result: T = self.next_before(None)
-        return result
+    # __next__ is ResultIterator's: the hot path of imap, one call per result.
 
     def next(self, timeout: float | None = None) -> T:
         """The next result; ``TimeoutError`` if none arrives within ``timeout`` seconds."""

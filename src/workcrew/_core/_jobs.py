@@ -26,7 +26,7 @@ from typing import Any
 from ._exceptions import TimeoutError
 from ._execute import CALL
 
-__all__ = ("CallJob", "Job", "ListJob", "ResultIterator", "StreamJob")
+__all__ = ("CallJob", "Job", "ListJob", "ResultIterator", "StreamJob", "iterate_results")
 
 #: Outcomes of a run of consecutive items: values, and failures by index.
 Run = tuple[list[Any], dict[int, BaseException] | None]
@@ -349,34 +349,81 @@ class StreamJob(Job):
             )
 
 
+class _Raised:
+    """An outcome to raise rather than return (never a task's own value)."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
 class ResultIterator:
     """Reads a StreamJob's results one at a time; safe to share between threads.
 
-    Holds the current run of outcomes, so the common case (a value, no error)
-    costs one lock and an index, not a trip through the job.
+    A failed item raises when reached, and reading may go on after it (as
+    ``multiprocessing``'s imap).  Values flow through an inner generator that
+    yields a whole run at C speed; errors travel through it as :class:`_Raised`
+    so that the generator itself never ends by an exception.
     """
 
     def __init__(self, job: StreamJob) -> None:
         self._job = job
         self._lock = threading.Lock()
-        self._values: list[Any] = []
-        self._errors: dict[int, BaseException] | None = None
-        self._i = 0
+        self._deadline: float | None = None
+        self._outcomes = self._generate()
+
+    def _generate(self) -> Iterator[Any]:
+        job = self._job
+        while True:
+            try:
+                values, errors = job.next_run(self._deadline)
+            except StopIteration:
+                return
+            except BaseException as exc:  # noqa: BLE001 - timeout, abort, Ctrl-C: raised by the reader
+                yield _Raised(exc)
+                continue
+            if not errors:
+                yield from values
+            else:
+                for i, value in enumerate(values):
+                    yield _Raised(errors[i]) if i in errors else value
 
     def __iter__(self) -> ResultIterator:
         return self
 
     def __next__(self) -> Any:
-        return self.next_before(None)
+        with self._lock:
+            self._deadline = None
+            value = next(self._outcomes)
+        if type(value) is _Raised:
+            raise value.exc
+        return value
 
     def next_before(self, deadline: float | None) -> Any:
         """The next result; raises its exception if it failed; StopIteration at the end."""
         with self._lock:
-            while self._i >= len(self._values):
-                self._values, self._errors = self._job.next_run(deadline)
-                self._i = 0
-            i = self._i
-            self._i = i + 1
-            if self._errors is not None and i in self._errors:
-                raise self._errors[i]
-            return self._values[i]
+            self._deadline = deadline
+            value = next(self._outcomes)
+        if type(value) is _Raised:
+            raise value.exc
+        return value
+
+
+def iterate_results(job: StreamJob, deadline: float | None) -> Iterator[Any]:
+    """Results of ``job`` as a generator that ends at the first failure (concurrent.futures)."""
+    try:
+        while True:
+            try:
+                values, errors = job.next_run(deadline)
+            except StopIteration:
+                return
+            if not errors:
+                yield from values
+                continue
+            for i, value in enumerate(values):
+                if i in errors:
+                    raise errors[i]
+                yield value
+    finally:
+        job.cancel()  # closed or dropped early: unstarted items are not run

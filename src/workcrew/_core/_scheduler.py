@@ -11,8 +11,10 @@ tasks evenly spread:
 * a chunk never takes more than ``1 / (TAPER * workers)`` of what a job still
   has to give, so the last chunks shrink and no worker is left with a
   straggler chunk while others idle;
-* items slower than the target run one per chunk and are never queued behind
-  a busy worker (see :meth:`Scheduler.can_prefetch`).
+* items slower than the target run one per chunk; a second chunk is queued
+  behind a busy worker (so it never idles for a round trip) only while the
+  job is far from its end, so the last items always go to whichever worker
+  frees up first (see :meth:`Scheduler.can_prefetch`).
 """
 
 from __future__ import annotations
@@ -26,18 +28,23 @@ from ._jobs import Job
 __all__ = ("Scheduler",)
 
 #: Aim for chunks computing this long.  Larger amortises the ~50-100 µs round
-#: trip of a chunk better; smaller balances better at the end of a lazy stream,
-#: whose length is unknown.
-TARGET_CHUNK_SECONDS = 0.01
+#: trip of a chunk better (prefetching hides most of it anyway); smaller
+#: balances better, above all at the end of a lazy stream, whose length is
+#: unknown.
+TARGET_CHUNK_SECONDS = 0.005
 #: Chunk size may grow by at most this factor per result, so one unusually
 #: fast first item cannot make a huge chunk of slow ones.
 GROWTH = 8
 #: A chunk takes at most remaining / (TAPER * workers) items of a finite job.
 TAPER = 2
-#: A second chunk is queued to a busy worker only for items at least this many
-#: times shorter than the target: then the worker never idles for a round
-#: trip, and the queued chunk waits only briefly.
-PREFETCH_RATIO = 4
+#: A second chunk is queued to a busy worker only for items known to take at
+#: most this long (a queued item waits for the one before it; past this the
+#: round trip it saves is negligible anyway) ...
+PREFETCH_MAX_SECONDS = 0.1
+#: ... and only while a finite job has more than this many items left per
+#: worker: the tail is handed out one chunk at a time to whichever worker is
+#: free, so no item waits behind a long one at the end.
+PREFETCH_TAIL = 2
 #: A chunk's pickled arguments stay under about this many bytes: large
 #: arguments are cheap to compute on but costly to hold and move, and the
 #: read-ahead window of a lazy map is a few chunks per worker.
@@ -129,9 +136,11 @@ class Scheduler:
         return size
 
     def can_prefetch(self, job: Job) -> bool:
-        """True if ``job``'s items are known to be short enough to queue behind others."""
+        """True if a chunk of ``job`` may be queued behind a busy worker's current one."""
         per_item = self._estimates.get(job.key)
-        return per_item is not None and per_item * PREFETCH_RATIO < TARGET_CHUNK_SECONDS
+        if per_item is None or per_item > PREFETCH_MAX_SECONDS:
+            return False
+        return job.remaining is None or job.remaining > PREFETCH_TAIL * self.workers
 
     def record(self, key: Hashable, items: int, seconds: float) -> None:
         """Learn from a finished chunk of ``items`` items that computed ``seconds``."""
