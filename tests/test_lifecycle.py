@@ -53,7 +53,7 @@ def test_ctrl_c_during_map_raises_and_leaves_no_orphans(tmp_path: Path, start_me
         from workcrew import Pool
 
         def slow(x):
-            print("running", os.getpid(), flush=True)
+            os.write(1, f"running {os.getpid()}\\n".encode())  # one write: lines never mix
             while True:          # a task that would never end by itself
                 time.sleep(0.05)
 
