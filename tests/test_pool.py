@@ -152,8 +152,13 @@ def test_terminate_fails_pending_results(pool_kw: dict[str, Any], tmp_path: Path
     queued = pool.apply_async(helpers.square, (2,))
     assert helpers.wait_for_fifo(started) == "started"
     if pool_kw["kind"] == "thread":
-        # a thread cannot be killed: release it from another thread while terminate waits
-        threading.Thread(target=helpers.release_fifo, args=(gate,)).start()
+        # A thread cannot be killed: terminate() waits for it.  Release it from
+        # another thread once terminate has failed the queued task.
+        def release_after_terminate() -> None:
+            queued.wait(TIMEOUT)
+            helpers.release_fifo(gate)
+
+        threading.Thread(target=release_after_terminate).start()
     pool.terminate()
     with pytest.raises(workcrew.TaskCancelled):
         queued.get(TIMEOUT)

@@ -51,6 +51,7 @@ class ProcessBackend(WorkerBackend):
     def __init__(self, options: PoolOptions, loop: Loop) -> None:
         super().__init__(options, loop)
         self.context: Any = multiprocessing.get_context(options.start_method)
+        self.start_eagerly = options.start_method == "fork"
         self._init_blob = self._pickle_initializer(options)
         self._functions: OrderedDict[int, tuple[Callable[..., Any], int, bytes | BaseException]] = (
             OrderedDict()

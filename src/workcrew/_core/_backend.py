@@ -140,6 +140,9 @@ class WorkerBackend(ABC):
 
     #: Whether ``kill`` really stops a running task (processes: yes; threads: no).
     can_kill: bool = False
+    #: Start every worker with the pool, from the caller's thread, instead of
+    #: on demand from the master thread (the ``fork`` start method needs it).
+    start_eagerly: bool = False
 
     def __init__(self, options: PoolOptions, loop: Loop) -> None:
         self.options = options

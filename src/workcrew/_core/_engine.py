@@ -14,6 +14,7 @@ and no thread outlives it.
 from __future__ import annotations
 
 import atexit
+import os
 import threading
 import weakref
 from collections.abc import Callable, Hashable, Iterable
@@ -39,6 +40,7 @@ class Engine:
     ) -> None:
         self.options = options
         self.drain_at_exit = drain_at_exit
+        self.pid = os.getpid()
         self._lock = threading.Lock()
         self._accepting = True
         self._master = Master(options, backend_class)
@@ -174,7 +176,11 @@ def _key(fn: Callable[..., Any]) -> Hashable:
 
 def _shutdown_all() -> None:
     for engine in list(_live):
-        engine._at_exit()
+        # A forked child (a worker, or any fork of the caller) inherits this
+        # registry but none of the threads or pipes behind it: only the
+        # process that created a pool may shut it down.
+        if engine.pid == os.getpid():
+            engine._at_exit()
 
 
 # This must run before multiprocessing's own exit hook, which joins every

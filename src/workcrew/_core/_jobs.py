@@ -392,15 +392,7 @@ class ResultIterator:
     def __iter__(self) -> ResultIterator:
         return self
 
-    def __next__(self) -> Any:
-        with self._lock:
-            self._deadline = None
-            value = next(self._outcomes)
-        if type(value) is _Raised:
-            raise value.exc
-        return value
-
-    def next_before(self, deadline: float | None) -> Any:
+    def next_before(self, deadline: float | None = None) -> Any:
         """The next result; raises its exception if it failed; StopIteration at the end."""
         with self._lock:
             self._deadline = deadline
@@ -408,6 +400,8 @@ class ResultIterator:
         if type(value) is _Raised:
             raise value.exc
         return value
+
+    __next__ = next_before  # the hot path of imap: one call per result
 
 
 def iterate_results(job: StreamJob, deadline: float | None) -> Iterator[Any]:

@@ -125,8 +125,12 @@ class Master(Loop, WorkerEvents):
         self.backend = backend_class(options, self)
         self._register_fds()
         self.thread = threading.Thread(target=self._run, name="workcrew-master", daemon=True)
-        for _ in range(options.workers):
-            self._start_worker()
+        if self.backend.start_eagerly:
+            # fork copies only the forking thread: fork every worker now, from
+            # the caller's thread, before the master thread exists.  Other
+            # kinds start workers on demand (see _dispatch).
+            for _ in range(options.workers):
+                self._start_worker()
         self.thread.start()
 
     def _register_fds(self) -> None:
@@ -262,15 +266,20 @@ class Master(Loop, WorkerEvents):
             return
         # Idle workers first, so work spreads before anything is queued behind
         # a busy worker; then one prefetched chunk per busy worker, if allowed.
-        slots = sorted(self._slots.values(), key=lambda s: len(s.inflight))
-        for depth in (0, 1):
-            for slot in slots:
-                if len(slot.inflight) != depth or slot.retiring:
-                    continue
-                if not self._send_next(slot, prefetch=depth > 0):
-                    if depth == 0:
-                        return
-                    break
+        for slot in [s for s in self._slots.values() if not s.inflight and not s.retiring]:
+            if not self._send_next(slot, prefetch=False):
+                return
+        # Workers start on demand: one more whenever work is left and all are busy.
+        while self._live_workers() < self.options.workers:
+            slot = self._start_worker()
+            if not self._send_next(slot, prefetch=False):
+                return
+        for slot in [s for s in self._slots.values() if len(s.inflight) == 1 and not s.retiring]:
+            if not self._send_next(slot, prefetch=True):
+                return
+
+    def _live_workers(self) -> int:
+        return sum(1 for slot in self._slots.values() if not slot.retiring)
 
     def _send_next(self, slot: _Slot, prefetch: bool) -> bool:
         allowance = slot.allowance
@@ -336,7 +345,8 @@ class Master(Loop, WorkerEvents):
             return
         if slot.inflight:
             self._salvage(slot, exitcode)
-        if not slot.ready and not slot.retiring and self.state is State.RUNNING:
+        accepting_work = self.state in (State.RUNNING, State.CLOSING)
+        if not slot.ready and not slot.retiring and accepting_work:
             self._startup_failures += 1
             if self._startup_failures >= MAX_STARTUP_FAILURES:
                 self._break(
@@ -349,8 +359,7 @@ class Master(Loop, WorkerEvents):
                     )
                 )
                 return
-        if self.state in (State.RUNNING, State.CLOSING):
-            self._start_worker()
+        # No replacement here: _dispatch starts a worker when work needs one.
 
     def _salvage(self, slot: _Slot, exitcode: int | None) -> None:
         """A worker died holding chunks: blame only the one it was running."""
@@ -388,10 +397,11 @@ class Master(Loop, WorkerEvents):
 
     # -- workers ---------------------------------------------------------------------------
 
-    def _start_worker(self) -> None:
+    def _start_worker(self) -> _Slot:
         worker_id = next(self._worker_ids)
         handle = self.backend.start_worker(worker_id, self)
-        self._slots[worker_id] = _Slot(handle, self.options.max_tasks_per_worker)
+        slot = self._slots[worker_id] = _Slot(handle, self.options.max_tasks_per_worker)
+        return slot
 
     def _retire(self, slot: _Slot) -> None:
         """Recycle a worker that reached its task quota (its replacement starts on exit)."""
