@@ -15,7 +15,7 @@ import multiprocessing
 import os
 import pickle
 import signal
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -39,6 +39,8 @@ __all__ = ("ProcessBackend", "backend_class")
 
 #: Functions kept pickled (by identity, with a strong reference) per pool.
 FUNCTION_CACHE_SIZE = 256
+#: Lines of a worker's stderr kept for its crash report.
+STDERR_TAIL_LINES = 20
 #: A worker's function table is reset once it holds this many functions.
 WORKER_FUNCTION_LIMIT = 512
 
@@ -98,7 +100,12 @@ class ProcessBackend(WorkerBackend):
 
 
 class ProcessHandle(WorkerHandle):
-    """One worker process and the master's ends of its two pipes."""
+    """One worker process and the master's ends of its four pipes.
+
+    task (master writes chunks), result (worker writes outcomes), stderr (the
+    worker's fd 2: forwarded to ours, last lines kept for crash reports) and
+    lifeline (never written: its end of file tells the worker we are gone).
+    """
 
     def __init__(self, backend: ProcessBackend, worker_id: int, events: WorkerEvents) -> None:
         self.worker_id = worker_id
@@ -110,8 +117,14 @@ class ProcessHandle(WorkerHandle):
         self.exitcode: int | None = None
         task_r, task_w = multiprocessing.Pipe(duplex=False)
         result_r, result_w = multiprocessing.Pipe(duplex=False)
+        stderr_r, stderr_w = multiprocessing.Pipe(duplex=False)
+        lifeline_r, lifeline_w = multiprocessing.Pipe(duplex=False)
         self._task_conn, self._result_conn = task_w, result_r
-        for conn in (task_w, result_r):
+        self._stderr_conn, self._lifeline_conn = stderr_r, lifeline_w
+        self._conns = (task_w, result_r, stderr_r, lifeline_w)
+        self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+        self._stderr_partial = b""
+        for conn in self._conns:
             register_master_fd(conn.fileno())
         # Only a forked child shares our descriptor numbers; under spawn and
         # forkserver the same numbers name other files in the child.
@@ -120,21 +133,27 @@ class ProcessHandle(WorkerHandle):
             inherited = master_fds()
         self.process = backend.context.Process(
             target=worker_main,
-            args=(worker_id, task_r, result_w, backend._init_blob, inherited),
+            args=(
+                worker_id,
+                (task_r, result_w, stderr_w, lifeline_r),
+                backend._init_blob,
+                inherited,
+            ),
             name=f"workcrew-worker-{worker_id}",
             daemon=False,  # workers may start pools of their own
         )
         self.process.start()
         self.pid = self.process.pid
-        task_r.close()  # the child's ends: only the child may hold them
-        result_w.close()
-        os.set_blocking(task_w.fileno(), False)
-        os.set_blocking(result_r.fileno(), False)
+        for conn in (task_r, result_w, stderr_w, lifeline_r):
+            conn.close()  # the child's ends: only the child may hold them
+        for conn in (task_w, result_r, stderr_r):
+            os.set_blocking(conn.fileno(), False)
         self._writer = _wire.FrameWriter(task_w.fileno())
         self._reader = _wire.FrameReader(result_r.fileno())
         self._sentinel = self.process.sentinel
         self._loop.add_reader(result_r.fileno(), self._on_readable)
         self._loop.add_reader(self._sentinel, self._on_sentinel)
+        self._loop.add_reader(stderr_r.fileno(), self._on_stderr)
 
     # -- sending -------------------------------------------------------------------
 
@@ -240,11 +259,40 @@ class ProcessHandle(WorkerHandle):
         self._close()
         self._events.on_exit(self, self.exitcode)
 
+    def _on_stderr(self) -> None:
+        """Forward what the worker wrote to its stderr, keeping the last lines."""
+        fd = self._stderr_conn.fileno()
+        while True:
+            try:
+                data = os.read(fd, _wire.READ_SIZE)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._loop.remove_reader(fd)
+                return
+            try:
+                os.write(2, data)
+            except OSError:
+                pass  # our own stderr is closed or full: the tail is still kept
+            lines = (self._stderr_partial + data).split(b"\n")
+            self._stderr_partial = lines.pop()[-4096:]
+            self.stderr_tail.extend(line.decode(errors="replace") for line in lines)
+
+    def last_stderr_lines(self) -> list[str]:
+        """The last lines the worker wrote to stderr (for crash reports)."""
+        tail = list(self.stderr_tail)
+        if self._stderr_partial:
+            tail.append(self._stderr_partial.decode(errors="replace"))
+        return tail
+
     def _close(self) -> None:
         if self._exited:
             return
         self._exited = True
-        for conn in (self._task_conn, self._result_conn):
+        self._on_stderr()  # whatever the worker wrote last, before its pipe goes
+        for conn in self._conns:
             fd = conn.fileno()
             if self._writer.pending and fd == self._writer.fd:
                 self._loop.remove_writer(fd)

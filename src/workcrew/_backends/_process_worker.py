@@ -17,9 +17,11 @@ inherited stdout, a separate file.
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import pickle
 import signal
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -34,29 +36,64 @@ __all__ = ("EncodedFailure", "worker_main")
 EncodedFailure = tuple[bytes | None, str, str, str, str]
 
 
+#: Exit status of a worker whose master is gone (its lifeline pipe closed).
+ORPHAN_EXIT = 70
+
+
 def worker_main(
     worker_id: int,
-    task_conn: Any,
-    result_conn: Any,
+    conns: tuple[Any, Any, Any, Any],
     init_blob: bytes | None,
     inherited_fds: list[int],
 ) -> None:
-    """Entry point of a worker process; returns (exit status 0) on STOP or end of file."""
+    """Entry point of a worker process; returns (exit status 0) on STOP or end of file.
+
+    ``conns`` are the worker's ends of its task, result, stderr and lifeline pipes.
+    """
+    task_conn, result_conn, stderr_conn, lifeline_conn = conns
     # Under fork the child inherits the master's ends of every pipe of every
     # pool in this process; holding them would keep pipes open after the
     # master dies, so drop them first.
-    own = {task_conn.fileno(), result_conn.fileno()}
+    own = {conn.fileno() for conn in conns}
     for fd in inherited_fds:
         if fd not in own:
             try:
                 os.close(fd)
             except OSError:
                 pass
+    # stderr goes to the master, which forwards it and keeps the last lines
+    # for crash reports; faulthandler writes the Python stack there on a
+    # fatal signal (segfault, abort), so the report shows where it died.
+    os.dup2(stderr_conn.fileno(), 2)
+    faulthandler.enable(all_threads=True)
     # Ctrl-C in a terminal signals the whole process group; the caller decides
     # what an interrupt means (cancel and terminate), workers must not print
     # their own KeyboardInterrupt tracebacks.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _watch_lifeline(lifeline_conn.fileno())
     _Worker(worker_id, task_conn.fileno(), result_conn.fileno()).run(init_blob)
+
+
+def _watch_lifeline(fd: int) -> None:
+    """Exit at once when the master's process is gone, even in the middle of a task.
+
+    Only the master holds the write end of the lifeline pipe and never writes
+    to it: a read returns only at end of file, when the master process died
+    (SIGKILL included) or let go of this worker.
+    """
+
+    def watch() -> None:
+        while True:
+            try:
+                if not os.read(fd, 1):
+                    break
+            except InterruptedError:
+                continue
+            except OSError:
+                break
+        os._exit(ORPHAN_EXIT)
+
+    threading.Thread(target=watch, name="workcrew-lifeline", daemon=True).start()
 
 
 class _Worker:

@@ -134,6 +134,10 @@ class WorkerHandle(ABC):
     def join(self, timeout: float | None) -> bool:
         """Wait for the worker to be gone; True if it is."""
 
+    def last_stderr_lines(self) -> list[str]:
+        """The last lines the worker wrote to its own stderr, if the kind keeps them."""
+        return []
+
 
 class WorkerBackend(ABC):
     """A worker kind: starts workers and releases shared transport resources."""

@@ -41,14 +41,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._backend import Loop, Segment, WorkerBackend, WorkerEvents, WorkerHandle
+from ._crash import crash_report, oom_kill_count
 from ._exceptions import (
     BrokenPoolError,
-    RemoteTraceback,
     TaskCancelled,
     WorkcrewError,
     WorkerCrashed,
 )
-from ._execute import SegmentOutcome
+from ._execute import SegmentOutcome, describe_call
 from ._fds import register_master_fd, unregister_master_fd
 from ._jobs import Job
 from ._options import PoolOptions
@@ -122,6 +122,7 @@ class Master(Loop, WorkerEvents):
         self._worker_ids = itertools.count(1)
         self._seq = itertools.count(1)
         self._startup_failures = 0
+        self._oom_kills_at_start = oom_kill_count()
         self.backend = backend_class(options, self)
         self._register_fds()
         self.thread = threading.Thread(target=self._run, name="workcrew-master", daemon=True)
@@ -381,19 +382,13 @@ class Master(Loop, WorkerEvents):
         running.job.fail(running.start, 1, self._crash_error(slot, exitcode, running))
 
     def _crash_error(self, slot: _Slot, exitcode: int | None, chunk: _InFlight) -> WorkerCrashed:
-        from ._execute import describe_call
-
-        how = _describe_exit(exitcode)
+        handle = slot.handle
         call = describe_call(chunk.job.fn, chunk.job.mode, chunk.items[0])
-        error = WorkerCrashed(
-            f"worker {slot.handle.worker_id} (pid {slot.handle.pid}) {how} while running "
-            f"{call}; the worker was replaced and the other tasks go on",
-            worker_id=slot.handle.worker_id,
-            pid=slot.handle.pid,
-            exitcode=exitcode,
+        worker = f"worker {handle.worker_id} (pid {handle.pid})"
+        message = crash_report(
+            worker, exitcode, call, handle.last_stderr_lines(), self._oom_kills_at_start
         )
-        error.__cause__ = RemoteTraceback(f"worker {slot.handle.worker_id} exit: {how}")
-        return error
+        return WorkerCrashed(message, worker_id=handle.worker_id, pid=handle.pid, exitcode=exitcode)
 
     # -- workers ---------------------------------------------------------------------------
 
@@ -491,17 +486,3 @@ class Master(Loop, WorkerEvents):
         self._selector.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
-
-
-def _describe_exit(exitcode: int | None) -> str:
-    if exitcode is None:
-        return "disappeared"
-    if exitcode < 0:
-        import signal
-
-        try:
-            name = signal.Signals(-exitcode).name
-        except ValueError:
-            name = f"signal {-exitcode}"
-        return f"was killed by {name}"
-    return f"exited with status {exitcode}"

@@ -35,8 +35,10 @@ TARGET_CHUNK_SECONDS = 0.005
 #: Chunk size may grow by at most this factor per result, so one unusually
 #: fast first item cannot make a huge chunk of slow ones.
 GROWTH = 8
-#: A chunk takes at most remaining / (TAPER * workers) items of a finite job.
+#: A chunk takes at most remaining / (TAPER * workers) items of a finite job ...
 TAPER = 2
+#: ... unless that is less than this much work.
+TAPER_FLOOR_SECONDS = 0.001
 #: A second chunk is queued to a busy worker only for items known to take at
 #: most this long (a queued item waits for the one before it; past this the
 #: round trip it saves is negligible anyway) ...
@@ -129,7 +131,12 @@ class Scheduler:
         if item_bytes:
             size = min(size, int(CHUNK_BYTES / item_bytes))
         if job.remaining is not None:
-            size = min(size, math.ceil(job.remaining / (TAPER * self.workers)))
+            tapered = math.ceil(job.remaining / (TAPER * self.workers))
+            # Tapering balances the end of a job; below TAPER_FLOOR_SECONDS of
+            # work a chunk is too small to unbalance anything but still costs
+            # a round trip, so tiny tasks stop tapering there.
+            floor = int(TAPER_FLOOR_SECONDS / per_item) if per_item else 1
+            size = min(size, max(tapered, floor))
         size = max(1, size)
         self._last_size[id(job)] = size
         job.chunk_hint = size

@@ -1,0 +1,73 @@
+"""Crash reports: why a worker died, told as precisely as the system allows."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+__all__ = ("crash_report", "describe_exit", "oom_kill_count")
+
+
+def describe_exit(exitcode: int | None) -> str:
+    """``exited with status 3`` / ``was killed by SIGSEGV``."""
+    if exitcode is None:
+        return "disappeared"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        return f"was killed by {name}"
+    return f"exited with status {exitcode}"
+
+
+def _cgroup_dir() -> Path | None:
+    try:
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            if line.startswith("0::"):
+                return Path("/sys/fs/cgroup") / line[3:].lstrip("/")
+    except OSError:
+        pass
+    return None
+
+
+def oom_kill_count() -> int | None:
+    """How many processes the kernel's OOM killer has killed in our cgroup (v2), if known."""
+    directory = _cgroup_dir()
+    if directory is None:
+        return None
+    try:
+        for line in (directory / "memory.events").read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill":
+                return int(value)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def crash_report(
+    worker: str, exitcode: int | None, call: str, stderr_tail: list[str], oom_before: int | None
+) -> str:
+    """The message of a WorkerCrashed: who died, how, running what, what it said last."""
+    how = describe_exit(exitcode)
+    parts = [f"{worker} {how} while running {call}; the worker was replaced, other tasks go on."]
+    if exitcode == -signal.SIGKILL:
+        oom_now = oom_kill_count()
+        if oom_before is not None and oom_now is not None and oom_now > oom_before:
+            parts.append(
+                "The kernel's out-of-memory killer killed a process of this cgroup meanwhile "
+                f"(memory.events oom_kill {oom_before} -> {oom_now}): the task most likely "
+                "needed more memory than the limit allows."
+            )
+        else:
+            parts.append(
+                "SIGKILL comes from another process or from the kernel's out-of-memory killer "
+                "(see `dmesg`); if the task uses much memory, that is the likely cause."
+            )
+    elif exitcode == -signal.SIGSEGV:
+        parts.append("A segmentation fault: usually a bug in a C extension the task called.")
+    if stderr_tail:
+        shown = "\n    ".join(stderr_tail[-12:])
+        parts.append(f"Last lines on the worker's stderr:\n    {shown}")
+    return "\n".join(parts)
