@@ -123,6 +123,13 @@ def open_workcrew_pool() -> Iterator[MapFn]:
 
 
 @contextlib.contextmanager
+def open_workcrew_guarded_pool() -> Iterator[MapFn]:
+    """workcrew with crash handling in use: retries, a (never reached) task timeout."""
+    with workcrew.Pool(WORKERS, start_method="fork", retries=3) as pool:
+        yield pool.map
+
+
+@contextlib.contextmanager
 def open_workcrew_executor() -> Iterator[MapFn]:
     with workcrew.Executor(WORKERS, start_method="fork") as ex:
         yield lambda fn, items: list(ex.map(fn, items))
@@ -176,6 +183,7 @@ def contenders(sizes: Sizes) -> list[Contender]:
     return [
         Contender("workcrew Pool", open_workcrew_pool, workcrew=True),
         Contender("workcrew Executor", open_workcrew_executor, workcrew=True),
+        Contender("workcrew Pool, retries=3", open_workcrew_guarded_pool, workcrew=True),
         Contender("multiprocessing Pool", open_mp_pool),
         Contender(
             "ProcessPoolExecutor chunksize=1",

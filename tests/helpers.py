@@ -101,3 +101,96 @@ def make_gates(directory: Any) -> tuple[str, str]:
     os.mkfifo(started)
     os.mkfifo(gate)
     return started, gate
+
+
+def flaky(path: str, failures: int, how: str = "raise") -> int:
+    """Fail the first ``failures`` calls (counted in a file, so across processes), then succeed."""
+    with open(path, "a+") as log:
+        log.write("x")
+        log.seek(0)
+        calls = len(log.read())
+    if calls <= failures:
+        if how == "exit":
+            os._exit(9)
+        raise ValueError(f"flaky call {calls}")
+    return calls
+
+
+def segfault(_: object = None) -> None:
+    import ctypes
+
+    ctypes.string_at(0)
+
+
+def kill_self(_: object = None) -> None:
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def hold_memory(megabytes: int) -> int:
+    """Keep ``megabytes`` alive in the worker (a leak), return the worker's pid."""
+    _state.setdefault("hoard", []).append(bytearray(megabytes << 20))
+    return os.getpid()
+
+
+class RaisesOnUnpickle:
+    """Pickles fine; unpickling (in the worker) raises."""
+
+    def __reduce__(self) -> Any:
+        return (_refuse, ("unpickle",))
+
+
+class ExitsOnUnpickle:
+    """Pickles fine; unpickling (in the worker) ends the process."""
+
+    def __reduce__(self) -> Any:
+        return (os._exit, (5,))
+
+
+class RaisesOnPickle:
+    """Cannot be pickled: its __reduce__ raises."""
+
+    def __reduce__(self) -> Any:
+        raise RuntimeError("refusing to be pickled")
+
+
+class ExitsOnPickle:
+    """Ends the process that tries to pickle it."""
+
+    def __reduce__(self) -> Any:
+        os._exit(6)
+
+
+class RaisesOnUnpickleInCaller:
+    """Unpickling raises only outside workers (the caller), via a marker."""
+
+    def __reduce__(self) -> Any:
+        return (_refuse_in_caller, ())
+
+
+def _refuse(what: str) -> None:
+    raise RuntimeError(f"refusing to {what}")
+
+
+def _refuse_in_caller() -> RaisesOnUnpickleInCaller:
+    if multiprocessing.parent_process() is None:
+        raise RuntimeError("refusing to unpickle in the caller")
+    return RaisesOnUnpickleInCaller()
+
+
+def make(kind: str) -> Any:
+    """Return an object of the named helper class (built in the worker)."""
+    return globals()[kind]()
+
+
+def hard_exit_via_sys(code: int) -> None:
+    raise SystemExit(code)
+
+
+def slow_square(x: int) -> int:
+    """x*x after ~0.1 ms of pure-Python work."""
+    total = 0
+    for i in range(1500):
+        total += i
+    return x * x + total * 0

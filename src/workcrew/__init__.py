@@ -13,6 +13,7 @@ from ._core._exceptions import (
     SerializationError,
     TaskCancelled,
     TaskFailed,
+    TaskTimeout,
     TimeoutError,
     WorkcrewError,
     WorkerCrashed,
@@ -41,6 +42,7 @@ __all__ = (
     "TaskCancelled",
     "SerializationError",
     "TaskFailed",
+    "TaskTimeout",
     "TimeoutError",
     "RemoteTraceback",
 )

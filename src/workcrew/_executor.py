@@ -59,6 +59,11 @@ class Executor(concurrent.futures.Executor):
         kind: str = "process",
         start_method: str | None = None,
         chunksize: int | None = None,
+        task_timeout: float | None = None,
+        retries: int = 0,
+        retry_on: tuple[type[BaseException], ...] | type[BaseException] = (Exception,),
+        retry_backoff: float = 0.0,
+        max_memory_per_worker: int | None = None,
     ) -> None:
         if mp_context is not None and start_method is None:
             start_method = mp_context.get_start_method()
@@ -70,6 +75,11 @@ class Executor(concurrent.futures.Executor):
             initargs=initargs,
             max_tasks_per_worker=max_tasks_per_child,
             chunksize=chunksize,
+            task_timeout=task_timeout,
+            retries=retries,
+            retry_on=retry_on,
+            retry_backoff=retry_backoff,
+            max_memory_per_worker=max_memory_per_worker,
         )
         self._engine = Engine(self._options, get_backend(kind), drain_at_exit=True)
         finalizer = weakref.finalize(self, self._engine.close)
@@ -90,16 +100,20 @@ class Executor(concurrent.futures.Executor):
         *iterables: Iterable[Any],
         timeout: float | None = None,
         chunksize: int | None = None,
+        task_timeout: float | None = None,
+        retries: int | None = None,
     ) -> Iterator[T]:
         """``fn`` over zipped ``iterables``, results in order, input read lazily.
 
         Raises the first task exception when its result is reached;
         ``TimeoutError`` if the results are not all there ``timeout`` seconds
         after the call.  Closing the iterator early drops unstarted items.
+        ``task_timeout`` and ``retries`` override the executor's for this call.
         """
         check_chunksize(chunksize)
         deadline = None if timeout is None else time.monotonic() + timeout
-        job = self._engine.stream(fn, STAR, zip(*iterables), chunksize, ordered=True)
+        policy = self._options.policy.override(timeout=task_timeout, retries=retries)
+        job = self._engine.stream(fn, STAR, zip(*iterables), chunksize, ordered=True, policy=policy)
         job.feed()  # work starts at the call, as in concurrent.futures
         return iterate_results(job, deadline)
 

@@ -31,7 +31,7 @@ from ._core._engine import Engine
 from ._core._exceptions import TaskCancelled, TimeoutError
 from ._core._execute import MAP, STAR
 from ._core._jobs import ResultIterator, StreamJob
-from ._core._options import PoolOptions
+from ._core._options import PoolOptions, TaskPolicy
 
 __all__ = ("AsyncResult", "IMapIterator", "Pool")
 
@@ -133,7 +133,10 @@ class Pool:
     ``Pool(4)`` starts four process workers.  Beyond the standard arguments:
     ``kind`` (``"process"`` or ``"thread"``), ``start_method`` (``"fork"``,
     ``"spawn"``, ``"forkserver"``; default forkserver where available),
-    ``chunksize`` (default for every map call; None = adaptive).
+    ``chunksize`` (default for every map call; None = adaptive),
+    ``task_timeout`` (seconds a task may run), ``retries``, ``retry_on`` and
+    ``retry_backoff`` (see docs/failures.md), ``max_memory_per_worker`` (bytes of
+    resident memory after which a process worker is replaced).
 
     Example::
 
@@ -158,6 +161,11 @@ class Pool:
         kind: str = "process",
         start_method: str | None = None,
         chunksize: int | None = None,
+        task_timeout: float | None = None,
+        retries: int = 0,
+        retry_on: tuple[type[BaseException], ...] | type[BaseException] = (Exception,),
+        retry_backoff: float = 0.0,
+        max_memory_per_worker: int | None = None,
     ) -> None:
         if context is not None and start_method is None:
             start_method = context.get_start_method()
@@ -169,6 +177,11 @@ class Pool:
             initargs=tuple(initargs),
             max_tasks_per_worker=maxtasksperchild,
             chunksize=chunksize,
+            task_timeout=task_timeout,
+            retries=retries,
+            retry_on=retry_on,
+            retry_backoff=retry_backoff,
+            max_memory_per_worker=max_memory_per_worker,
         )
         self._engine = Engine(self._options, get_backend(kind), drain_at_exit=False)
         self._finalizer = weakref.finalize(self, _collect, self._engine)
@@ -200,9 +213,12 @@ class Pool:
         func: Callable[..., T],
         args: Iterable[Any] = (),
         kwds: Mapping[str, Any] | None = None,
+        *,
+        task_timeout: float | None = None,
+        retries: int | None = None,
     ) -> T:
         """Run ``func(*args, **kwds)`` in a worker and return its result."""
-        return self.apply_async(func, args, kwds).get()
+        return _wait(self.apply_async(func, args, kwds, task_timeout=task_timeout, retries=retries))
 
     def apply_async(
         self,
@@ -211,18 +227,29 @@ class Pool:
         kwds: Mapping[str, Any] | None = None,
         callback: Callable[[T], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
+        *,
+        task_timeout: float | None = None,
+        retries: int | None = None,
     ) -> AsyncResult[T]:
         """Like ``apply``, returning an :class:`AsyncResult` at once."""
-        future = self._engine.submit_call(func, tuple(args), dict(kwds or {}))
+        policy = self._policy(task_timeout, retries)
+        future = self._engine.submit_call(func, tuple(args), dict(kwds or {}), policy)
         return AsyncResult(future, callback, error_callback)
 
     # -- maps ---------------------------------------------------------------------------
+    # Every map call takes ``task_timeout`` and ``retries`` to override the pool's.
 
     def map(
-        self, func: Callable[[Any], T], iterable: Iterable[Any], chunksize: int | None = None
+        self,
+        func: Callable[[Any], T],
+        iterable: Iterable[Any],
+        chunksize: int | None = None,
+        *,
+        task_timeout: float | None = None,
+        retries: int | None = None,
     ) -> list[T]:
         """``[func(x) for x in iterable]``, computed by the workers, in order."""
-        return _wait(self.map_async(func, iterable, chunksize))
+        return _wait(self._list(func, MAP, iterable, chunksize, task_timeout, retries))
 
     def map_async(
         self,
@@ -231,9 +258,12 @@ class Pool:
         chunksize: int | None = None,
         callback: Callable[[list[T]], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
+        *,
+        task_timeout: float | None = None,
+        retries: int | None = None,
     ) -> AsyncResult[list[T]]:
         """Like ``map``, returning an :class:`AsyncResult` at once."""
-        future = self._engine.submit_list(func, MAP, _as_list(iterable), _chunksize(chunksize))
+        future = self._list(func, MAP, iterable, chunksize, task_timeout, retries).future
         return AsyncResult(future, callback, error_callback)
 
     def starmap(
@@ -241,9 +271,12 @@ class Pool:
         func: Callable[..., T],
         iterable: Iterable[Iterable[Any]],
         chunksize: int | None = None,
+        *,
+        task_timeout: float | None = None,
+        retries: int | None = None,
     ) -> list[T]:
         """``[func(*args) for args in iterable]``, computed by the workers, in order."""
-        return _wait(self.starmap_async(func, iterable, chunksize))
+        return _wait(self._list(func, STAR, iterable, chunksize, task_timeout, retries))
 
     def starmap_async(
         self,
@@ -252,23 +285,69 @@ class Pool:
         chunksize: int | None = None,
         callback: Callable[[list[T]], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
+        *,
+        task_timeout: float | None = None,
+        retries: int | None = None,
     ) -> AsyncResult[list[T]]:
         """Like ``starmap``, returning an :class:`AsyncResult` at once."""
-        future = self._engine.submit_list(func, STAR, _as_list(iterable), _chunksize(chunksize))
+        future = self._list(func, STAR, iterable, chunksize, task_timeout, retries).future
         return AsyncResult(future, callback, error_callback)
 
     def imap(
-        self, func: Callable[[Any], T], iterable: Iterable[Any], chunksize: int | None = None
+        self,
+        func: Callable[[Any], T],
+        iterable: Iterable[Any],
+        chunksize: int | None = None,
+        *,
+        task_timeout: float | None = None,
+        retries: int | None = None,
     ) -> IMapIterator[T]:
         """Results of ``func`` over a lazily read ``iterable``, in input order."""
-        job = self._engine.stream(func, MAP, iterable, _chunksize(chunksize), ordered=True)
-        return IMapIterator(job)
+        return self._stream(func, iterable, chunksize, task_timeout, retries, ordered=True)
 
     def imap_unordered(
-        self, func: Callable[[Any], T], iterable: Iterable[Any], chunksize: int | None = None
+        self,
+        func: Callable[[Any], T],
+        iterable: Iterable[Any],
+        chunksize: int | None = None,
+        *,
+        task_timeout: float | None = None,
+        retries: int | None = None,
     ) -> IMapIterator[T]:
         """Results of ``func`` over a lazily read ``iterable``, as they complete."""
-        job = self._engine.stream(func, MAP, iterable, _chunksize(chunksize), ordered=False)
+        return self._stream(func, iterable, chunksize, task_timeout, retries, ordered=False)
+
+    def _policy(self, task_timeout: float | None, retries: int | None) -> TaskPolicy:
+        return self._options.policy.override(timeout=task_timeout, retries=retries)
+
+    def _list(
+        self,
+        func: Callable[..., T],
+        mode: int,
+        iterable: Iterable[Any],
+        chunksize: int | None,
+        task_timeout: float | None,
+        retries: int | None,
+    ) -> AsyncResult[list[T]]:
+        policy = self._policy(task_timeout, retries)
+        items = _as_list(iterable)
+        future = self._engine.submit_list(func, mode, items, _chunksize(chunksize), policy)
+        return AsyncResult(future)
+
+    def _stream(
+        self,
+        func: Callable[..., T],
+        iterable: Iterable[Any],
+        chunksize: int | None,
+        task_timeout: float | None,
+        retries: int | None,
+        *,
+        ordered: bool,
+    ) -> IMapIterator[T]:
+        policy = self._policy(task_timeout, retries)
+        job = self._engine.stream(
+            func, MAP, iterable, _chunksize(chunksize), ordered=ordered, policy=policy
+        )
         return IMapIterator(job)
 
     # -- lifetime --------------------------------------------------------------------------

@@ -39,8 +39,9 @@ __all__ = ("ProcessBackend", "backend_class")
 
 #: Functions kept pickled (by identity, with a strong reference) per pool.
 FUNCTION_CACHE_SIZE = 256
-#: Lines of a worker's stderr kept for its crash report.
-STDERR_TAIL_LINES = 20
+#: Lines of a worker's stderr kept for its crash report (a fatal-signal stack
+#: dump can be long; the report shows its top, where the task's frames are).
+STDERR_TAIL_LINES = 200
 #: A worker's function table is reset once it holds this many functions.
 WORKER_FUNCTION_LIMIT = 512
 
@@ -279,6 +280,14 @@ class ProcessHandle(WorkerHandle):
             lines = (self._stderr_partial + data).split(b"\n")
             self._stderr_partial = lines.pop()[-4096:]
             self.stderr_tail.extend(line.decode(errors="replace") for line in lines)
+
+    def memory(self) -> int | None:
+        import psutil
+
+        try:
+            return int(psutil.Process(self.pid).memory_info().rss)
+        except psutil.Error:
+            return None
 
     def last_stderr_lines(self) -> list[str]:
         """The last lines the worker wrote to stderr (for crash reports)."""

@@ -21,6 +21,7 @@ import faulthandler
 import os
 import pickle
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -65,7 +66,10 @@ def worker_main(
     # for crash reports; faulthandler writes the Python stack there on a
     # fatal signal (segfault, abort), so the report shows where it died.
     os.dup2(stderr_conn.fileno(), 2)
-    faulthandler.enable(all_threads=True)
+    # A forked child inherits the caller's sys.stderr object, which may not
+    # write to fd 2 (a test runner's capture, an IDE console): point it there.
+    sys.stderr = open(2, "w", buffering=1, errors="backslashreplace", closefd=False)  # noqa: SIM115
+    faulthandler.enable(file=2, all_threads=True)
     # Ctrl-C in a terminal signals the whole process group; the caller decides
     # what an interrupt means (cancel and terminate), workers must not print
     # their own KeyboardInterrupt tracebacks.

@@ -134,6 +134,10 @@ class WorkerHandle(ABC):
     def join(self, timeout: float | None) -> bool:
         """Wait for the worker to be gone; True if it is."""
 
+    def memory(self) -> int | None:
+        """Resident memory of the worker in bytes, if the kind can measure it."""
+        return None
+
     def last_stderr_lines(self) -> list[str]:
         """The last lines the worker wrote to its own stderr, if the kind keeps them."""
         return []

@@ -67,7 +67,11 @@ def crash_report(
             )
     elif exitcode == -signal.SIGSEGV:
         parts.append("A segmentation fault: usually a bug in a C extension the task called.")
-    if stderr_tail:
+    fatal = [i for i, line in enumerate(stderr_tail) if line.startswith("Fatal Python error")]
+    if fatal:  # faulthandler's dump: its top holds the frames of the task
+        shown = "\n    ".join(stderr_tail[fatal[-1] : fatal[-1] + 14])
+        parts.append(f"The worker's Python stack when it died:\n    {shown}")
+    elif stderr_tail:
         shown = "\n    ".join(stderr_tail[-12:])
         parts.append(f"Last lines on the worker's stderr:\n    {shown}")
     return "\n".join(parts)

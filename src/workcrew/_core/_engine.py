@@ -25,7 +25,7 @@ from ._backend import WorkerBackend
 from ._exceptions import BrokenPoolError, PoolClosedError
 from ._jobs import CallJob, Job, ListJob, StreamJob
 from ._master import Master, State
-from ._options import PoolOptions
+from ._options import PoolOptions, TaskPolicy
 
 __all__ = ("Engine",)
 
@@ -49,20 +49,36 @@ class Engine:
     # -- submission ------------------------------------------------------------------
 
     def submit_call(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        policy: TaskPolicy | None = None,
     ) -> Future[Any]:
         """Run ``fn(*args, **kwargs)`` once; its future resolves with the outcome."""
         _check_callable(fn)
         job = CallJob(fn, args, kwargs, _key(fn))
+        job.policy = policy or self.options.policy
+        if self._master.backend.can_kill:
+            master = self._master
+            job.future.cancel_running = lambda: master.call_soon_threadsafe(
+                lambda: master.cancel_running(job)
+            )
         self._post(job)
         return job.future
 
     def submit_list(
-        self, fn: Callable[..., Any], mode: int, items: list[Any], chunksize: int | None
+        self,
+        fn: Callable[..., Any],
+        mode: int,
+        items: list[Any],
+        chunksize: int | None,
+        policy: TaskPolicy | None = None,
     ) -> Future[list[Any]]:
         """Run ``fn`` on every item; the future resolves with all results in order."""
         _check_callable(fn)
         job = ListJob(fn, mode, items, _key(fn), chunksize or self.options.chunksize)
+        job.policy = policy or self.options.policy
         if items:
             self._post(job)
         else:
@@ -77,6 +93,7 @@ class Engine:
         chunksize: int | None,
         *,
         ordered: bool,
+        policy: TaskPolicy | None = None,
     ) -> StreamJob:
         """Run ``fn`` on items pulled lazily from ``iterable``; read results from the job."""
         _check_callable(fn)
@@ -90,6 +107,7 @@ class Engine:
             self.options.workers,
             self._on_input,
         )
+        job.policy = policy or self.options.policy
         self._post(job)
         return job
 

@@ -11,6 +11,8 @@ Hierarchy::
     │   └── InitializerError        the ``initializer`` raised in a worker
     ├── WorkerCrashed               the worker running a task died (segfault,
     │                               os._exit, SIGKILL, OOM kill); the pool lives on
+    ├── TaskTimeout                 a task ran past its task_timeout; its process
+    │                               worker was killed and replaced
     ├── TaskCancelled               the task was dropped before it ran
     │                               (terminate(), or its map was abandoned)
     ├── SerializationError          a function, argument or result could not be
@@ -42,6 +44,7 @@ __all__ = (
     "SerializationError",
     "TaskCancelled",
     "TaskFailed",
+    "TaskTimeout",
     "TimeoutError",
     "WorkcrewError",
     "WorkerCrashed",
@@ -120,6 +123,26 @@ class WorkerCrashed(WorkcrewError):
         self.worker_id = worker_id
         self.pid = pid
         self.exitcode = exitcode
+
+
+class TaskTimeout(WorkcrewError):
+    """The task ran longer than its ``task_timeout``.
+
+    A process worker running it is killed (SIGTERM, then SIGKILL after a grace
+    period) and replaced.  A thread cannot be killed: the task is failed, the
+    thread is retired and replaced, and it ends on its own when the call
+    returns (its result is dropped).
+
+    Attributes: ``timeout`` (seconds), ``worker_id``.
+    """
+
+    timeout: float
+    worker_id: int
+
+    def __init__(self, message: str, *, timeout: float = 0.0, worker_id: int = -1) -> None:
+        super().__init__(message)
+        self.timeout = timeout
+        self.worker_id = worker_id
 
 
 class TaskCancelled(WorkcrewError, concurrent.futures.CancelledError):

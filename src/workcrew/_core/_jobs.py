@@ -21,10 +21,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import Future, InvalidStateError
+from concurrent.futures._base import CANCELLED_AND_NOTIFIED as _CANCELLED_AND_NOTIFIED
+from concurrent.futures._base import RUNNING as _RUNNING
 from typing import Any
 
 from ._exceptions import TimeoutError
 from ._execute import CALL
+from ._options import TaskPolicy
 
 __all__ = ("CallJob", "Job", "ListJob", "ResultIterator", "StreamJob", "iterate_results")
 
@@ -45,6 +48,8 @@ class Job:
     remaining: int | None = None
     #: last chunk size the scheduler chose (a StreamJob sizes its window from it)
     chunk_hint: int = 1
+    #: timeout and retries of this job's tasks
+    policy: TaskPolicy = TaskPolicy()
 
     def take(self, n: int) -> tuple[int, list[Any]] | None:
         """Up to ``n`` next items and the index of the first, or None if none now."""
@@ -89,6 +94,37 @@ def _resolve(future: Future[Any], value: Any, exc: BaseException | None) -> None
         pass  # cancelled by the caller, or aborted: nothing to deliver
 
 
+class TaskFuture(Future[Any]):
+    """A ``concurrent.futures.Future`` whose ``cancel()`` also stops a running task.
+
+    The standard ``cancel()`` refuses once a task runs.  Where the worker kind
+    can kill (processes), this one cancels the running task too: the future
+    becomes cancelled at once and the worker running it is killed and replaced.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cancel_running: Callable[[], None] | None = None
+
+    def cancel(self) -> bool:
+        """Cancel the task, also while it runs (if its worker can be killed)."""
+        if super().cancel():
+            return True
+        stop = self.cancel_running
+        # Same steps as Future.cancel(), also allowed from RUNNING; the private
+        # fields are those every supported CPython (3.10-3.13) has.
+        with self._condition:
+            if self._state != _RUNNING or stop is None:
+                return False
+            self._state = _CANCELLED_AND_NOTIFIED
+            for waiter in self._waiters:
+                waiter.add_cancelled(self)
+            self._condition.notify_all()
+        self._invoke_callbacks()  # type: ignore[attr-defined]  # private in typeshed only
+        stop()
+        return True
+
+
 class CallJob(Job):
     """``fn(*args, **kwargs)`` once, resolving a ``concurrent.futures.Future``."""
 
@@ -96,7 +132,7 @@ class CallJob(Job):
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], key: Hashable
     ) -> None:
         self.fn, self.mode, self.key = fn, CALL, key
-        self.future: Future[Any] = Future()
+        self.future: TaskFuture = TaskFuture()
         self._item: tuple[tuple[Any, ...], dict[str, Any]] | None = (args, kwargs)
         self.remaining = 1
 

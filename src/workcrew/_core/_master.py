@@ -31,6 +31,7 @@ from __future__ import annotations
 import enum
 import heapq
 import itertools
+import logging
 import os
 import selectors
 import threading
@@ -45,6 +46,7 @@ from ._crash import crash_report, oom_kill_count
 from ._exceptions import (
     BrokenPoolError,
     TaskCancelled,
+    TaskTimeout,
     WorkcrewError,
     WorkerCrashed,
 )
@@ -52,16 +54,19 @@ from ._execute import SegmentOutcome, describe_call
 from ._fds import register_master_fd, unregister_master_fd
 from ._jobs import Job
 from ._options import PoolOptions
+from ._retry import Attempts
 from ._scheduler import Scheduler
 
 __all__ = ("Master", "State")
+
+_log = logging.getLogger("workcrew")
 
 #: Workers that die before ever becoming ready, in a row, before the pool is
 #: declared broken (a start method that cannot work must not respawn forever).
 MAX_STARTUP_FAILURES = 3
 #: After ``terminate()``, seconds a process worker has to exit after SIGTERM
 #: before it gets SIGKILL.
-KILL_GRACE = 1.0
+KILL_GRACE = 0.5
 
 
 class State(enum.Enum):
@@ -90,6 +95,7 @@ class _Slot:
     quota: int | None  # items this worker may still take (max_tasks_per_worker)
     ready: bool = False
     retiring: bool = False  # asked to exit; takes no more chunks
+    expired: int = 0  # seq of a chunk stopped for running past its timeout
     inflight: deque[_InFlight] = field(default_factory=deque)
 
     @property
@@ -122,6 +128,7 @@ class Master(Loop, WorkerEvents):
         self._worker_ids = itertools.count(1)
         self._seq = itertools.count(1)
         self._startup_failures = 0
+        self._attempts = Attempts()
         self._oom_kills_at_start = oom_kill_count()
         self.backend = backend_class(options, self)
         self._register_fds()
@@ -298,7 +305,75 @@ class Master(Loop, WorkerEvents):
             job.deliver(start, [None] * len(items), errors)  # nothing was sent
             return True
         slot.inflight.append(_InFlight(seq, job, start, items, errors))
+        timeout = job.policy.timeout
+        if timeout is not None:
+            worker_id = slot.handle.worker_id
+            self.call_later(timeout, lambda: self._expire(worker_id, seq))
         return True
+
+    def _expire(self, worker_id: int, seq: int) -> None:
+        """A timed chunk's deadline passed: if it still runs, stop it (see TaskTimeout)."""
+        slot = self._slots.get(worker_id)
+        if slot is None or not slot.inflight or slot.inflight[0].seq != seq:
+            return  # finished in time (or its worker is gone already)
+        slot.expired = seq
+        slot.retiring = True
+        if self.backend.can_kill:
+            self._terminate_process(slot.handle)  # on_exit reports the timeout
+            return
+        # A thread cannot be stopped: fail the task now, retire the thread (it
+        # exits when the call returns; its late result is dropped) and let
+        # _dispatch start a replacement.
+        del self._slots[worker_id]
+        slot.handle.request_stop()
+        running = slot.inflight.popleft()
+        for chunk in reversed(slot.inflight):
+            self._scheduler.requeue(chunk.job, chunk.start, chunk.items)
+        slot.inflight.clear()
+        error = self._timeout_error(slot, running)
+        self._settle(running.job, running.start, running.items, [None], {0: error})
+
+    def _timeout_error(self, slot: _Slot, chunk: _InFlight) -> TaskTimeout:
+        timeout = chunk.job.policy.timeout or 0.0
+        call = describe_call(chunk.job.fn, chunk.job.mode, chunk.items[0])
+        handle = slot.handle
+        if self.backend.can_kill:
+            what = f"worker {handle.worker_id} (pid {handle.pid}) was killed and replaced"
+        else:
+            what = (
+                f"thread worker {handle.worker_id} was retired and replaced; the call goes on "
+                "in the background until it returns, and its result will be dropped"
+            )
+        return TaskTimeout(
+            f"{call} ran longer than its task_timeout of {timeout:g} s; {what}",
+            timeout=timeout,
+            worker_id=handle.worker_id,
+        )
+
+    def cancel_running(self, job: Job) -> None:
+        """Master thread: kill the worker running ``job`` (its future was cancelled)."""
+        for slot in self._slots.values():
+            if slot.inflight and slot.inflight[0].job is job and self.backend.can_kill:
+                slot.retiring = True
+                self._terminate_process(slot.handle)
+
+    def _check_memory(self, slot: _Slot, chunk: _InFlight) -> None:
+        limit = self.options.max_memory_per_worker
+        if limit is None or slot.retiring:
+            return
+        rss = slot.handle.memory()
+        if rss is not None and rss > limit:
+            call = describe_call(chunk.job.fn, chunk.job.mode, chunk.items[-1])
+            _log.warning(
+                "worker %s (pid %s) uses %.0f MiB after %s, over max_memory_per_worker "
+                "(%.0f MiB): replacing it",
+                slot.handle.worker_id,
+                slot.handle.pid,
+                rss / 2**20,
+                call,
+                limit / 2**20,
+            )
+            self._retire(slot)
 
     # -- WorkerEvents: what backends report --------------------------------------------
 
@@ -311,27 +386,75 @@ class Master(Loop, WorkerEvents):
     def on_result(
         self, handle: WorkerHandle, seq: int, duration: float, outcomes: list[SegmentOutcome]
     ) -> None:
-        slot = self._slots[handle.worker_id]
+        slot = self._slots.get(handle.worker_id)
+        if slot is None:
+            return  # a retired thread whose task ran past its timeout: already failed
         chunk = slot.inflight.popleft()
         values, failures = outcomes[0]
-        if not chunk.job.done():  # else aborted or cancelled meanwhile: drop the outcome
-            errors = {i: f.exc for i, f in failures.items()} if failures else None
-            if chunk.unsent:
-                errors = {**(errors or {}), **chunk.unsent}
-            chunk.job.deliver(chunk.start, values, errors)
+        errors = {i: f.exc for i, f in failures.items()} if failures else None
+        if chunk.unsent:
+            errors = {**(errors or {}), **chunk.unsent}
+        self._settle(chunk.job, chunk.start, chunk.items, values, errors)
         self._scheduler.record(chunk.job.key, len(values), duration)
         if slot.quota is not None:
             slot.quota -= len(values)
             if slot.quota <= 0 and not slot.inflight:
                 self._retire(slot)
+        self._check_memory(slot, chunk)
+
+    def _settle(
+        self,
+        job: Job,
+        start: int,
+        items: list[Any],
+        values: list[Any],
+        errors: dict[int, BaseException] | None,
+    ) -> None:
+        """Deliver a run of outcomes, holding back failed items that will be retried."""
+        if job.done():
+            return  # aborted or cancelled meanwhile: drop the outcome
+        retrying: set[int] = set()
+        for i, exc in (errors or {}).items():
+            delay = self._attempts.retry_delay(job, start + i, exc)
+            if delay is None:
+                self._attempts.finish(job, start + i, exc)
+            else:
+                retrying.add(i)
+                self._retry_later(job, start + i, items[i], delay)
+        if not retrying:
+            job.deliver(start, values, errors)
+            return
+        # Deliver the runs between the retried items (the StreamJob tiling
+        # invariant: each retried item is delivered later as its own run).
+        run_start = 0
+        for i in [*sorted(retrying), len(values)]:
+            if i > run_start:
+                run_errors = {
+                    k - run_start: e for k, e in (errors or {}).items() if run_start <= k < i
+                }
+                job.deliver(start + run_start, values[run_start:i], run_errors or None)
+            run_start = i + 1
+
+    def _retry_later(self, job: Job, index: int, item: Any, delay: float) -> None:
+        self._attempts.pending += 1
+
+        def again() -> None:
+            self._attempts.pending -= 1
+            if not job.done() and self.state in (State.RUNNING, State.CLOSING):
+                self._scheduler.requeue(job, index, [item])
+
+        self.call_later(delay, again)
 
     def on_chunk_error(
         self, handle: WorkerHandle, seq: int, error: WorkcrewError, *, ran: bool
     ) -> None:
-        slot = self._slots[handle.worker_id]
+        slot = self._slots.get(handle.worker_id)
+        if slot is None:
+            return
         chunk = slot.inflight.popleft()
         if ran or len(chunk.items) == 1:
-            chunk.job.fail(chunk.start, len(chunk.items), error)
+            errors: dict[int, BaseException] = dict.fromkeys(range(len(chunk.items)), error)
+            self._settle(chunk.job, chunk.start, chunk.items, [None] * len(chunk.items), errors)
             return
         # Nothing ran: retry each item alone, so only the culprit fails.
         for i, item in enumerate(chunk.items):
@@ -346,8 +469,12 @@ class Master(Loop, WorkerEvents):
             return
         if slot.inflight:
             self._salvage(slot, exitcode)
+        # A worker that exits with an error status before it is ready cannot
+        # start (bad main module, broken environment); one killed by a signal
+        # was only unlucky, and is simply replaced.
         accepting_work = self.state in (State.RUNNING, State.CLOSING)
-        if not slot.ready and not slot.retiring and accepting_work:
+        failed_start = not slot.ready and exitcode is not None and exitcode > 0
+        if failed_start and not slot.retiring and accepting_work:
             self._startup_failures += 1
             if self._startup_failures >= MAX_STARTUP_FAILURES:
                 self._break(
@@ -379,7 +506,11 @@ class Master(Loop, WorkerEvents):
             for i, item in enumerate(running.items):
                 self._scheduler.requeue(running.job, running.start + i, [item])
             return
-        running.job.fail(running.start, 1, self._crash_error(slot, exitcode, running))
+        if slot.expired == running.seq:
+            error: BaseException = self._timeout_error(slot, running)
+        else:
+            error = self._crash_error(slot, exitcode, running)
+        self._settle(running.job, running.start, running.items, [None], {0: error})
 
     def _crash_error(self, slot: _Slot, exitcode: int | None, chunk: _InFlight) -> WorkerCrashed:
         handle = slot.handle
@@ -456,6 +587,7 @@ class Master(Loop, WorkerEvents):
         if (
             self.state is State.CLOSING
             and self._scheduler.idle()
+            and not self._attempts.pending
             and not any(s.inflight for s in self._slots.values())
         ):
             self.state = State.STOPPING

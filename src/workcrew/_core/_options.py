@@ -10,10 +10,10 @@ import multiprocessing
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-__all__ = ("PoolOptions", "available_cpu_count", "default_start_method")
+__all__ = ("PoolOptions", "TaskPolicy", "available_cpu_count", "default_start_method")
 
 #: Worker kinds that exist today; later kinds register in workcrew._backends.
 KINDS = ("process", "thread")
@@ -47,6 +47,61 @@ def default_start_method() -> str:
 
 
 @dataclass(frozen=True)
+class TaskPolicy:
+    """What happens to a task that fails or runs too long (pool default, per-call overrides).
+
+    ``timeout``: seconds a task may run; then it fails with ``TaskTimeout``
+    (process workers are killed and replaced).  ``retries``: further attempts
+    after a failure whose type is in ``retry_on``, waiting ``backoff`` seconds,
+    doubled at each attempt.
+    """
+
+    timeout: float | None = None
+    retries: int = 0
+    retry_on: tuple[type[BaseException], ...] = (Exception,)
+    backoff: float = 0.0
+
+    def override(self, *, timeout: float | None = None, retries: int | None = None) -> TaskPolicy:
+        """This policy with a call's own ``timeout`` or ``retries``, checked."""
+        if timeout is None and retries is None:
+            return self
+        check_policy(timeout, retries, self.retry_on, self.backoff)
+        return replace(
+            self,
+            timeout=self.timeout if timeout is None else timeout,
+            retries=self.retries if retries is None else retries,
+        )
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before retry number ``attempt`` (1-based)."""
+        return float(self.backoff * 2 ** (attempt - 1))
+
+
+def check_policy(
+    timeout: float | None, retries: int | None, retry_on: object, backoff: object
+) -> None:
+    """Raise ``ValueError``/``TypeError`` for an invalid timeout, retry count or retry_on."""
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            raise TypeError(f"task_timeout must be a number of seconds, got {timeout!r}")
+        if not timeout > 0:
+            raise ValueError(f"task_timeout={timeout} is invalid: it must be > 0 seconds")
+    if retries is not None:
+        if isinstance(retries, bool) or not isinstance(retries, int):
+            raise TypeError(f"retries must be an int, got {retries!r}")
+        if retries < 0:
+            raise ValueError(f"retries={retries} is invalid: it must be 0 or more")
+    if not (
+        isinstance(retry_on, tuple)
+        and retry_on
+        and all(isinstance(t, type) and issubclass(t, BaseException) for t in retry_on)
+    ):
+        raise TypeError(f"retry_on must be a non-empty tuple of exception types, got {retry_on!r}")
+    if isinstance(backoff, bool) or not isinstance(backoff, (int, float)) or backoff < 0:
+        raise ValueError(f"retry_backoff={backoff!r} is invalid: it must be seconds >= 0")
+
+
+@dataclass(frozen=True)
 class PoolOptions:
     """Everything that shapes one pool; built by the front ends, read by the engine."""
 
@@ -57,6 +112,8 @@ class PoolOptions:
     initargs: tuple[Any, ...] = ()
     max_tasks_per_worker: int | None = None
     chunksize: int | None = None
+    policy: TaskPolicy = TaskPolicy()
+    max_memory_per_worker: int | None = None
 
     @classmethod
     def build(
@@ -69,6 +126,11 @@ class PoolOptions:
         initargs: tuple[Any, ...] | list[Any] = (),
         max_tasks_per_worker: int | None = None,
         chunksize: int | None = None,
+        task_timeout: float | None = None,
+        retries: int = 0,
+        retry_on: tuple[type[BaseException], ...] | type[BaseException] = (Exception,),
+        retry_backoff: float = 0.0,
+        max_memory_per_worker: int | None = None,
     ) -> PoolOptions:
         """Check every value and fill in defaults; raise ``ValueError``/``TypeError``."""
         if kind not in KINDS:
@@ -91,6 +153,11 @@ class PoolOptions:
             _check_positive_int("max_tasks_per_worker", max_tasks_per_worker, "tasks per worker")
         if chunksize is not None:
             check_chunksize(chunksize)
+        if isinstance(retry_on, type):
+            retry_on = (retry_on,)
+        check_policy(task_timeout, retries, retry_on, retry_backoff)
+        if max_memory_per_worker is not None:
+            _check_positive_int("max_memory_per_worker", max_memory_per_worker, "bytes")
         return cls(
             workers=workers,
             kind=kind,
@@ -98,6 +165,8 @@ class PoolOptions:
             initializer=initializer,
             initargs=tuple(initargs),
             max_tasks_per_worker=max_tasks_per_worker,
+            policy=TaskPolicy(task_timeout, retries, retry_on, float(retry_backoff)),
+            max_memory_per_worker=max_memory_per_worker,
             chunksize=chunksize,
         )
 

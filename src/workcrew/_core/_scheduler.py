@@ -116,6 +116,8 @@ class Scheduler:
 
     def chunk_size(self, job: Job) -> int:
         """Items for the next chunk of ``job`` (its fixed chunksize, else adaptive)."""
+        if job.policy.timeout is not None:
+            return 1  # a timeout is per task: each runs alone, its start time known
         if job.chunksize is not None:
             return job.chunksize
         per_item = self._estimates.get(job.key)
@@ -145,7 +147,7 @@ class Scheduler:
     def can_prefetch(self, job: Job) -> bool:
         """True if a chunk of ``job`` may be queued behind a busy worker's current one."""
         per_item = self._estimates.get(job.key)
-        if per_item is None or per_item > PREFETCH_MAX_SECONDS:
+        if per_item is None or per_item > PREFETCH_MAX_SECONDS or job.policy.timeout is not None:
             return False
         return job.remaining is None or job.remaining > PREFETCH_TAIL * self.workers
 
