@@ -56,3 +56,15 @@ def test_help_shows_examples() -> None:
     proc = _workcrew("demo", "--help")
     assert proc.returncode == 0
     assert "workcrew demo --lang zh" in proc.stdout
+
+
+def test_demo_crash_lesson_shows_isolation_and_the_stdlib() -> None:
+    proc = _workcrew("demo", "--lesson", "crash", "--start-method", "fork")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "task 3: worker" in out
+    assert "exited with status 1" in out
+    assert "task 5: result 50" in out
+    assert "the whole process died (exit status 1)" in out
+    assert "multiprocessing.Pool.map: still waiting" in out
+    assert "failed with BrokenProcessPool" in out

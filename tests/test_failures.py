@@ -278,7 +278,10 @@ def _cmdline(process: psutil.Process) -> list[str]:
         return []
 
 
-def test_workers_exit_when_the_caller_is_killed(tmp_path: Path, start_method: str) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_workers_exit_when_the_caller_is_killed(
+    tmp_path: Path, start_method: str, sig: signal.Signals
+) -> None:
     script = tmp_path / "victim.py"
     script.write_text(
         textwrap.dedent(
@@ -314,7 +317,7 @@ def test_workers_exit_when_the_caller_is_killed(tmp_path: Path, start_method: st
     pids = [int(p) for p in proc.stdout.readline().split()]
     assert pids
     workers = [psutil.Process(pid) for pid in pids]
-    proc.kill()
+    proc.send_signal(sig)
     proc.communicate(timeout=TIMEOUT)  # reaps it and closes our ends of its pipes
     _, alive = psutil.wait_procs(workers, timeout=2)
     assert not alive, f"workers outlived their killed caller by 2 s: {alive}"

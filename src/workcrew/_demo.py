@@ -44,6 +44,23 @@ TEXT = {
         "use kind='process' (the default).",
         "cpu_one_core": "Only one CPU is usable here, so processes cannot beat threads on this "
         "machine; on a multi-core machine they would.",
+        "crash_title": "Lesson 3 - stability: a task that crashes its worker",
+        "crash_intro": (
+            "6 tasks; task 3 kills its own worker with os._exit(1), as a segfault or the\n"
+            "out-of-memory killer would. Processes isolate the damage; threads share one process."
+        ),
+        "crash_process": "workcrew, process workers:",
+        "crash_row_ok": "  task {i}: result {value}",
+        "crash_row_err": "  task {i}: {error}",
+        "crash_thread": "workcrew, thread workers (in a separate Python process, to survive it):",
+        "crash_thread_row": "  the whole process died (exit status {code}) after {n} of 6 results: "
+        "every other task was lost",
+        "crash_stdlib": "The standard library, same tasks:",
+        "crash_mp": "  multiprocessing.Pool.map: still waiting after {secs:.0f} s (it never returns: "
+        "the dead worker's task is never failed)",
+        "crash_mp_done": "  multiprocessing.Pool.map: returned {value}",
+        "crash_ppe": "  ProcessPoolExecutor: {n} of 6 futures failed with BrokenProcessPool "
+        "(the whole pool is broken)",
         "done": "Done. See README.md for the features and docs/ for one page per feature.",
     },
     "zh": {
@@ -71,6 +88,22 @@ TEXT = {
         "cpu_verdict": "在本机, 多进程比多线程快 {ratio:.1f} 倍: 计算密集型任务请用 "
         "kind='process' (默认).",
         "cpu_one_core": "本机只有一个可用 CPU, 多进程无法胜过多线程; 在多核机器上会.",
+        "crash_title": "第三课 - 稳定性: 任务让它的工作者崩溃",
+        "crash_intro": (
+            "6 个任务; 第 3 个用 os._exit(1) 杀死自己所在的工作者, 就像段错误或内存不足被\n"
+            "系统杀掉一样. 多进程能隔离损害; 多线程共用一个进程."
+        ),
+        "crash_process": "workcrew, 进程工作者:",
+        "crash_row_ok": "  任务 {i}: 结果 {value}",
+        "crash_row_err": "  任务 {i}: {error}",
+        "crash_thread": "workcrew, 线程工作者 (放在单独的 Python 进程里运行, 以免演示本身被杀):",
+        "crash_thread_row": "  整个进程退出 (状态码 {code}), 只拿到 6 个结果中的 {n} 个: 其余任务全部丢失",
+        "crash_stdlib": "标准库, 同样的任务:",
+        "crash_mp": "  multiprocessing.Pool.map: {secs:.0f} 秒后仍在等待 (永远不会返回: "
+        "死掉的工作者的任务永远不会被标记为失败)",
+        "crash_mp_done": "  multiprocessing.Pool.map: 返回 {value}",
+        "crash_ppe": "  ProcessPoolExecutor: 6 个 future 中有 {n} 个以 BrokenProcessPool 失败 "
+        "(整个池都坏了)",
         "done": "完成. 功能列表见 README.md, 每个功能的说明见 docs/ 目录.",
     },
 }
@@ -170,8 +203,73 @@ def lesson_cpu(say: _Printer, start_method: str | None) -> None:
         say("cpu_one_core")
 
 
+def crash_on_three(i: int) -> int:
+    """The lesson's task: number 3 kills the process it runs in."""
+    if i == 3:
+        os._exit(1)
+    time.sleep(0.05)
+    return i * 10
+
+
+_THREAD_CRASH = """
+import sys
+from workcrew import Pool
+from workcrew._demo import crash_on_three
+with Pool(6, kind="thread") as pool:
+    for r in pool.imap_unordered(crash_on_three, range(6)):
+        print(r, flush=True)
+"""
+
+
+def lesson_crash(say: _Printer, start_method: str | None) -> None:
+    """A crashing task under process workers, thread workers and the standard library."""
+    import concurrent.futures
+    import multiprocessing
+    import subprocess
+    import sys
+
+    say("crash_title")
+    say("crash_intro")
+    say("crash_process")
+    with workcrew.Pool(2, start_method=start_method) as pool:
+        futures = [pool.submit(crash_on_three, i) for i in range(6)]
+        for i, future in enumerate(futures):
+            try:
+                say("crash_row_ok", i=i, value=future.result())
+            except workcrew.WorkerCrashed as exc:
+                say("crash_row_err", i=i, error=str(exc).splitlines()[0])
+    say("crash_thread")
+    proc = subprocess.run(
+        [sys.executable, "-c", _THREAD_CRASH], capture_output=True, text=True, timeout=60,
+        check=False,
+    )
+    say("crash_thread_row", code=proc.returncode, n=len(proc.stdout.split()))
+    say("crash_stdlib")
+    context = multiprocessing.get_context(start_method or workcrew.default_start_method())
+    mp_pool = context.Pool(2)
+    try:
+        waited = 3.0
+        result = mp_pool.map_async(crash_on_three, range(6), chunksize=1)
+        try:
+            say("crash_mp_done", value=result.get(timeout=waited))
+        except multiprocessing.TimeoutError:
+            say("crash_mp", secs=waited)
+    finally:
+        mp_pool.terminate()
+        mp_pool.join()
+    with concurrent.futures.ProcessPoolExecutor(2, mp_context=context) as ex:
+        futures = [ex.submit(crash_on_three, i) for i in range(6)]
+        broken = 0
+        for future in futures:
+            try:
+                future.result()
+            except concurrent.futures.process.BrokenProcessPool:
+                broken += 1
+    say("crash_ppe", n=broken)
+
+
 #: Lessons in the order they run; later issues add theirs here.
-LESSONS = {"pool": lesson_pool, "cpu": lesson_cpu}
+LESSONS = {"pool": lesson_pool, "cpu": lesson_cpu, "crash": lesson_crash}
 
 
 def run_demo(
