@@ -56,8 +56,8 @@ TEXT = {
         "crash_thread_row": "  the whole process died (exit status {code}) after {n} of 6 results: "
         "every other task was lost",
         "crash_stdlib": "The standard library, same tasks:",
-        "crash_mp": "  multiprocessing.Pool.map: still waiting after {secs:.0f} s (it never returns: "
-        "the dead worker's task is never failed)",
+        "crash_mp": "  multiprocessing.Pool.map: still waiting after {secs:.0f} s "
+        "(it never returns: the dead worker's task is never failed)",
         "crash_mp_done": "  multiprocessing.Pool.map: returned {value}",
         "crash_ppe": "  ProcessPoolExecutor: {n} of 6 futures failed with BrokenProcessPool "
         "(the whole pool is broken)",
@@ -97,7 +97,8 @@ TEXT = {
         "crash_row_ok": "  任务 {i}: 结果 {value}",
         "crash_row_err": "  任务 {i}: {error}",
         "crash_thread": "workcrew, 线程工作者 (放在单独的 Python 进程里运行, 以免演示本身被杀):",
-        "crash_thread_row": "  整个进程退出 (状态码 {code}), 只拿到 6 个结果中的 {n} 个: 其余任务全部丢失",
+        "crash_thread_row": "  整个进程退出 (状态码 {code}), 只拿到 6 个结果中的 {n} 个: "
+        "其余任务全部丢失",
         "crash_stdlib": "标准库, 同样的任务:",
         "crash_mp": "  multiprocessing.Pool.map: {secs:.0f} 秒后仍在等待 (永远不会返回: "
         "死掉的工作者的任务永远不会被标记为失败)",
@@ -240,7 +241,10 @@ def lesson_crash(say: _Printer, start_method: str | None) -> None:
                 say("crash_row_err", i=i, error=str(exc).splitlines()[0])
     say("crash_thread")
     proc = subprocess.run(
-        [sys.executable, "-c", _THREAD_CRASH], capture_output=True, text=True, timeout=60,
+        [sys.executable, "-c", _THREAD_CRASH],
+        capture_output=True,
+        text=True,
+        timeout=60,
         check=False,
     )
     say("crash_thread_row", code=proc.returncode, n=len(proc.stdout.split()))
