@@ -194,3 +194,25 @@ def slow_square(x: int) -> int:
     for i in range(1500):
         total += i
     return x * x + total * 0
+
+
+def signal_then_fail(started: str) -> None:
+    """Tell the test this task runs, then fail."""
+    release_fifo(started, "started")
+    raise ValueError("failing after the signal")
+
+
+def sleepy_initializer(seconds: float) -> None:
+    """An initializer slower than the task timeout (start-up must not count)."""
+    import time
+
+    time.sleep(seconds)
+
+
+def leave_a_pool_open(_: object = None) -> int:
+    """Start a process pool inside a worker and never close it."""
+    import workcrew
+
+    pool = workcrew.Pool(1, start_method="fork")
+    _state["inner pool"] = pool
+    return int(pool.apply(abs, (-7,)))

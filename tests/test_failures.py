@@ -321,3 +321,46 @@ def test_workers_exit_when_the_caller_is_killed(
     proc.communicate(timeout=TIMEOUT)  # reaps it and closes our ends of its pipes
     _, alive = psutil.wait_procs(workers, timeout=2)
     assert not alive, f"workers outlived their killed caller by 2 s: {alive}"
+
+
+def test_terminate_fails_a_task_waiting_for_its_retry(tmp_path: Path) -> None:
+    started, _ = helpers.make_gates(tmp_path)
+    pool = Pool(1, kind="thread", retries=1, retry_backoff=TIMEOUT)
+    result = pool.apply_async(helpers.signal_then_fail, (started,))
+    assert helpers.wait_for_fifo(started) == "started"  # first attempt ran; retry in 30 s
+    pool.terminate()
+    with pytest.raises(workcrew.TaskCancelled):
+        result.get(TIMEOUT)
+
+
+def test_start_up_time_does_not_count_against_the_task_timeout(start_method: str) -> None:
+    pool = Pool(
+        1,
+        start_method=start_method,
+        task_timeout=0.5,
+        initializer=helpers.sleepy_initializer,
+        initargs=(1.0,),
+    )
+    with pool:
+        assert pool.apply(helpers.square, (3,)) == 9
+
+
+def test_argument_that_fails_to_unpickle_does_not_poison_the_worker(start_method: str) -> None:
+    with Pool(1, start_method=start_method) as pool:
+        with pytest.raises(workcrew.SerializationError):
+            pool.apply(helpers.identity, (helpers.RaisesOnUnpickle(),))
+        assert pool.apply(helpers.identity, (1,)) == 1
+
+
+def test_initializer_that_kills_its_worker_breaks_the_pool() -> None:
+    pool = Pool(1, start_method="fork", initializer=helpers.kill_self)
+    try:
+        with pytest.raises(workcrew.BrokenPoolError, match="before becoming ready"):
+            pool.apply(helpers.square, (2,))
+    finally:
+        pool.terminate()
+
+
+def test_a_pool_left_open_inside_a_worker_does_not_hang_shutdown() -> None:
+    with Pool(1, start_method="fork") as pool:
+        assert pool.apply(helpers.leave_a_pool_open) == 7

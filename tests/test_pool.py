@@ -251,3 +251,17 @@ def test_context_argument_selects_start_method() -> None:
     with Pool(1, context=multiprocessing.get_context("spawn")) as pool:
         assert pool.start_method == "spawn"
         assert pool.apply(helpers.square, (4,)) == 16
+
+
+def test_closing_with_an_unread_lazy_map_does_not_wait_for_its_input(
+    pool_kw: dict[str, Any],
+) -> None:
+    with Pool(2, **pool_kw) as pool:
+        it = pool.imap(helpers.square, range(100_000), chunksize=10)
+        assert next(it) == 0
+    # leaving the block returned: only input already read was run
+    got = []
+    with pytest.raises(workcrew.PoolClosedError, match="closed before this map's input"):
+        got.extend(it)  # keeps what it read before the error
+    assert got == [x * x for x in range(1, len(got) + 1)]
+    assert len(got) < 100_000

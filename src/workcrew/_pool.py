@@ -22,7 +22,7 @@ import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import CancelledError, Future, InvalidStateError
 from concurrent.futures import TimeoutError as FuturesTimeout
 from typing import Any, Generic, TypeVar
 
@@ -69,7 +69,7 @@ class AsyncResult(Generic[T]):
         """Block until the result is ready or ``timeout`` seconds have passed."""
         try:
             self._future.exception(timeout)
-        except (FuturesTimeout, TaskCancelled):
+        except (FuturesTimeout, CancelledError):
             pass
 
     def ready(self) -> bool:

@@ -317,6 +317,8 @@ class ProcessHandle(WorkerHandle):
             self._events.on_ready(self)
         elif tag == _wire.LOAD_FAILED:
             seq, message = pickle.loads(payload)
+            # The chunk's new functions were lost with it: send them again.
+            self._known.clear()
             self._events.on_chunk_error(self, seq, SerializationError(message), ran=False)
         elif tag == _wire.INIT_FAILED:
             failure = self._decode_failure(pickle.loads(payload))

@@ -28,6 +28,7 @@ from typing import Any
 
 import cloudpickle
 
+from .._core._engine import shutdown_all
 from .._core._execute import Failure, add_note, describe_call, run_segment, timer
 from . import _wire
 
@@ -75,7 +76,13 @@ def worker_main(
     # their own KeyboardInterrupt tracebacks.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _watch_lifeline(lifeline_conn.fileno())
-    _Worker(worker_id, task_conn.fileno(), result_conn.fileno()).run(init_blob)
+    try:
+        _Worker(worker_id, task_conn.fileno(), result_conn.fileno()).run(init_blob)
+    finally:
+        # A pool a task left open must end before multiprocessing's exit code
+        # joins this process's children (in a worker it runs before our
+        # threading exit hook would).
+        shutdown_all()
 
 
 def _watch_lifeline(fd: int) -> None:

@@ -27,7 +27,7 @@ from ._jobs import CallJob, Job, ListJob, StreamJob
 from ._master import Master, State
 from ._options import PoolOptions, TaskPolicy
 
-__all__ = ("Engine",)
+__all__ = ("Engine", "shutdown_all")
 
 _live: weakref.WeakSet[Engine] = weakref.WeakSet()
 
@@ -192,7 +192,8 @@ def _key(fn: Callable[..., Any]) -> Hashable:
     return code if code is not None else id(fn)
 
 
-def _shutdown_all() -> None:
+def shutdown_all() -> None:
+    """Shut down every pool this process created (exit hook; also run by workers)."""
     for engine in list(_live):
         # A forked child (a worker, or any fork of the caller) inherits this
         # registry but none of the threads or pipes behind it: only the
@@ -209,6 +210,6 @@ def _shutdown_all() -> None:
 # are what concurrent.futures uses for the same reason.
 _register = getattr(threading, "_register_atexit", None)
 if _register is not None:
-    _register(_shutdown_all)
+    _register(shutdown_all)
 else:  # pragma: no cover - every supported CPython has it
-    atexit.register(_shutdown_all)
+    atexit.register(shutdown_all)

@@ -25,7 +25,7 @@ from concurrent.futures._base import CANCELLED_AND_NOTIFIED as _CANCELLED_AND_NO
 from concurrent.futures._base import RUNNING as _RUNNING
 from typing import Any
 
-from ._exceptions import TimeoutError
+from ._exceptions import PoolClosedError, TimeoutError
 from ._execute import CALL
 from ._options import TaskPolicy
 
@@ -74,8 +74,11 @@ class Job:
         raise NotImplementedError
 
     def cancel_pending(self, exc: BaseException) -> None:
-        """Drop items not yet started; chunks already running still deliver."""
+        """Drop items not yet taken (shutdown(cancel_futures=True))."""
         self.abort(exc)
+
+    def seal(self) -> None:
+        """The pool is closing: take no input that is not already queued."""
 
     def done(self) -> bool:
         """True when every outcome has been delivered or the job was aborted."""
@@ -265,6 +268,7 @@ class StreamJob(Job):
         self._fed = 0  # items pulled from the source
         self._consumed = 0  # items handed back to the caller
         self._aborted: BaseException | None = None
+        self._sealed = False  # the pool closed: input not yet pulled is never run
         self._starved = False  # master found the buffer empty: wake it on the next feed
         self._workers = workers
 
@@ -276,7 +280,9 @@ class StreamJob(Job):
 
     def feed(self) -> None:
         """Pull input up to the window (caller's thread)."""
-        if self._source is None:
+        with self._cond:
+            source = None if self._sealed else self._source
+        if source is None:
             return
         want = self.window - (self._fed - self._consumed)
         if want <= 0:
@@ -284,7 +290,7 @@ class StreamJob(Job):
         error: BaseException | None = None
         batch: list[Any] = []
         try:
-            batch.extend(itertools.islice(self._source, want))
+            batch.extend(itertools.islice(source, want))
         except Exception as exc:  # noqa: BLE001 - the caller's generator raised: a result
             error = exc
         with self._cond:
@@ -319,7 +325,14 @@ class StreamJob(Job):
                         raise self._aborted
                     if self._source is None and self._consumed >= self._fed:
                         raise StopIteration
-                    if self._source is not None and self._fed - self._consumed < self.window:
+                    if self._sealed and self._consumed >= self._fed:
+                        raise PoolClosedError(
+                            "the pool was closed before this map's input was read to the end: "
+                            "items not yet read from the input are not run. Read the results "
+                            "before closing the pool (or leaving its `with` block)."
+                        )
+                    room = self._fed - self._consumed < self.window
+                    if self._source is not None and not self._sealed and room:
                         break  # room for more input: feed outside the lock
                     timeout = None if deadline is None else deadline - time.monotonic()
                     if timeout is not None and timeout <= 0:
@@ -354,7 +367,12 @@ class StreamJob(Job):
 
     def exhausted(self) -> bool:
         with self._cond:
-            return self._source is None and not self._buffer
+            return (self._source is None or self._sealed) and not self._buffer
+
+    def seal(self) -> None:
+        with self._cond:
+            self._sealed = True
+            self._cond.notify_all()
 
     def deliver(
         self, start: int, values: list[Any], errors: dict[int, BaseException] | None

@@ -61,9 +61,13 @@ __all__ = ("Master", "State")
 
 _log = logging.getLogger("workcrew")
 
-#: Workers that die before ever becoming ready, in a row, before the pool is
-#: declared broken (a start method that cannot work must not respawn forever).
+#: Workers that exit with an error before ever becoming ready, in a row, before
+#: the pool is declared broken (a start method that cannot work must not
+#: respawn forever) ...
 MAX_STARTUP_FAILURES = 3
+#: ... or that die before becoming ready in any other way (killed by a signal,
+#: exit status 0).
+MAX_STARTUP_SIGNAL_DEATHS = 20
 #: After ``terminate()``, seconds a process worker has to exit after SIGTERM
 #: before it gets SIGKILL.
 KILL_GRACE = 0.5
@@ -96,6 +100,7 @@ class _Slot:
     ready: bool = False
     retiring: bool = False  # asked to exit; takes no more chunks
     expired: int = 0  # seq of a chunk stopped for running past its timeout
+    killed_for: int = 0  # seq of the chunk we killed this worker for (timeout, cancel)
     inflight: deque[_InFlight] = field(default_factory=deque)
 
     @property
@@ -127,7 +132,7 @@ class Master(Loop, WorkerEvents):
         self._slots: dict[int, _Slot] = {}
         self._worker_ids = itertools.count(1)
         self._seq = itertools.count(1)
-        self._startup_failures = 0
+        self._startup_failures = 0.0
         self._attempts = Attempts()
         self._oom_kills_at_start = oom_kill_count()
         self.backend = backend_class(options, self)
@@ -235,8 +240,8 @@ class Master(Loop, WorkerEvents):
                 reader()
             if mask & selectors.EVENT_WRITE and writer is not None and key.data[1] is writer:
                 writer()
+        self._drain_inbox()  # results that already arrived win over timers due now
         self._run_timers()
-        self._drain_inbox()
         self._dispatch()
         self._advance_shutdown()
 
@@ -282,7 +287,11 @@ class Master(Loop, WorkerEvents):
             slot = self._start_worker()
             if not self._send_next(slot, prefetch=False):
                 return
-        for slot in [s for s in self._slots.values() if len(s.inflight) == 1 and not s.retiring]:
+        for slot in [
+            s
+            for s in self._slots.values()
+            if len(s.inflight) == 1 and not s.retiring and s.inflight[0].job.policy.timeout is None
+        ]:
             if not self._send_next(slot, prefetch=True):
                 return
 
@@ -293,7 +302,7 @@ class Master(Loop, WorkerEvents):
         allowance = slot.allowance
         if allowance is not None and allowance <= 0:
             return True  # this worker is full; others may not be
-        chunk = self._scheduler.next_chunk(allowance, prefetch)
+        chunk = self._scheduler.next_chunk(allowance, prefetch, timed_ok=slot.ready)
         if chunk is None:
             return False
         job, start, items = chunk
@@ -316,7 +325,7 @@ class Master(Loop, WorkerEvents):
         slot = self._slots.get(worker_id)
         if slot is None or not slot.inflight or slot.inflight[0].seq != seq:
             return  # finished in time (or its worker is gone already)
-        slot.expired = seq
+        slot.expired = slot.killed_for = seq
         slot.retiring = True
         if self.backend.can_kill:
             self._terminate_process(slot.handle)  # on_exit reports the timeout
@@ -327,7 +336,7 @@ class Master(Loop, WorkerEvents):
         del self._slots[worker_id]
         slot.handle.request_stop()
         running = slot.inflight.popleft()
-        for chunk in reversed(slot.inflight):
+        for chunk in slot.inflight:  # never started: back to the queue, in order
             self._scheduler.requeue(chunk.job, chunk.start, chunk.items)
         slot.inflight.clear()
         error = self._timeout_error(slot, running)
@@ -354,6 +363,7 @@ class Master(Loop, WorkerEvents):
         """Master thread: kill the worker running ``job`` (its future was cancelled)."""
         for slot in self._slots.values():
             if slot.inflight and slot.inflight[0].job is job and self.backend.can_kill:
+                slot.killed_for = slot.inflight[0].seq
                 slot.retiring = True
                 self._terminate_process(slot.handle)
 
@@ -422,6 +432,8 @@ class Master(Loop, WorkerEvents):
                 retrying.add(i)
                 self._retry_later(job, start + i, items[i], delay)
         if not retrying:
+            if len(values) == 1 and not errors:
+                self._attempts.finish(job, start, None)  # a retried item that succeeded
             job.deliver(start, values, errors)
             return
         # Deliver the runs between the retried items (the StreamJob tiling
@@ -436,10 +448,10 @@ class Master(Loop, WorkerEvents):
             run_start = i + 1
 
     def _retry_later(self, job: Job, index: int, item: Any, delay: float) -> None:
-        self._attempts.pending += 1
+        self._attempts.wait(job)
 
         def again() -> None:
-            self._attempts.pending -= 1
+            self._attempts.release(job)
             if not job.done() and self.state in (State.RUNNING, State.CLOSING):
                 self._scheduler.requeue(job, index, [item])
 
@@ -469,13 +481,15 @@ class Master(Loop, WorkerEvents):
             return
         if slot.inflight:
             self._salvage(slot, exitcode)
-        # A worker that exits with an error status before it is ready cannot
-        # start (bad main module, broken environment); one killed by a signal
-        # was only unlucky, and is simply replaced.
+        # Workers that keep dying before they are ready cannot start (a bad
+        # main module, a crashing initializer, a broken environment): break
+        # the pool instead of respawning forever.  An error exit status says
+        # so at once; deaths by a signal may be bad luck (someone killing
+        # workers), so they need a longer run to count.
         accepting_work = self.state in (State.RUNNING, State.CLOSING)
-        failed_start = not slot.ready and exitcode is not None and exitcode > 0
-        if failed_start and not slot.retiring and accepting_work:
-            self._startup_failures += 1
+        if not slot.ready and not slot.retiring and accepting_work:
+            error_exit = exitcode is not None and exitcode > 0
+            self._startup_failures += 1 if error_exit else 1 / MAX_STARTUP_SIGNAL_DEATHS * 3
             if self._startup_failures >= MAX_STARTUP_FAILURES:
                 self._break(
                     BrokenPoolError(
@@ -492,10 +506,15 @@ class Master(Loop, WorkerEvents):
     def _salvage(self, slot: _Slot, exitcode: int | None) -> None:
         """A worker died holding chunks: blame only the one it was running."""
         running = slot.inflight.popleft()
-        for chunk in reversed(slot.inflight):  # never started: back to the queue, in order
+        for chunk in slot.inflight:  # never started: back to the queue, in order
             self._scheduler.requeue(chunk.job, chunk.start, chunk.items)
         slot.inflight.clear()
         if self.state is State.TERMINATING or running.job.done():
+            return
+        if slot.killed_for and running.seq != slot.killed_for:
+            # We killed it for a task (timeout, cancel) that finished just in
+            # time; the chunk it had started since is innocent: run it again.
+            self._scheduler.requeue(running.job, running.start, running.items)
             return
         if not slot.ready:  # died during start-up: the chunk never ran
             self._scheduler.requeue(running.job, running.start, running.items)
@@ -540,13 +559,17 @@ class Master(Loop, WorkerEvents):
         """Master thread: accept no more jobs; stop once every queued job is done."""
         if self.state is State.RUNNING:
             self.state = State.CLOSING
+            for job in self._scheduler.jobs:
+                job.seal()  # lazy input still unread will never be read: don't wait for it
 
     def cancel_pending(self) -> None:
         """Master thread: drop every job's unstarted items; running chunks finish."""
         cancelled = TaskCancelled("cancelled by shutdown(cancel_futures=True) before it started")
         for job in self._scheduler.jobs:
             job.cancel_pending(cancelled)
-        self._scheduler.clear_requeued()
+        for job in [*self._scheduler.clear_requeued(), *self._attempts.waiting]:
+            job.abort(cancelled)  # taken once already: only failing them settles them
+            self._attempts.forget(job)
 
     def terminate(self) -> None:
         """Master thread: fail everything pending and stop every worker now."""
@@ -578,10 +601,12 @@ class Master(Loop, WorkerEvents):
 
     def _abort_all(self, exc: BaseException) -> None:
         jobs = {id(job): job for job in self._scheduler.jobs}
+        jobs.update((id(job), job) for job in self._attempts.waiting)
         for slot in self._slots.values():
             jobs.update((id(c.job), c.job) for c in slot.inflight)
         for job in jobs.values():
             job.abort(exc)
+            self._attempts.forget(job)
 
     def _advance_shutdown(self) -> None:
         if (

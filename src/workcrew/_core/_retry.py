@@ -16,8 +16,11 @@ class Attempts:
     """Earlier failures of every item that is being retried, keyed by (job, index)."""
 
     def __init__(self) -> None:
-        self._failures: dict[tuple[int, int], list[BaseException]] = {}
-        self.pending = 0  # retries waiting for their backoff to pass
+        # Keyed by the job itself (not its id): a finished job's address may
+        # be reused by a new one, which must not inherit its history.
+        self._failures: dict[tuple[Job, int], list[BaseException]] = {}
+        #: items waiting for their backoff to pass, by job (aborted with it)
+        self.waiting: dict[Job, int] = {}
 
     def retry_delay(self, job: Job, index: int, exc: BaseException) -> float | None:
         """Seconds to wait before running the item again, or None if it must fail now.
@@ -32,15 +35,38 @@ class Attempts:
             or job.done()
         ):
             return None
-        earlier = self._failures.setdefault((id(job), index), [])
+        earlier = self._failures.setdefault((job, index), [])
         if len(earlier) >= policy.retries:
             return None
         earlier.append(exc)
         return policy.delay(len(earlier))
 
+    @property
+    def pending(self) -> int:
+        """How many items wait for a retry."""
+        return sum(self.waiting.values())
+
+    def wait(self, job: Job) -> None:
+        """An item of ``job`` waits for its retry."""
+        self.waiting[job] = self.waiting.get(job, 0) + 1
+
+    def release(self, job: Job) -> None:
+        """An item of ``job`` stopped waiting (re-queued, or its job ended)."""
+        left = self.waiting.get(job, 0) - 1
+        if left > 0:
+            self.waiting[job] = left
+        else:
+            self.waiting.pop(job, None)
+
+    def forget(self, job: Job) -> None:
+        """Drop everything about an aborted job."""
+        self.waiting.pop(job, None)
+        for key in [k for k in self._failures if k[0] is job]:
+            del self._failures[key]
+
     def finish(self, job: Job, index: int, exc: BaseException | None) -> None:
-        """The item is settled: attach its earlier attempts to its final error."""
-        earlier = self._failures.pop((id(job), index), None)
+        """The item is settled (failed for good, or succeeded): attach its history to the error."""
+        earlier = self._failures.pop((job, index), None)
         if not earlier or exc is None:
             return
         for number, failure in enumerate(earlier, 1):

@@ -77,9 +77,11 @@ class Scheduler:
         """Give a chunk back (its worker died before running it); it goes first."""
         self._requeued.append((job, start, items))
 
-    def clear_requeued(self) -> None:
-        """Forget re-queued chunks (their jobs were cancelled)."""
+    def clear_requeued(self) -> list[Job]:
+        """Drop re-queued chunks; return their jobs (the caller must settle them)."""
+        jobs = [job for job, _, _ in self._requeued]
         self._requeued.clear()
+        return jobs
 
     @property
     def jobs(self) -> list[Job]:
@@ -91,7 +93,9 @@ class Scheduler:
         self._drop_exhausted()
         return not self._jobs and not self._requeued
 
-    def next_chunk(self, limit: int | None, prefetch: bool) -> tuple[Job, int, list[object]] | None:
+    def next_chunk(
+        self, limit: int | None, prefetch: bool, timed_ok: bool = True
+    ) -> tuple[Job, int, list[object]] | None:
         """The next chunk to send, or None if no job has an item now.
 
         ``limit`` caps its size (a worker close to its task quota); with
@@ -99,14 +103,21 @@ class Scheduler:
         """
         if self._requeued:
             job, start, items = self._requeued[0]
-            if not prefetch or self.can_prefetch(job):
+            if (not prefetch or self.can_prefetch(job)) and (
+                timed_ok or job.policy.timeout is None
+            ):
                 self._requeued.popleft()
+                if limit is not None and len(items) > limit:  # a worker's task quota
+                    self._requeued.appendleft((job, start + limit, items[limit:]))
+                    items = items[:limit]
                 return job, start, items
         for _ in range(len(self._jobs)):
             job = self._jobs[0]
             self._jobs.rotate(-1)
             if prefetch and not self.can_prefetch(job):
                 continue
+            if not timed_ok and job.policy.timeout is not None:
+                continue  # a timed task goes only to a ready worker: its clock starts at once
             size = self.chunk_size(job)
             taken = job.take(size if limit is None else min(size, limit))
             if taken is not None:
