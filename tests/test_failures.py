@@ -364,3 +364,17 @@ def test_initializer_that_kills_its_worker_breaks_the_pool() -> None:
 def test_a_pool_left_open_inside_a_worker_does_not_hang_shutdown() -> None:
     with Pool(1, start_method="fork") as pool:
         assert pool.apply(helpers.leave_a_pool_open) == 7
+
+
+def test_executor_crash_fails_only_that_future_and_map_item(start_method: str) -> None:
+    with Executor(max_workers=2, start_method=start_method) as ex:
+        crashed = ex.submit(helpers.hard_exit, 2)
+        fine = [ex.submit(helpers.square, i) for i in range(10)]
+        with pytest.raises(workcrew.WorkerCrashed):
+            crashed.result(TIMEOUT)
+        assert [f.result(TIMEOUT) for f in fine] == [i * i for i in range(10)]
+        results = ex.map(_call, [(helpers.square, 2), (helpers.hard_exit, 1), (helpers.square, 3)])
+        assert next(results) == 4
+        with pytest.raises(workcrew.WorkerCrashed):
+            next(results)
+        assert ex.submit(helpers.square, 5).result(TIMEOUT) == 25

@@ -273,10 +273,14 @@ class ProcessHandle(WorkerHandle):
             if not data:
                 self._loop.remove_reader(fd)
                 return
+            # Forwarded to our own fd 2 as it is (blocking if whoever reads our
+            # stderr is slow: better a slow master than lost diagnostics).
+            view = memoryview(data)
             try:
-                os.write(2, data)
+                while view:
+                    view = view[os.write(2, view) :]
             except OSError:
-                pass  # our own stderr is closed or full: the tail is still kept
+                pass  # our own stderr is closed: the tail is still kept
             lines = (self._stderr_partial + data).split(b"\n")
             self._stderr_partial = lines.pop()[-4096:]
             self.stderr_tail.extend(line.decode(errors="replace") for line in lines)
