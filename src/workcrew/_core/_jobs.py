@@ -65,10 +65,6 @@ class Job:
         """Outcomes of items ``start .. start+len(values)``."""
         raise NotImplementedError
 
-    def fail(self, start: int, count: int, exc: BaseException) -> None:
-        """Items ``start .. start+count`` all failed with ``exc`` (e.g. their worker died)."""
-        self.deliver(start, [None] * count, dict.fromkeys(range(count), exc))
-
     def abort(self, exc: BaseException) -> None:
         """Fail everything not yet delivered (terminate, broken pool)."""
         raise NotImplementedError
