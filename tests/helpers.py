@@ -216,3 +216,44 @@ def leave_a_pool_open(_: object = None) -> int:
     pool = workcrew.Pool(1, start_method="fork")
     _state["inner pool"] = pool
     return int(pool.apply(abs, (-7,)))
+
+
+async def async_square(x: int) -> int:
+    import asyncio
+
+    await asyncio.sleep(0)
+    return x * x
+
+
+async def async_fail_on(x: int) -> int:
+    if x == 3:
+        raise ValueError(f"bad input {x}")
+    return x
+
+
+_live_coroutines = {"now": 0, "peak": 0}
+
+
+async def async_track_concurrency(entered: Any, gate: Any) -> int:
+    """Count how many run at once; say so on ``entered``, then wait for ``gate`` (threading)."""
+    import asyncio
+
+    _live_coroutines["now"] += 1
+    _live_coroutines["peak"] = max(_live_coroutines["peak"], _live_coroutines["now"])
+    entered.release()
+    try:
+        await asyncio.get_running_loop().run_in_executor(None, gate.wait, TIMEOUT)
+        return _live_coroutines["peak"]
+    finally:
+        _live_coroutines["now"] -= 1
+
+
+async def async_forever(cancelled: Any) -> None:
+    """Sleep forever; record the cancellation (a threading.Event) when it comes."""
+    import asyncio
+
+    try:
+        await asyncio.sleep(3600)
+    except asyncio.CancelledError:
+        cancelled.set()
+        raise

@@ -17,11 +17,12 @@ Deliberate differences from ``multiprocessing.Pool`` (also in docs/pool.md):
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 import warnings
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from concurrent.futures import CancelledError, Future, InvalidStateError
 from concurrent.futures import TimeoutError as FuturesTimeout
 from typing import Any, Generic, TypeVar
@@ -317,6 +318,44 @@ class Pool:
         """Results of ``func`` over a lazily read ``iterable``, as they complete."""
         return self._stream(func, iterable, chunksize, task_timeout, retries, ordered=False)
 
+    # -- from async code -------------------------------------------------------------
+    # For callers inside a running event loop (a web server, say): these await
+    # the pool's work without blocking the loop.  The work itself runs on the
+    # pool's workers (processes for CPU-bound functions).
+
+    async def asubmit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """``await pool.asubmit(fn, *args)``: the result of ``fn(*args, **kwargs)``."""
+        return await asyncio.wrap_future(self.submit(fn, *args, **kwargs))
+
+    async def amap(
+        self, func: Callable[[Any], T], iterable: Iterable[Any], chunksize: int | None = None
+    ) -> list[T]:
+        """``await pool.amap(func, iterable)``: ``map`` without blocking the event loop."""
+        return await asyncio.wrap_future(self.map_async(func, iterable, chunksize).future)
+
+    async def aimap(
+        self,
+        func: Callable[[Any], T],
+        iterable: Iterable[Any],
+        chunksize: int | None = None,
+        *,
+        ordered: bool = True,
+    ) -> AsyncIterator[T]:
+        """``async for r in pool.aimap(func, iterable)``: results as ``imap`` (or unordered).
+
+        Each wait for the next result happens in a helper thread, never on the loop.
+        """
+        it = self._stream(func, iterable, chunksize, None, None, ordered=ordered)
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                value = await loop.run_in_executor(None, _next_or_stop, it)
+                if value is _STOP:
+                    return
+                yield value
+        finally:
+            it.close()
+
     def _policy(self, task_timeout: float | None, retries: int | None) -> TaskPolicy:
         return self._options.policy.override(timeout=task_timeout, retries=retries)
 
@@ -381,6 +420,17 @@ class Pool:
     def __repr__(self) -> str:
         state = "running" if self._engine.accepting else "closed"
         return f"<workcrew.Pool kind={self.kind!r} workers={self.workers} state={state}>"
+
+
+_STOP: Any = object()
+
+
+def _next_or_stop(it: IMapIterator[T]) -> Any:
+    # StopIteration cannot cross an executor future: turn it into a marker.
+    try:
+        return next(it)
+    except StopIteration:
+        return _STOP
 
 
 def _wait(result: AsyncResult[T]) -> T:

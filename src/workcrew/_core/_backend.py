@@ -134,6 +134,13 @@ class WorkerHandle(ABC):
     def join(self, timeout: float | None) -> bool:
         """Wait for the worker to be gone; True if it is."""
 
+    def cancel_current(self) -> bool:
+        """Cancel the task the worker runs now, if the kind can (coroutines); True if so.
+
+        The cancelled task reports ``CancelledError`` as its outcome.
+        """
+        return False
+
     def memory(self) -> int | None:
         """Resident memory of the worker in bytes, if the kind can measure it."""
         return None
@@ -155,6 +162,9 @@ class WorkerBackend(ABC):
     def __init__(self, options: PoolOptions, loop: Loop) -> None:
         self.options = options
         self.loop = loop
+
+    def check_function(self, fn: Callable[..., Any]) -> None:  # noqa: B027 - optional hook
+        """Raise ``TypeError`` if this kind cannot run ``fn`` (checked at submission)."""
 
     @abstractmethod
     def start_worker(self, worker_id: int, events: WorkerEvents) -> WorkerHandle:

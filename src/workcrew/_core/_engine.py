@@ -57,6 +57,7 @@ class Engine:
     ) -> Future[Any]:
         """Run ``fn(*args, **kwargs)`` once; its future resolves with the outcome."""
         _check_callable(fn)
+        self._master.backend.check_function(fn)
         job = CallJob(fn, args, kwargs, _key(fn))
         job.policy = policy or self.options.policy
         if self._master.backend.can_kill:
@@ -77,6 +78,7 @@ class Engine:
     ) -> Future[list[Any]]:
         """Run ``fn`` on every item; the future resolves with all results in order."""
         _check_callable(fn)
+        self._master.backend.check_function(fn)
         job = ListJob(fn, mode, items, _key(fn), chunksize or self.options.chunksize)
         job.policy = policy or self.options.policy
         if items:
@@ -97,6 +99,7 @@ class Engine:
     ) -> StreamJob:
         """Run ``fn`` on items pulled lazily from ``iterable``; read results from the job."""
         _check_callable(fn)
+        self._master.backend.check_function(fn)
         job = StreamJob(
             fn,
             mode,

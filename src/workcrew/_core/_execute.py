@@ -134,3 +134,33 @@ def add_note(exc: BaseException, note: str) -> None:
 
 
 timer = time.perf_counter
+
+
+async def run_segment_async(
+    fn: Callable[..., Any], mode: int, items: list[Any], skip: frozenset[int] | None = None
+) -> SegmentOutcome:
+    """:func:`run_segment` for coroutine functions: each call is awaited in turn.
+
+    A ``CancelledError`` (the task's timeout) is captured like any other
+    exception, so the master sees which item it hit.
+    """
+    out: list[Any] = []
+    failures: dict[int, Failure] | None = None
+    for index, item in enumerate(items):
+        if skip and index in skip:
+            out.append(None)
+            continue
+        try:
+            if mode == MAP:
+                out.append(await fn(item))
+            elif mode == STAR:
+                out.append(await fn(*item))
+            else:
+                args, kwargs = item
+                out.append(await fn(*args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001 - every outcome goes back to the caller
+            if failures is None:
+                failures = {}
+            failures[index] = _capture(exc, fn, mode, item)
+            out.append(None)
+    return out, failures

@@ -325,7 +325,10 @@ class Master(Loop, WorkerEvents):
         slot = self._slots.get(worker_id)
         if slot is None or not slot.inflight or slot.inflight[0].seq != seq:
             return  # finished in time (or its worker is gone already)
-        slot.expired = slot.killed_for = seq
+        slot.expired = seq
+        if slot.handle.cancel_current():
+            return  # the coroutine is cancelled; on_result turns that into TaskTimeout
+        slot.killed_for = seq
         slot.retiring = True
         if self.backend.can_kill:
             self._terminate_process(slot.handle)  # on_exit reports the timeout
@@ -348,6 +351,8 @@ class Master(Loop, WorkerEvents):
         handle = slot.handle
         if self.backend.can_kill:
             what = f"worker {handle.worker_id} (pid {handle.pid}) was killed and replaced"
+        elif slot.killed_for != chunk.seq:
+            what = "the coroutine was cancelled"
         else:
             what = (
                 f"thread worker {handle.worker_id} was retired and replaced; the call goes on "
@@ -397,11 +402,14 @@ class Master(Loop, WorkerEvents):
         self, handle: WorkerHandle, seq: int, duration: float, outcomes: list[SegmentOutcome]
     ) -> None:
         slot = self._slots.get(handle.worker_id)
-        if slot is None:
+        if slot is None or not slot.inflight or slot.inflight[0].seq != seq:
             return  # a retired thread whose task ran past its timeout: already failed
         chunk = slot.inflight.popleft()
         values, failures = outcomes[0]
         errors = {i: f.exc for i, f in failures.items()} if failures else None
+        if errors and slot.expired == chunk.seq:  # cancelled for its timeout (async kinds)
+            timeout = self._timeout_error(slot, chunk)
+            errors = {i: timeout if _is_cancel(e) else e for i, e in errors.items()}
         if chunk.unsent:
             errors = {**(errors or {}), **chunk.unsent}
         self._settle(chunk.job, chunk.start, chunk.items, values, errors)
@@ -643,3 +651,9 @@ class Master(Loop, WorkerEvents):
         self._selector.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
+
+
+def _is_cancel(exc: BaseException) -> bool:
+    import asyncio
+
+    return isinstance(exc, asyncio.CancelledError)

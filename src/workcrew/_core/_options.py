@@ -16,7 +16,7 @@ from typing import Any
 __all__ = ("PoolOptions", "TaskPolicy", "available_cpu_count", "default_start_method")
 
 #: Worker kinds that exist today; later kinds register in workcrew._backends.
-KINDS = ("process", "thread")
+KINDS = ("process", "thread", "async")
 START_METHODS = ("fork", "spawn", "forkserver")
 
 
@@ -172,8 +172,11 @@ class PoolOptions:
 
 
 def default_workers(kind: str) -> int:
-    """One process per usable CPU; threads wait on IO, so more of them (as ThreadPoolExecutor)."""
+    """One process per usable CPU; threads wait on IO, so more of them (as ThreadPoolExecutor);
+    coroutines are cheap: 100 at once (a common connection-pool size)."""
     cpus = available_cpu_count()
+    if kind == "async":
+        return 100
     return min(32, cpus + 4) if kind == "thread" else cpus
 
 

@@ -1,0 +1,172 @@
+"""Async workers: coroutine functions on one event loop, ``workers`` at a time.
+
+The backend runs one asyncio event loop in a thread of its own.  Each
+"worker" is a concurrency slot on it: a task that awaits the chunks the
+master sends it, one after another, so at most ``workers`` coroutines run at
+once.  A timeout really cancels the coroutine (``cancel_current``), and the
+slot goes on with its next chunk.  Only coroutine functions are accepted:
+a plain function would block the whole loop (use ``kind="thread"``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from .._core._backend import Loop, Segment, Sent, WorkerBackend, WorkerEvents, WorkerHandle
+from .._core._exceptions import InitializerError
+from .._core._execute import add_note, function_name, run_segment_async, timer
+from .._core._options import PoolOptions
+
+__all__ = ("AsyncBackend", "backend_class")
+
+_STOP = None
+
+
+class AsyncBackend(WorkerBackend):
+    """One event loop thread; workers are concurrency slots on it."""
+
+    can_kill = False
+
+    def __init__(self, options: PoolOptions, loop: Loop) -> None:
+        super().__init__(options, loop)
+        self.aloop = asyncio.new_event_loop()
+        self._initialized = False
+        self._thread = threading.Thread(
+            target=self._run_loop, name="workcrew-async-loop", daemon=True
+        )
+        self._thread.start()
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self.aloop)
+        self.aloop.run_forever()
+
+    def check_function(self, fn: Callable[..., Any]) -> None:
+        if not inspect.iscoroutinefunction(fn):
+            raise TypeError(
+                f"kind='async' runs coroutine functions (async def), but "
+                f"{function_name(fn)} is a plain function: it would block every other task on "
+                "the event loop. Use kind='thread' for blocking functions."
+            )
+
+    def start_worker(self, worker_id: int, events: WorkerEvents) -> WorkerHandle:
+        return AsyncHandle(self, worker_id, events)
+
+    async def initialize(self) -> None:
+        """Run the pool's initializer once for the loop (awaited if it is a coroutine)."""
+        if self._initialized or self.options.initializer is None:
+            return
+        self._initialized = True
+        result = self.options.initializer(*self.options.initargs)
+        if inspect.isawaitable(result):
+            await result
+
+    def close(self) -> None:
+        self.aloop.call_soon_threadsafe(self.aloop.stop)
+        self._thread.join()
+        self.aloop.close()
+
+
+class AsyncHandle(WorkerHandle):
+    """A concurrency slot: an asyncio task serving this slot's chunks in order."""
+
+    def __init__(self, backend: AsyncBackend, worker_id: int, events: WorkerEvents) -> None:
+        self.worker_id = worker_id
+        self._backend = backend
+        self._events = events
+        self._inbox: asyncio.Queue[tuple[int, list[Segment]] | None] | None = None
+        self._current: asyncio.Task[Any] | None = None
+        self._done = threading.Event()
+        asyncio.run_coroutine_threadsafe(self._serve(), backend.aloop)
+
+    async def _serve(self) -> None:
+        master = self._backend.loop
+        self._inbox = asyncio.Queue()
+        try:
+            await self._backend.initialize()
+        except BaseException as exc:  # noqa: BLE001 - reported to the master, which breaks the pool
+            error = InitializerError(
+                f"the pool's initializer raised ({type(exc).__name__}: {exc}); "
+                "the pool cannot start workers."
+            )
+            error.__cause__ = exc
+            master.call_soon_threadsafe(lambda: self._events.on_init_failed(self, error))
+            self._finish()
+            return
+        master.call_soon_threadsafe(lambda: self._events.on_ready(self))
+        while (message := await self._inbox.get()) is not _STOP:
+            seq, segments = message
+            start = timer()
+            outcomes = []
+            for segment in segments:
+                self._current = asyncio.ensure_future(
+                    run_segment_async(segment.fn, segment.mode, segment.items, segment.skip)
+                )
+                try:
+                    values, failures = await asyncio.shield(self._current)
+                except asyncio.CancelledError:  # only the slot's own task is ever cancelled
+                    values, failures = [None] * len(segment.items), None
+                if failures:
+                    for failure in failures.values():
+                        add_note(
+                            failure.exc,
+                            f"workcrew: raised in async worker {self.worker_id} by {failure.call}",
+                        )
+                outcomes.append((values, failures))
+            self._current = None
+            duration = timer() - start
+            master.call_soon_threadsafe(_Report(self, seq, duration, outcomes))
+        self._finish()
+
+    def _finish(self) -> None:
+        self._done.set()
+        self._backend.loop.call_soon_threadsafe(lambda: self._events.on_exit(self, 0))
+
+    def _post(self, message: tuple[int, list[Segment]] | None) -> None:
+        def put() -> None:
+            if self._inbox is not None:
+                self._inbox.put_nowait(message)
+            else:  # _serve has not started yet: try again on the next loop turn
+                self._backend.aloop.call_soon(put)
+
+        self._backend.aloop.call_soon_threadsafe(put)
+
+    def send_chunk(self, seq: int, segments: list[Segment]) -> Sent:
+        self._post((seq, segments))
+        return Sent({})
+
+    def cancel_current(self) -> bool:
+        def cancel() -> None:
+            if self._current is not None:
+                self._current.cancel()
+
+        self._backend.aloop.call_soon_threadsafe(cancel)
+        return True
+
+    def request_stop(self) -> None:
+        self._post(_STOP)
+
+    def kill(self) -> None:
+        self.cancel_current()
+        self._post(_STOP)
+
+    def join(self, timeout: float | None) -> bool:
+        return self._done.wait(timeout)
+
+
+class _Report:
+    """A finished chunk on its way to the master thread."""
+
+    __slots__ = ("duration", "handle", "outcomes", "seq")
+
+    def __init__(self, handle: AsyncHandle, seq: int, duration: float, outcomes: list[Any]) -> None:
+        self.handle, self.seq, self.duration, self.outcomes = handle, seq, duration, outcomes
+
+    def __call__(self) -> None:
+        self.handle._events.on_result(self.handle, self.seq, self.duration, self.outcomes)
+
+
+backend_class = AsyncBackend
