@@ -133,7 +133,7 @@ class Engine:
 
     def _on_input(self, job: StreamJob) -> None:
         # A stream job found starved by the master got new input: wake the master.
-        self._master.call_soon_threadsafe(_noop)
+        self._master.call_soon_threadsafe(self._master.wake)
 
     # -- shutdown ----------------------------------------------------------------------
 
@@ -178,10 +178,6 @@ class Engine:
             self.join()
         else:
             self.terminate()
-
-
-def _noop() -> None:
-    """Posted only to wake the master thread."""
 
 
 def _check_callable(fn: object) -> None:

@@ -133,6 +133,9 @@ class Master(Loop, WorkerEvents):
         self._worker_ids = itertools.count(1)
         self._seq = itertools.count(1)
         self._startup_failures = 0.0
+        self._rescan = True  # look at every worker on the next dispatch
+        self._touched: dict[int, _Slot] = {}  # workers whose load changed since
+        self._retiring: set[int] = set()  # ids of slots asked to exit
         self._attempts = Attempts()
         self._oom_kills_at_start = oom_kill_count()
         self.backend = backend_class(options, self)
@@ -266,6 +269,7 @@ class Master(Loop, WorkerEvents):
         """Master thread: queue a job, or fail it if the pool no longer runs."""
         if self.state in (State.RUNNING, State.CLOSING):
             self._scheduler.add(job)
+            self._rescan = True
         else:
             job.abort(self._refusal())
 
@@ -276,27 +280,51 @@ class Master(Loop, WorkerEvents):
 
     def _dispatch(self) -> None:
         if self.state not in (State.RUNNING, State.CLOSING) or self._scheduler.idle():
+            self._touched.clear()
             return
+        # Only workers whose load changed are looked at, unless new work came
+        # (then all are): a pool of hundreds of threads must not pay a scan of
+        # every worker per finished task.
+        if self._rescan:
+            candidates = list(self._slots.values())
+        else:
+            candidates = [s for s in self._touched.values() if s.handle.worker_id in self._slots]
+        self._rescan = False
+        self._touched.clear()
         # Idle workers first, so work spreads before anything is queued behind
         # a busy worker; then one prefetched chunk per busy worker, if allowed.
-        for slot in [s for s in self._slots.values() if not s.inflight and not s.retiring]:
-            if not self._send_next(slot, prefetch=False):
+        for slot in candidates:
+            if not slot.inflight and not slot.retiring and not self._send_next(slot, False):
                 return
         # Workers start on demand: one more whenever work is left and all are busy.
-        while self._live_workers() < self.options.workers:
+        while len(self._slots) - len(self._retiring) < self.options.workers:
             slot = self._start_worker()
             if not self._send_next(slot, prefetch=False):
                 return
-        for slot in [
-            s
-            for s in self._slots.values()
-            if len(s.inflight) == 1 and not s.retiring and s.inflight[0].job.policy.timeout is None
-        ]:
-            if not self._send_next(slot, prefetch=True):
+        for slot in candidates:
+            if (
+                len(slot.inflight) == 1
+                and not slot.retiring
+                and slot.inflight[0].job.policy.timeout is None
+                and not self._send_next(slot, prefetch=True)
+            ):
                 return
 
-    def _live_workers(self) -> int:
-        return sum(1 for slot in self._slots.values() if not slot.retiring)
+    def _requeue(self, job: Job, start: int, items: list[Any]) -> None:
+        self._scheduler.requeue(job, start, items)
+        self._rescan = True
+
+    def _mark_retiring(self, slot: _Slot) -> None:
+        slot.retiring = True
+        self._retiring.add(slot.handle.worker_id)
+
+    def _touch(self, slot: _Slot) -> None:
+        """``slot`` may take work again (a chunk finished, it became ready)."""
+        self._touched[slot.handle.worker_id] = slot
+
+    def wake(self) -> None:
+        """Master thread: new input may be available; look at every worker."""
+        self._rescan = True
 
     def _send_next(self, slot: _Slot, prefetch: bool) -> bool:
         allowance = slot.allowance
@@ -329,7 +357,7 @@ class Master(Loop, WorkerEvents):
         if slot.handle.cancel_current():
             return  # the coroutine is cancelled; on_result turns that into TaskTimeout
         slot.killed_for = seq
-        slot.retiring = True
+        self._mark_retiring(slot)
         if self.backend.can_kill:
             self._terminate_process(slot.handle)  # on_exit reports the timeout
             return
@@ -337,10 +365,11 @@ class Master(Loop, WorkerEvents):
         # exits when the call returns; its late result is dropped) and let
         # _dispatch start a replacement.
         del self._slots[worker_id]
+        self._retiring.discard(worker_id)
         slot.handle.request_stop()
         running = slot.inflight.popleft()
         for chunk in slot.inflight:  # never started: back to the queue, in order
-            self._scheduler.requeue(chunk.job, chunk.start, chunk.items)
+            self._requeue(chunk.job, chunk.start, chunk.items)
         slot.inflight.clear()
         error = self._timeout_error(slot, running)
         self._settle(running.job, running.start, running.items, [None], {0: error})
@@ -369,7 +398,7 @@ class Master(Loop, WorkerEvents):
         for slot in self._slots.values():
             if slot.inflight and slot.inflight[0].job is job and self.backend.can_kill:
                 slot.killed_for = slot.inflight[0].seq
-                slot.retiring = True
+                self._mark_retiring(slot)
                 self._terminate_process(slot.handle)
 
     def _check_memory(self, slot: _Slot, chunk: _InFlight) -> None:
@@ -397,6 +426,7 @@ class Master(Loop, WorkerEvents):
         if slot is not None:
             slot.ready = True
             self._startup_failures = 0
+            self._touch(slot)  # it may now take timed tasks
 
     def on_result(
         self, handle: WorkerHandle, seq: int, duration: float, outcomes: list[SegmentOutcome]
@@ -405,6 +435,7 @@ class Master(Loop, WorkerEvents):
         if slot is None or not slot.inflight or slot.inflight[0].seq != seq:
             return  # a retired thread whose task ran past its timeout: already failed
         chunk = slot.inflight.popleft()
+        self._touch(slot)
         values, failures = outcomes[0]
         errors = {i: f.exc for i, f in failures.items()} if failures else None
         if errors and slot.expired == chunk.seq:  # cancelled for its timeout (async kinds)
@@ -461,7 +492,7 @@ class Master(Loop, WorkerEvents):
         def again() -> None:
             self._attempts.release(job)
             if not job.done() and self.state in (State.RUNNING, State.CLOSING):
-                self._scheduler.requeue(job, index, [item])
+                self._requeue(job, index, [item])
 
         self.call_later(delay, again)
 
@@ -472,19 +503,21 @@ class Master(Loop, WorkerEvents):
         if slot is None:
             return
         chunk = slot.inflight.popleft()
+        self._touch(slot)
         if ran or len(chunk.items) == 1:
             errors: dict[int, BaseException] = dict.fromkeys(range(len(chunk.items)), error)
             self._settle(chunk.job, chunk.start, chunk.items, [None] * len(chunk.items), errors)
             return
         # Nothing ran: retry each item alone, so only the culprit fails.
         for i, item in enumerate(chunk.items):
-            self._scheduler.requeue(chunk.job, chunk.start + i, [item])
+            self._requeue(chunk.job, chunk.start + i, [item])
 
     def on_init_failed(self, handle: WorkerHandle, error: BaseException) -> None:
         self._break(error)
 
     def on_exit(self, handle: WorkerHandle, exitcode: int | None) -> None:
         slot = self._slots.pop(handle.worker_id, None)
+        self._retiring.discard(handle.worker_id)
         if slot is None:
             return
         if slot.inflight:
@@ -515,23 +548,23 @@ class Master(Loop, WorkerEvents):
         """A worker died holding chunks: blame only the one it was running."""
         running = slot.inflight.popleft()
         for chunk in slot.inflight:  # never started: back to the queue, in order
-            self._scheduler.requeue(chunk.job, chunk.start, chunk.items)
+            self._requeue(chunk.job, chunk.start, chunk.items)
         slot.inflight.clear()
         if self.state is State.TERMINATING or running.job.done():
             return
         if slot.killed_for and running.seq != slot.killed_for:
             # We killed it for a task (timeout, cancel) that finished just in
             # time; the chunk it had started since is innocent: run it again.
-            self._scheduler.requeue(running.job, running.start, running.items)
+            self._requeue(running.job, running.start, running.items)
             return
         if not slot.ready:  # died during start-up: the chunk never ran
-            self._scheduler.requeue(running.job, running.start, running.items)
+            self._requeue(running.job, running.start, running.items)
             return
         if len(running.items) > 1:
             # Which item killed it is unknown: run each alone, so only the
             # culprit fails (the others may run twice).
             for i, item in enumerate(running.items):
-                self._scheduler.requeue(running.job, running.start + i, [item])
+                self._requeue(running.job, running.start + i, [item])
             return
         if slot.expired == running.seq:
             error: BaseException = self._timeout_error(slot, running)
@@ -558,7 +591,7 @@ class Master(Loop, WorkerEvents):
 
     def _retire(self, slot: _Slot) -> None:
         """Recycle a worker that reached its task quota (its replacement starts on exit)."""
-        slot.retiring = True
+        self._mark_retiring(slot)
         slot.handle.request_stop()
 
     # -- shutdown ----------------------------------------------------------------------------
@@ -586,7 +619,7 @@ class Master(Loop, WorkerEvents):
         self.state = State.TERMINATING
         self._abort_all(self._refusal())
         for slot in self._slots.values():
-            slot.retiring = True
+            self._mark_retiring(slot)
             slot.handle.request_stop()
             if self.backend.can_kill:
                 self._terminate_process(slot.handle)
@@ -625,7 +658,7 @@ class Master(Loop, WorkerEvents):
         ):
             self.state = State.STOPPING
             for slot in self._slots.values():
-                slot.retiring = True
+                self._mark_retiring(slot)
                 slot.handle.request_stop()
         if self.state in (State.STOPPING, State.TERMINATING) and not self._slots:
             self.state = State.STOPPED
