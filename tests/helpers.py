@@ -211,9 +211,13 @@ def sleepy_initializer(seconds: float) -> None:
 
 def leave_a_pool_open(_: object = None) -> int:
     """Start a process pool inside a worker and never close it."""
+    import warnings
+
     import workcrew
 
-    pool = workcrew.Pool(1, start_method="fork")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", workcrew.NestedPoolWarning)
+        pool = workcrew.Pool(1, start_method="fork")
     _state["inner pool"] = pool
     return int(pool.apply(abs, (-7,)))
 
@@ -257,3 +261,21 @@ async def async_forever(cancelled: Any) -> None:
     except asyncio.CancelledError:
         cancelled.set()
         raise
+
+
+def nested_pool_warnings(_: object = None) -> list[str]:
+    """Create (and close) a pool inside a worker; return the warnings it raised."""
+    import warnings
+
+    import workcrew
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with workcrew.Pool(1, kind="thread") as pool:
+            pool.apply(abs, (-1,))
+    return [type(w.message).__name__ for w in caught]
+
+
+def native_thread_setting(_: object = None) -> str | None:
+    """What a worker sets for OpenMP threads."""
+    return os.environ.get("OMP_NUM_THREADS")

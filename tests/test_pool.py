@@ -265,3 +265,17 @@ def test_closing_with_an_unread_lazy_map_does_not_wait_for_its_input(
         got.extend(it)  # keeps what it read before the error
     assert got == [x * x for x in range(1, len(got) + 1)]
     assert len(got) < 100_000
+
+
+def test_a_pool_inside_a_worker_warns(pool_kw: dict[str, Any]) -> None:
+    with Pool(1, **pool_kw) as pool:
+        assert pool.apply(helpers.nested_pool_warnings) == ["NestedPoolWarning"]
+    assert helpers.nested_pool_warnings() == []  # not inside a worker: no warning
+
+
+def test_process_workers_share_the_cpus_among_native_thread_pools(start_method: str) -> None:
+    cpus = workcrew.available_cpu_count()
+    with Pool(2, start_method=start_method) as pool:
+        setting = pool.apply(helpers.native_thread_setting)
+    expected = os.environ.get("OMP_NUM_THREADS", str(max(1, cpus // 2)))
+    assert setting == expected

@@ -8,6 +8,7 @@ same engine, whose workers may be processes or threads (``kind=``).
 from ._core._exceptions import (
     BrokenPoolError,
     InitializerError,
+    NestedPoolWarning,
     PoolClosedError,
     RemoteTraceback,
     SerializationError,
@@ -18,7 +19,8 @@ from ._core._exceptions import (
     WorkcrewError,
     WorkerCrashed,
 )
-from ._core._options import available_cpu_count, default_start_method
+from ._core._options import default_start_method
+from ._core._system import available_cpu_count
 from ._executor import Executor
 from ._pool import AsyncResult, IMapIterator, Pool
 
@@ -38,6 +40,7 @@ __all__ = (
     "PoolClosedError",
     "BrokenPoolError",
     "InitializerError",
+    "NestedPoolWarning",
     "WorkerCrashed",
     "TaskCancelled",
     "SerializationError",

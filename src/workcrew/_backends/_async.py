@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._core._backend import Loop, Segment, Sent, WorkerBackend, WorkerEvents, WorkerHandle
+from .._core._context import mark_worker_thread
 from .._core._exceptions import InitializerError
 from .._core._execute import add_note, function_name, run_segment_async, timer
 from .._core._options import PoolOptions
@@ -41,6 +42,7 @@ class AsyncBackend(WorkerBackend):
         self._thread.start()
 
     def _run_loop(self) -> None:
+        mark_worker_thread()
         asyncio.set_event_loop(self.aloop)
         self.aloop.run_forever()
 

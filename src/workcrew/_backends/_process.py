@@ -32,6 +32,7 @@ from .._core._exceptions import (
 from .._core._execute import Failure, SegmentOutcome, describe_call, function_name
 from .._core._fds import master_fds, register_master_fd, unregister_master_fd
 from .._core._options import PoolOptions
+from .._core._system import available_cpu_count
 from . import _wire
 from ._process_worker import EncodedFailure, worker_main
 
@@ -55,6 +56,8 @@ class ProcessBackend(WorkerBackend):
         super().__init__(options, loop)
         self.context: Any = multiprocessing.get_context(options.start_method)
         self.start_eagerly = options.start_method == "fork"
+        #: BLAS/OpenMP threads per worker: the CPUs shared out among the workers.
+        self.native_threads = max(1, available_cpu_count() // options.workers)
         self._init_blob = self._pickle_initializer(options)
         self._functions: OrderedDict[int, tuple[Callable[..., Any], int, bytes | BaseException]] = (
             OrderedDict()
@@ -132,20 +135,16 @@ class ProcessHandle(WorkerHandle):
         inherited: list[int] = []
         if backend.options.start_method == "fork":
             inherited = master_fds()
+        child_ends = (task_r, result_w, stderr_w, lifeline_r)
         self.process = backend.context.Process(
             target=worker_main,
-            args=(
-                worker_id,
-                (task_r, result_w, stderr_w, lifeline_r),
-                backend._init_blob,
-                inherited,
-            ),
+            args=(worker_id, child_ends, backend._init_blob, inherited, backend.native_threads),
             name=f"workcrew-worker-{worker_id}",
             daemon=False,  # workers may start pools of their own
         )
         self.process.start()
         self.pid = self.process.pid
-        for conn in (task_r, result_w, stderr_w, lifeline_r):
+        for conn in child_ends:
             conn.close()  # the child's ends: only the child may hold them
         for conn in (task_w, result_r, stderr_r):
             os.set_blocking(conn.fileno(), False)

@@ -28,6 +28,7 @@ from typing import Any
 
 import cloudpickle
 
+from .._core._context import ENV_WORKER
 from .._core._engine import shutdown_all
 from .._core._execute import Failure, add_note, describe_call, run_segment, timer
 from . import _wire
@@ -47,6 +48,7 @@ def worker_main(
     conns: tuple[Any, Any, Any, Any],
     init_blob: bytes | None,
     inherited_fds: list[int],
+    native_threads: int,
 ) -> None:
     """Entry point of a worker process; returns (exit status 0) on STOP or end of file.
 
@@ -76,6 +78,8 @@ def worker_main(
     # their own KeyboardInterrupt tracebacks.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _watch_lifeline(lifeline_conn.fileno())
+    os.environ[ENV_WORKER] = str(worker_id)
+    _limit_native_threads(native_threads)
     try:
         _Worker(worker_id, task_conn.fileno(), result_conn.fileno()).run(init_blob)
     finally:
@@ -83,6 +87,34 @@ def worker_main(
         # joins this process's children (in a worker it runs before our
         # threading exit hook would).
         shutdown_all()
+
+
+#: Environment variables that size the thread pools of BLAS/OpenMP libraries.
+NATIVE_THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+
+
+def _limit_native_threads(threads: int) -> None:
+    """Keep BLAS/OpenMP pools at ``threads`` so workers x their threads fit the CPUs.
+
+    Variables the user set are left alone.  The variables work for libraries
+    loaded from now on; threadpoolctl (if installed) also resizes libraries a
+    forked worker inherited already loaded.
+    """
+    for name in NATIVE_THREAD_VARIABLES:
+        os.environ.setdefault(name, str(threads))
+    if "numpy" in sys.modules or "scipy" in sys.modules:
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            return
+        threadpool_limits(threads)
 
 
 def _watch_lifeline(fd: int) -> None:

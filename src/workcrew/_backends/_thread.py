@@ -13,6 +13,7 @@ import queue
 import threading
 
 from .._core._backend import Segment, Sent, WorkerBackend, WorkerEvents, WorkerHandle
+from .._core._context import mark_worker_thread
 from .._core._exceptions import InitializerError
 from .._core._execute import Failure, SegmentOutcome, add_note, run_segment, timer
 
@@ -58,6 +59,7 @@ class ThreadHandle(WorkerHandle):
         return not self.thread.is_alive()
 
     def _main(self) -> None:
+        mark_worker_thread()
         loop = self._backend.loop
         try:
             if self._initialize():

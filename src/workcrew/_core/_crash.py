@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import signal
-from pathlib import Path
 
-__all__ = ("crash_report", "describe_exit", "oom_kill_count")
+from ._system import oom_kill_count
+
+__all__ = ("crash_report", "describe_exit")
 
 
 def describe_exit(exitcode: int | None) -> str:
@@ -19,31 +20,6 @@ def describe_exit(exitcode: int | None) -> str:
             name = f"signal {-exitcode}"
         return f"was killed by {name}"
     return f"exited with status {exitcode}"
-
-
-def _cgroup_dir() -> Path | None:
-    try:
-        for line in Path("/proc/self/cgroup").read_text().splitlines():
-            if line.startswith("0::"):
-                return Path("/sys/fs/cgroup") / line[3:].lstrip("/")
-    except OSError:
-        pass
-    return None
-
-
-def oom_kill_count() -> int | None:
-    """How many processes the kernel's OOM killer has killed in our cgroup (v2), if known."""
-    directory = _cgroup_dir()
-    if directory is None:
-        return None
-    try:
-        for line in (directory / "memory.events").read_text().splitlines():
-            key, _, value = line.partition(" ")
-            if key == "oom_kill":
-                return int(value)
-    except (OSError, ValueError):
-        pass
-    return None
 
 
 def crash_report(

@@ -16,13 +16,15 @@ from __future__ import annotations
 import atexit
 import os
 import threading
+import warnings
 import weakref
 from collections.abc import Callable, Hashable, Iterable
 from concurrent.futures import Future
 from typing import Any
 
 from ._backend import WorkerBackend
-from ._exceptions import BrokenPoolError, PoolClosedError
+from ._context import in_worker
+from ._exceptions import BrokenPoolError, NestedPoolWarning, PoolClosedError
 from ._jobs import CallJob, Job, ListJob, StreamJob
 from ._master import Master, State
 from ._options import PoolOptions, TaskPolicy
@@ -41,6 +43,16 @@ class Engine:
         self.options = options
         self.drain_at_exit = drain_at_exit
         self.pid = os.getpid()
+        if in_worker():
+            warnings.warn(
+                NestedPoolWarning(
+                    f"a pool of {options.workers} {options.kind} workers was created inside a "
+                    "worker of another pool: the outer workers times these workers may "
+                    "oversubscribe the CPUs. Give the inner pool few workers, or create one "
+                    "pool outside the tasks."
+                ),
+                stacklevel=4,
+            )
         self._lock = threading.Lock()
         self._accepting = True
         self._master = Master(options, backend_class)

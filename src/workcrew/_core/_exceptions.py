@@ -39,6 +39,7 @@ from typing import Any
 __all__ = (
     "BrokenPoolError",
     "InitializerError",
+    "NestedPoolWarning",
     "PoolClosedError",
     "RemoteTraceback",
     "SerializationError",
@@ -185,6 +186,16 @@ class TimeoutError(WorkcrewError, multiprocessing.TimeoutError, concurrent.futur
     It is both ``multiprocessing.TimeoutError`` and
     ``concurrent.futures.TimeoutError`` (the builtin ``TimeoutError`` on 3.11+),
     so existing ``except`` clauses keep working.  The task itself goes on.
+    """
+
+
+class NestedPoolWarning(RuntimeWarning):
+    """A pool was created inside a worker of another pool.
+
+    Each outer worker then runs its own pool of inner workers: by default as
+    many as there are CPUs, so processes x workers oversubscribe the machine
+    and it spends its time switching between them.  Give the inner pool a
+    small ``processes``/``max_workers``, or create one pool outside the tasks.
     """
 
 

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._backend import Loop, Segment, WorkerBackend, WorkerEvents, WorkerHandle
-from ._crash import crash_report, oom_kill_count
+from ._crash import crash_report
 from ._exceptions import (
     BrokenPoolError,
     TaskCancelled,
@@ -56,6 +56,7 @@ from ._jobs import Job
 from ._options import PoolOptions
 from ._retry import Attempts
 from ._scheduler import Scheduler
+from ._system import oom_kill_count
 
 __all__ = ("Master", "State")
 

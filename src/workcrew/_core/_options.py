@@ -7,29 +7,17 @@ given and what is accepted: nothing is discovered later inside a worker.
 from __future__ import annotations
 
 import multiprocessing
-import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
+
+from ._system import available_cpu_count
 
 __all__ = ("PoolOptions", "TaskPolicy", "available_cpu_count", "default_start_method")
 
 #: Worker kinds that exist today; later kinds register in workcrew._backends.
 KINDS = ("process", "thread", "async")
 START_METHODS = ("fork", "spawn", "forkserver")
-
-
-def available_cpu_count() -> int:
-    """CPUs this process may run on (its affinity mask), not the machine's total."""
-    n: int | None
-    if sys.version_info >= (3, 13):
-        n = os.process_cpu_count()
-    elif hasattr(os, "sched_getaffinity"):
-        n = len(os.sched_getaffinity(0))
-    else:  # pragma: no cover - macOS and Windows
-        n = os.cpu_count()
-    return max(1, n or 1)
 
 
 def default_start_method() -> str:

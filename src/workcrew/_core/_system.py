@@ -1,0 +1,88 @@
+"""Facts about the machine as this process sees it: usable CPUs, cgroup limits, OOM kills.
+
+Containers limit CPUs and memory through cgroups (v2, or v1 on older hosts);
+``os.cpu_count()`` reports the whole machine.  Every reader here returns
+None when the fact is not available, never raises.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+
+__all__ = ("available_cpu_count", "cgroup_cpu_limit", "oom_kill_count")
+
+_ROOT = Path("/sys/fs/cgroup")
+
+
+def _cgroups() -> dict[str, Path]:
+    """Controller name ("" for the v2 unified tree) -> this process's cgroup directory."""
+    found: dict[str, Path] = {}
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        for name in controllers.split(",") if controllers else [""]:
+            base = _ROOT if name == "" else _ROOT / name.removeprefix("name=")
+            found[name] = base / path.lstrip("/")
+    return found
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def cgroup_cpu_limit() -> float | None:
+    """CPUs this process's cgroup may use (its CFS quota), or None if unlimited/unknown."""
+    groups = _cgroups()
+    if "" in groups:
+        text = _read(groups[""] / "cpu.max")
+        if text and not text.startswith("max"):
+            max_us, period_us = text.split()[:2]
+            return int(max_us) / int(period_us)
+    if "cpu" in groups:
+        quota = _read(groups["cpu"] / "cpu.cfs_quota_us")
+        period = _read(groups["cpu"] / "cpu.cfs_period_us")
+        if quota and period and int(quota) > 0:
+            return int(quota) / int(period)
+    return None
+
+
+def available_cpu_count() -> int:
+    """CPUs this process may run on: its affinity mask, capped by a cgroup CPU quota."""
+    n: int | None
+    if sys.version_info >= (3, 13):
+        n = os.process_cpu_count()
+    elif hasattr(os, "sched_getaffinity"):
+        n = len(os.sched_getaffinity(0))
+    else:  # pragma: no cover - macOS and Windows
+        n = os.cpu_count()
+    count = max(1, n or 1)
+    limit = cgroup_cpu_limit()
+    if limit is not None:
+        count = min(count, max(1, math.ceil(limit)))
+    return count
+
+
+def oom_kill_count() -> int | None:
+    """How many processes the kernel's OOM killer has killed in our memory cgroup, if known."""
+    groups = _cgroups()
+    candidates = []
+    if "" in groups:
+        candidates.append(groups[""] / "memory.events")
+    if "memory" in groups:
+        candidates.append(groups["memory"] / "memory.oom_control")  # v1 (kernel 4.13+)
+    for path in candidates:
+        text = _read(path)
+        for line in (text or "").splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill" and value.strip().isdigit():
+                return int(value)
+    return None
