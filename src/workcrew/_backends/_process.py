@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import pickle
 import signal
+import sys
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
@@ -58,6 +59,13 @@ class ProcessBackend(WorkerBackend):
         self.start_eagerly = options.start_method == "fork"
         #: BLAS/OpenMP threads per worker: the CPUs shared out among the workers.
         self.native_threads = max(1, available_cpu_count() // options.workers)
+        if self.start_eagerly and ("numpy" in sys.modules or "scipy" in sys.modules):
+            # Forked workers inherit loaded BLAS libraries and must resize them
+            # with threadpoolctl: import it once here, not in every worker.
+            try:
+                import threadpoolctl  # noqa: F401
+            except ImportError:
+                pass
         self._init_blob = self._pickle_initializer(options)
         self._functions: OrderedDict[int, tuple[Callable[..., Any], int, bytes | BaseException]] = (
             OrderedDict()
