@@ -15,7 +15,6 @@ import multiprocessing
 import os
 import pickle
 import signal
-import sys
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
@@ -59,13 +58,12 @@ class ProcessBackend(WorkerBackend):
         self.start_eagerly = options.start_method == "fork"
         #: BLAS/OpenMP threads per worker: the CPUs shared out among the workers.
         self.native_threads = max(1, available_cpu_count() // options.workers)
-        if self.start_eagerly and ("numpy" in sys.modules or "scipy" in sys.modules):
-            # Forked workers inherit loaded BLAS libraries and must resize them
-            # with threadpoolctl: import it once here, not in every worker.
-            try:
-                import threadpoolctl  # noqa: F401
-            except ImportError:
-                pass
+        #: Resize BLAS libraries already loaded when a worker starts (spawn and
+        #: forkserver workers whose main module imported NumPy).  Not under
+        #: fork: it costs ~5 ms per worker, and forked workers inherit the
+        #: caller's settings (docs/worker-kinds.md says how to limit them).
+        self.resize_loaded = not self.start_eagerly
+        self.threads_spec = (self.native_threads, self.resize_loaded)
         self._init_blob = self._pickle_initializer(options)
         self._functions: OrderedDict[int, tuple[Callable[..., Any], int, bytes | BaseException]] = (
             OrderedDict()
@@ -146,7 +144,7 @@ class ProcessHandle(WorkerHandle):
         child_ends = (task_r, result_w, stderr_w, lifeline_r)
         self.process = backend.context.Process(
             target=worker_main,
-            args=(worker_id, child_ends, backend._init_blob, inherited, backend.native_threads),
+            args=(worker_id, child_ends, backend._init_blob, inherited, backend.threads_spec),
             name=f"workcrew-worker-{worker_id}",
             daemon=False,  # workers may start pools of their own
         )

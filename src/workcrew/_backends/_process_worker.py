@@ -48,7 +48,7 @@ def worker_main(
     conns: tuple[Any, Any, Any, Any],
     init_blob: bytes | None,
     inherited_fds: list[int],
-    native_threads: int,
+    native_threads: tuple[int, bool],
 ) -> None:
     """Entry point of a worker process; returns (exit status 0) on STOP or end of file.
 
@@ -79,7 +79,7 @@ def worker_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _watch_lifeline(lifeline_conn.fileno())
     os.environ[ENV_WORKER] = str(worker_id)
-    _limit_native_threads(native_threads)
+    _limit_native_threads(*native_threads)
     try:
         _Worker(worker_id, task_conn.fileno(), result_conn.fileno()).run(init_blob)
     finally:
@@ -100,16 +100,16 @@ NATIVE_THREAD_VARIABLES = (
 )
 
 
-def _limit_native_threads(threads: int) -> None:
+def _limit_native_threads(threads: int, resize_loaded: bool) -> None:
     """Keep BLAS/OpenMP pools at ``threads`` so workers x their threads fit the CPUs.
 
     Variables the user set are left alone.  The variables work for libraries
-    loaded from now on; threadpoolctl (if installed) also resizes libraries a
-    forked worker inherited already loaded.
+    loaded from now on; with ``resize_loaded``, threadpoolctl also resizes
+    libraries already loaded (a spawned worker whose main module imported NumPy).
     """
     for name in NATIVE_THREAD_VARIABLES:
         os.environ.setdefault(name, str(threads))
-    if "numpy" in sys.modules or "scipy" in sys.modules:
+    if resize_loaded and ("numpy" in sys.modules or "scipy" in sys.modules):
         try:
             from threadpoolctl import threadpool_limits
         except ImportError:
