@@ -84,6 +84,11 @@ class ProcessBackend(WorkerBackend):
             ) from exc
 
     def start_worker(self, worker_id: int, events: WorkerEvents) -> WorkerHandle:
+        handle = ProcessHandle(self, worker_id, events)
+        handle.attach()
+        return handle
+
+    def prepare_worker(self, worker_id: int, events: WorkerEvents) -> WorkerHandle:
         return ProcessHandle(self, worker_id, events)
 
     def function_blob(self, fn: Callable[..., Any]) -> tuple[int, bytes | BaseException]:
@@ -157,9 +162,12 @@ class ProcessHandle(WorkerHandle):
         self._writer = _wire.FrameWriter(task_w.fileno())
         self._reader = _wire.FrameReader(result_r.fileno())
         self._sentinel = self.process.sentinel
-        self._loop.add_reader(result_r.fileno(), self._on_readable)
+
+    def attach(self) -> None:
+        """Start watching the worker's pipes and sentinel (master thread)."""
+        self._loop.add_reader(self._reader.fd, self._on_readable)
         self._loop.add_reader(self._sentinel, self._on_sentinel)
-        self._loop.add_reader(stderr_r.fileno(), self._on_stderr)
+        self._loop.add_reader(self._stderr_conn.fileno(), self._on_stderr)
 
     # -- sending -------------------------------------------------------------------
 

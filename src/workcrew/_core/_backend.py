@@ -134,6 +134,9 @@ class WorkerHandle(ABC):
     def join(self, timeout: float | None) -> bool:
         """Wait for the worker to be gone; True if it is."""
 
+    def attach(self) -> None:  # noqa: B027 - only kinds with prepare_worker need it
+        """Start reporting to the master (master thread); see ``prepare_worker``."""
+
     def cancel_current(self) -> bool:
         """Cancel the task the worker runs now, if the kind can (coroutines); True if so.
 
@@ -155,8 +158,9 @@ class WorkerBackend(ABC):
 
     #: Whether ``kill`` really stops a running task (processes: yes; threads: no).
     can_kill: bool = False
-    #: Start every worker with the pool, from the caller's thread, instead of
-    #: on demand from the master thread (the ``fork`` start method needs it).
+    #: Start workers from the caller's thread (``prepare_worker``) when work is
+    #: submitted, instead of from the master thread: the ``fork`` start method
+    #: copies the forking thread, and the caller's is the one to copy.
     start_eagerly: bool = False
 
     def __init__(self, options: PoolOptions, loop: Loop) -> None:
@@ -169,6 +173,14 @@ class WorkerBackend(ABC):
     @abstractmethod
     def start_worker(self, worker_id: int, events: WorkerEvents) -> WorkerHandle:
         """Start one worker; it reports ``on_ready`` (or ``on_init_failed``) when up."""
+
+    def prepare_worker(self, worker_id: int, events: WorkerEvents) -> WorkerHandle:
+        """Start a worker from the caller's thread (``start_eagerly`` kinds only).
+
+        The handle is not yet watched by the master: pass it to
+        ``Master.adopt`` (on the master thread), which calls ``attach``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} starts workers on the master thread")
 
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release resources shared by this backend's workers."""

@@ -14,6 +14,7 @@ and no thread outlives it.
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import threading
 import warnings
@@ -55,6 +56,7 @@ class Engine:
             )
         self._lock = threading.Lock()
         self._accepting = True
+        self._forked = 0  # workers this engine started itself (start_eagerly kinds)
         self._master = Master(options, backend_class)
         _live.add(self)
 
@@ -130,7 +132,23 @@ class Engine:
         with self._lock:
             self._check_open()
             master = self._master
+            if master.backend.start_eagerly:
+                self._start_workers_for(job)
             master.call_soon_threadsafe(lambda: master.add_job(job))
+
+    def _start_workers_for(self, job: Job) -> None:
+        """Fork the workers ``job`` can use, from this (the caller's) thread.
+
+        One more per single call, as many as items for a map, up to the pool
+        size; the master adopts them (under the lock: in order with the job).
+        """
+        want = 1 if isinstance(job, CallJob) else (job.remaining or self.options.workers)
+        master = self._master
+        while self._forked < self.options.workers and want > 0:
+            handle = master.backend.prepare_worker(master.next_worker_id(), master)
+            self._forked += 1
+            want -= 1
+            master.call_soon_threadsafe(functools.partial(master.adopt, handle))
 
     def _check_open(self) -> None:
         broken = self._master.broken

@@ -142,12 +142,10 @@ class Master(Loop, WorkerEvents):
         self.backend = backend_class(options, self)
         self._register_fds()
         self.thread = threading.Thread(target=self._run, name="workcrew-master", daemon=True)
-        if self.backend.start_eagerly:
-            # fork copies only the forking thread: fork every worker now, from
-            # the caller's thread, before the master thread exists.  Other
-            # kinds start workers on demand (see _dispatch).
-            for _ in range(options.workers):
-                self._start_worker()
+        # Workers start on demand (see _dispatch); under fork the engine forks
+        # them from the submitting thread and hands them over (see adopt), and
+        # the master only replaces those that end.
+        self._adopted = 0
         self.thread.start()
 
     def _register_fds(self) -> None:
@@ -298,7 +296,8 @@ class Master(Loop, WorkerEvents):
             if not slot.inflight and not slot.retiring and not self._send_next(slot, False):
                 return
         # Workers start on demand: one more whenever work is left and all are busy.
-        while len(self._slots) - len(self._retiring) < self.options.workers:
+        target = self._adopted if self.backend.start_eagerly else self.options.workers
+        while len(self._slots) - len(self._retiring) < target:
             slot = self._start_worker()
             if not self._send_next(slot, prefetch=False):
                 return
@@ -310,6 +309,23 @@ class Master(Loop, WorkerEvents):
                 and not self._send_next(slot, prefetch=True)
             ):
                 return
+
+    def next_worker_id(self) -> int:
+        """A fresh worker id (any thread: itertools.count is atomic under the GIL)."""
+        return next(self._worker_ids)
+
+    def adopt(self, handle: WorkerHandle) -> None:
+        """Master thread: take over a worker the engine started (``prepare_worker``)."""
+        handle.attach()
+        slot = self._slots[handle.worker_id] = _Slot(handle, self.options.max_tasks_per_worker)
+        if self.state in (State.RUNNING, State.CLOSING):
+            self._adopted += 1
+            self._touch(slot)
+            return
+        self._mark_retiring(slot)  # the pool stopped meanwhile: let it go at once
+        handle.request_stop()
+        if self.state is State.TERMINATING:
+            self._terminate_process(handle)
 
     def _requeue(self, job: Job, start: int, items: list[Any]) -> None:
         self._scheduler.requeue(job, start, items)
@@ -585,7 +601,7 @@ class Master(Loop, WorkerEvents):
     # -- workers ---------------------------------------------------------------------------
 
     def _start_worker(self) -> _Slot:
-        worker_id = next(self._worker_ids)
+        worker_id = self.next_worker_id()
         handle = self.backend.start_worker(worker_id, self)
         slot = self._slots[worker_id] = _Slot(handle, self.options.max_tasks_per_worker)
         return slot
