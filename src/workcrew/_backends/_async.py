@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .._core._backend import Loop, Segment, Sent, WorkerBackend, WorkerEvents, WorkerHandle
+from .._core._backend import Loop, Report, Segment, Sent, WorkerBackend, WorkerEvents, WorkerHandle
 from .._core._context import mark_worker_thread
 from .._core._exceptions import InitializerError
 from .._core._execute import add_note, function_name, run_segment_async, timer
@@ -120,7 +120,7 @@ class AsyncHandle(WorkerHandle):
                 outcomes.append((values, failures))
             self._current = None
             duration = timer() - start
-            master.call_soon_threadsafe(_Report(self, seq, duration, outcomes))
+            master.call_soon_threadsafe(Report(self._events, self, seq, duration, outcomes))
         self._finish()
 
     def _finish(self) -> None:
@@ -157,18 +157,6 @@ class AsyncHandle(WorkerHandle):
 
     def join(self, timeout: float | None) -> bool:
         return self._done.wait(timeout)
-
-
-class _Report:
-    """A finished chunk on its way to the master thread."""
-
-    __slots__ = ("duration", "handle", "outcomes", "seq")
-
-    def __init__(self, handle: AsyncHandle, seq: int, duration: float, outcomes: list[Any]) -> None:
-        self.handle, self.seq, self.duration, self.outcomes = handle, seq, duration, outcomes
-
-    def __call__(self) -> None:
-        self.handle._events.on_result(self.handle, self.seq, self.duration, self.outcomes)
 
 
 backend_class = AsyncBackend

@@ -12,7 +12,7 @@ from __future__ import annotations
 import queue
 import threading
 
-from .._core._backend import Segment, Sent, WorkerBackend, WorkerEvents, WorkerHandle
+from .._core._backend import Report, Segment, Sent, WorkerBackend, WorkerEvents, WorkerHandle
 from .._core._context import mark_worker_thread
 from .._core._exceptions import InitializerError
 from .._core._execute import Failure, SegmentOutcome, add_note, run_segment, timer
@@ -96,7 +96,7 @@ class ThreadHandle(WorkerHandle):
             start = timer()
             outcomes = [self._run(segment) for segment in segments]
             duration = timer() - start
-            loop.call_soon_threadsafe(_Report(self, seq, duration, outcomes))
+            loop.call_soon_threadsafe(Report(self._events, self, seq, duration, outcomes))
             del message, segments, outcomes  # drop references to arguments and results early
 
     def _run(self, segment: Segment) -> SegmentOutcome:
@@ -109,20 +109,6 @@ class ThreadHandle(WorkerHandle):
 
 def _annotate(failure: Failure, worker_id: int) -> None:
     add_note(failure.exc, f"workcrew: raised in worker {worker_id} (thread) by {failure.call}")
-
-
-class _Report:
-    """A finished chunk on its way to the master thread."""
-
-    __slots__ = ("duration", "handle", "outcomes", "seq")
-
-    def __init__(
-        self, handle: ThreadHandle, seq: int, duration: float, outcomes: list[SegmentOutcome]
-    ) -> None:
-        self.handle, self.seq, self.duration, self.outcomes = handle, seq, duration, outcomes
-
-    def __call__(self) -> None:
-        self.handle._events.on_result(self.handle, self.seq, self.duration, self.outcomes)
 
 
 backend_class = ThreadBackend

@@ -29,7 +29,7 @@ from ._exceptions import WorkcrewError
 from ._execute import SegmentOutcome
 from ._options import PoolOptions
 
-__all__ = ("Loop", "Segment", "Sent", "WorkerBackend", "WorkerEvents", "WorkerHandle")
+__all__ = ("Loop", "Report", "Segment", "Sent", "WorkerBackend", "WorkerEvents", "WorkerHandle")
 
 
 @dataclass
@@ -184,3 +184,26 @@ class WorkerBackend(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release resources shared by this backend's workers."""
+
+
+class Report:
+    """A finished chunk on its way to the master thread (kinds whose workers are threads).
+
+    Posted with ``loop.call_soon_threadsafe``; calling it reports ``on_result``.
+    """
+
+    __slots__ = ("duration", "events", "handle", "outcomes", "seq")
+
+    def __init__(
+        self,
+        events: WorkerEvents,
+        handle: WorkerHandle,
+        seq: int,
+        duration: float,
+        outcomes: list[SegmentOutcome],
+    ) -> None:
+        self.events, self.handle, self.seq = events, handle, seq
+        self.duration, self.outcomes = duration, outcomes
+
+    def __call__(self) -> None:
+        self.events.on_result(self.handle, self.seq, self.duration, self.outcomes)
