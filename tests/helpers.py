@@ -279,3 +279,30 @@ def nested_pool_warnings(_: object = None) -> list[str]:
 def native_thread_setting(_: object = None) -> str | None:
     """What a worker sets for OpenMP threads."""
     return os.environ.get("OMP_NUM_THREADS")
+
+
+_hybrid: dict[str, Any] = {}
+
+
+async def async_rendezvous(group: int) -> int:
+    """Wait until ``group`` of these run at once in this process; return how many did."""
+    import asyncio
+
+    state = _hybrid.setdefault("async", {"now": 0, "event": asyncio.Event()})
+    state["now"] += 1
+    if state["now"] >= group:
+        state["event"].set()
+    try:
+        await asyncio.wait_for(state["event"].wait(), TIMEOUT)
+        return int(state["now"])
+    finally:
+        state["now"] -= 1
+        if state["now"] == 0:
+            _hybrid.pop("async", None)
+
+
+def thread_rendezvous(barrier_size: int) -> str:
+    """Wait until ``barrier_size`` of these run at once in this process (threads)."""
+    barrier = _hybrid.setdefault("barrier", threading.Barrier(barrier_size))
+    barrier.wait(TIMEOUT)
+    return threading.current_thread().name

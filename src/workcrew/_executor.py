@@ -64,6 +64,7 @@ class Executor(concurrent.futures.Executor):
         retry_on: tuple[type[BaseException], ...] | type[BaseException] = (Exception,),
         retry_backoff: float = 0.0,
         max_memory_per_worker: int | None = None,
+        concurrency_per_worker: int = 1,
     ) -> None:
         if mp_context is not None and start_method is None:
             start_method = mp_context.get_start_method()
@@ -80,6 +81,7 @@ class Executor(concurrent.futures.Executor):
             retry_on=retry_on,
             retry_backoff=retry_backoff,
             max_memory_per_worker=max_memory_per_worker,
+            concurrency_per_worker=concurrency_per_worker,
         )
         self._engine = Engine(self._options, get_backend(kind), drain_at_exit=True)
         finalizer = weakref.finalize(self, self._engine.close)

@@ -137,7 +137,9 @@ class Pool:
     ``chunksize`` (default for every map call; None = adaptive),
     ``task_timeout`` (seconds a task may run), ``retries``, ``retry_on`` and
     ``retry_backoff`` (see docs/failures.md), ``max_memory_per_worker`` (bytes of
-    resident memory after which a process worker is replaced).
+    resident memory after which a process worker is replaced),
+    ``concurrency_per_worker`` (process workers running that many IO-bound tasks
+    at once each: coroutines on an event loop, functions on threads).
 
     Example::
 
@@ -167,6 +169,7 @@ class Pool:
         retry_on: tuple[type[BaseException], ...] | type[BaseException] = (Exception,),
         retry_backoff: float = 0.0,
         max_memory_per_worker: int | None = None,
+        concurrency_per_worker: int = 1,
     ) -> None:
         if context is not None and start_method is None:
             start_method = context.get_start_method()
@@ -183,6 +186,7 @@ class Pool:
             retry_on=retry_on,
             retry_backoff=retry_backoff,
             max_memory_per_worker=max_memory_per_worker,
+            concurrency_per_worker=concurrency_per_worker,
         )
         self._engine = Engine(self._options, get_backend(kind), drain_at_exit=False)
         self._finalizer = weakref.finalize(self, _collect, self._engine)

@@ -149,7 +149,14 @@ class ProcessHandle(WorkerHandle):
         child_ends = (task_r, result_w, stderr_w, lifeline_r)
         self.process = backend.context.Process(
             target=worker_main,
-            args=(worker_id, child_ends, backend._init_blob, inherited, backend.threads_spec),
+            args=(
+                worker_id,
+                child_ends,
+                backend._init_blob,
+                inherited,
+                backend.threads_spec,
+                backend.options.concurrency_per_worker,
+            ),
             name=f"workcrew-worker-{worker_id}",
             daemon=False,  # workers may start pools of their own
         )

@@ -17,20 +17,30 @@ inherited stdout, a separate file.
 
 from __future__ import annotations
 
+import asyncio
 import faulthandler
+import inspect
 import os
 import pickle
 import signal
 import sys
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import cloudpickle
 
 from .._core._context import ENV_WORKER
 from .._core._engine import shutdown_all
-from .._core._execute import Failure, add_note, describe_call, run_segment, timer
+from .._core._execute import (
+    Failure,
+    add_note,
+    describe_call,
+    run_segment,
+    run_segment_concurrently,
+    timer,
+)
 from . import _wire
 
 __all__ = ("EncodedFailure", "worker_main")
@@ -49,6 +59,7 @@ def worker_main(
     init_blob: bytes | None,
     inherited_fds: list[int],
     native_threads: tuple[int, bool],
+    concurrency: int,
 ) -> None:
     """Entry point of a worker process; returns (exit status 0) on STOP or end of file.
 
@@ -81,7 +92,8 @@ def worker_main(
     os.environ[ENV_WORKER] = str(worker_id)
     _limit_native_threads(*native_threads)
     try:
-        _Worker(worker_id, task_conn.fileno(), result_conn.fileno()).run(init_blob)
+        worker = _Worker(worker_id, task_conn.fileno(), result_conn.fileno(), concurrency)
+        worker.run(init_blob)
     finally:
         # A pool a task left open must end before multiprocessing's exit code
         # joins this process's children (in a worker it runs before our
@@ -140,8 +152,11 @@ def _watch_lifeline(fd: int) -> None:
 
 
 class _Worker:
-    def __init__(self, worker_id: int, task_fd: int, result_fd: int) -> None:
+    def __init__(self, worker_id: int, task_fd: int, result_fd: int, concurrency: int) -> None:
         self.worker_id = worker_id
+        self.concurrency = concurrency  # tasks of a chunk run at once (hybrid workers)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._threads: ThreadPoolExecutor | None = None
         self.pid = os.getpid()
         self.task_fd = task_fd
         self.result_fd = result_fd
@@ -194,10 +209,31 @@ class _Worker:
         if isinstance(fn, BaseException):
             failure = _encode_plain(fn, "")
             return [None] * len(items), dict.fromkeys(range(len(items)), failure)
-        values, failures = run_segment(fn, mode, items, skip)
+        if self.concurrency > 1 or inspect.iscoroutinefunction(fn):
+            values, failures = run_segment_concurrently(
+                fn,
+                mode,
+                items,
+                skip,
+                self.concurrency,
+                loop=self._event_loop(),
+                threads=self._thread_pool(),
+            )
+        else:
+            values, failures = run_segment(fn, mode, items, skip)
         if not failures:
             return values, None
         return values, {i: self._encode(f) for i, f in failures.items()}
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        return self._loop
+
+    def _thread_pool(self) -> ThreadPoolExecutor | None:
+        if self._threads is None and self.concurrency > 1:
+            self._threads = ThreadPoolExecutor(self.concurrency, "workcrew-task")
+        return self._threads
 
     def _encode(self, failure: Failure) -> EncodedFailure:
         exc = failure.exc

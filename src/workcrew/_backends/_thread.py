@@ -9,13 +9,16 @@ asks the thread to exit after its current chunk.
 
 from __future__ import annotations
 
+import inspect
 import queue
 import threading
+from collections.abc import Callable
+from typing import Any
 
 from .._core._backend import Report, Segment, Sent, WorkerBackend, WorkerEvents, WorkerHandle
 from .._core._context import mark_worker_thread
 from .._core._exceptions import InitializerError
-from .._core._execute import Failure, SegmentOutcome, add_note, run_segment, timer
+from .._core._execute import Failure, SegmentOutcome, add_note, function_name, run_segment, timer
 
 __all__ = ("ThreadBackend", "backend_class")
 
@@ -26,6 +29,14 @@ class ThreadBackend(WorkerBackend):
     """Starts worker threads."""
 
     can_kill = False
+
+    def check_function(self, fn: Callable[..., Any]) -> None:
+        if inspect.iscoroutinefunction(fn):
+            raise TypeError(
+                f"{function_name(fn)} is a coroutine function: kind='thread' would only create "
+                "coroutine objects. Use kind='async' (or kind='process', which runs them on an "
+                "event loop in each worker)."
+            )
 
     def start_worker(self, worker_id: int, events: WorkerEvents) -> WorkerHandle:
         return ThreadHandle(self, worker_id, events)

@@ -164,3 +164,43 @@ async def run_segment_async(
             failures[index] = _capture(exc, fn, mode, item)
             out.append(None)
     return out, failures
+
+
+def run_segment_concurrently(
+    fn: Callable[..., Any],
+    mode: int,
+    items: list[Any],
+    skip: frozenset[int] | None,
+    limit: int,
+    *,
+    loop: Any,
+    threads: Any,
+) -> SegmentOutcome:
+    """Run a segment's items ``limit`` at a time: coroutines on ``loop``, functions on ``threads``.
+
+    Hybrid workers: each process runs several IO-bound tasks at once.  Every
+    item's outcome is captured as in :func:`run_segment`.
+    """
+    import asyncio
+    import inspect
+
+    singles = [
+        ([item], frozenset({0}) if skip and i in skip else None) for i, item in enumerate(items)
+    ]
+    if inspect.iscoroutinefunction(fn):
+
+        async def run_all() -> list[SegmentOutcome]:
+            gate = asyncio.Semaphore(limit)
+
+            async def one(part: tuple[list[Any], frozenset[int] | None]) -> SegmentOutcome:
+                async with gate:
+                    return await run_segment_async(fn, mode, *part)
+
+            return list(await asyncio.gather(*(one(part) for part in singles)))
+
+        parts: list[SegmentOutcome] = loop.run_until_complete(run_all())
+    else:
+        parts = list(threads.map(lambda part: run_segment(fn, mode, *part), singles))
+    values = [part[0][0] for part in parts]
+    failures = {i: part[1][0] for i, part in enumerate(parts) if part[1]}
+    return values, failures or None

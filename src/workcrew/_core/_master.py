@@ -129,7 +129,7 @@ class Master(Loop, WorkerEvents):
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._timer_ids = itertools.count()
         self.add_reader(self._wake_r, self._drain_wake_pipe)
-        self._scheduler = Scheduler(options.workers)
+        self._scheduler = Scheduler(options.workers, options.concurrency_per_worker)
         self._slots: dict[int, _Slot] = {}
         self._worker_ids = itertools.count(1)
         self._seq = itertools.count(1)

@@ -102,6 +102,7 @@ class PoolOptions:
     chunksize: int | None = None
     policy: TaskPolicy = TaskPolicy()
     max_memory_per_worker: int | None = None
+    concurrency_per_worker: int = 1
 
     @classmethod
     def build(
@@ -119,6 +120,7 @@ class PoolOptions:
         retry_on: tuple[type[BaseException], ...] | type[BaseException] = (Exception,),
         retry_backoff: float = 0.0,
         max_memory_per_worker: int | None = None,
+        concurrency_per_worker: int = 1,
     ) -> PoolOptions:
         """Check every value and fill in defaults; raise ``ValueError``/``TypeError``."""
         if kind not in KINDS:
@@ -146,6 +148,13 @@ class PoolOptions:
         check_policy(task_timeout, retries, retry_on, retry_backoff)
         if max_memory_per_worker is not None:
             _check_positive_int("max_memory_per_worker", max_memory_per_worker, "bytes")
+        _check_positive_int("concurrency_per_worker", concurrency_per_worker, "tasks at once")
+        if concurrency_per_worker > 1 and kind != "process":
+            raise ValueError(
+                f"concurrency_per_worker={concurrency_per_worker} needs kind='process' "
+                f"(got kind={kind!r}): for many tasks at once in one process, raise "
+                "`processes` of a thread or async pool instead"
+            )
         return cls(
             workers=workers,
             kind=kind,
@@ -156,6 +165,7 @@ class PoolOptions:
             policy=TaskPolicy(task_timeout, retries, retry_on, float(retry_backoff)),
             max_memory_per_worker=max_memory_per_worker,
             chunksize=chunksize,
+            concurrency_per_worker=concurrency_per_worker,
         )
 
 

@@ -60,8 +60,10 @@ SMOOTHING = 0.3
 class Scheduler:
     """Round-robin over active jobs, with adaptive chunk sizes per function."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, min_chunk: int = 1) -> None:
         self.workers = workers
+        #: hybrid workers run this many items of a chunk at once: never fewer
+        self.min_chunk = min_chunk
         self._jobs: deque[Job] = deque()
         self._estimates: OrderedDict[Hashable, float] = OrderedDict()  # seconds per item
         self._sizes: dict[Hashable, float] = {}  # pickled bytes per item (process kinds)
@@ -150,7 +152,7 @@ class Scheduler:
             # a round trip, so tiny tasks stop tapering there.
             floor = int(TAPER_FLOOR_SECONDS / per_item) if per_item else 1
             size = min(size, max(tapered, floor))
-        size = max(1, size)
+        size = max(1, size, self.min_chunk)
         self._last_size[id(job)] = size
         job.chunk_hint = size
         return size
