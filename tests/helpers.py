@@ -306,3 +306,10 @@ def thread_rendezvous(barrier_size: int) -> str:
     barrier = _hybrid.setdefault("barrier", threading.Barrier(barrier_size))
     barrier.wait(TIMEOUT)
     return threading.current_thread().name
+
+
+def nap(_: object = None) -> None:
+    """IO-bound stand-in: waits 10 ms without using the CPU."""
+    import time
+
+    time.sleep(0.01)

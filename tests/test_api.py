@@ -70,7 +70,7 @@ def test_backends_import_only_core() -> None:
 
 
 def test_edges_use_only_the_public_api() -> None:
-    for name in ("_cli.py", "_demo.py"):
+    for name in ("_cli.py", "_demo.py", "_advise.py"):
         for module in _imports(PACKAGE / name):
-            allowed = module in {"workcrew", "._demo", "._cli"}
+            allowed = module in {"workcrew", "._demo", "._cli", "._advise"}
             assert allowed or not module.startswith(("workcrew.", ".")), f"{name} imports {module}"

@@ -68,3 +68,27 @@ def test_demo_crash_lesson_shows_isolation_and_the_stdlib() -> None:
     assert "the whole process died (exit status 1)" in out
     assert "multiprocessing.Pool.map: still waiting" in out
     assert "failed with BrokenProcessPool" in out
+
+
+def test_advise_recommends_threads_for_waiting_work() -> None:
+    env_tests = str(Path(__file__).resolve().parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, env_tests])}
+    proc = subprocess.run(
+        [sys.executable, "-m", "workcrew", "advise", "helpers:nap", "--tasks", "40"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=TIMEOUT * 2,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = re.findall(r"^(process|thread)\s+(\d+)\s+([\d,]+)$", proc.stdout, re.M)
+    assert {kind for kind, _, _ in rows} == {"process", "thread"}
+    # 40 sleeps of 10 ms: 4 x CPUs threads wait in parallel, far ahead of 1 process
+    assert re.search(r"^recommendation: Pool\(\d+, kind='thread'\)", proc.stdout, re.M)
+
+
+def test_advise_rejects_a_bad_function_spec() -> None:
+    proc = _workcrew("advise", "no_colon_here")
+    assert proc.returncode == 2
+    assert "expected MODULE:FUNCTION" in proc.stderr

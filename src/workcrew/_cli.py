@@ -3,6 +3,7 @@
 EDGE module: uses only the public ``workcrew`` API.  Commands::
 
     workcrew demo [--lang en|zh] [--lesson NAME ...] [--start-method M]
+    workcrew advise MODULE:FUNCTION [--inputs FILE] [--tasks N]
 """
 
 from __future__ import annotations
@@ -56,12 +57,38 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="process start method (default: workcrew's default)",
     )
+    advise = commands.add_parser(
+        "advise",
+        help="measure a function under each worker kind and recommend one",
+        description="Run a sample of your function's inputs through Pool.map with each worker "
+        "kind at a few worker counts; print tasks/s and the fastest choice.",
+        epilog="example:\n  workcrew advise mypkg.images:resize --inputs paths.jsonl --tasks 200",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    advise.add_argument("function", metavar="MODULE:FUNCTION", help="the function to measure")
+    advise.add_argument(
+        "--inputs", metavar="FILE", help="one JSON value per line: the function's argument"
+    )
+    advise.add_argument(
+        "--tasks",
+        type=int,
+        default=200,
+        help="tasks per measurement (default 200; inputs 0..N-1 when no --inputs is given)",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``workcrew`` command; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "advise":
+        from ._advise import main as advise_main
+
+        try:
+            return advise_main(args.function, args.inputs, args.tasks, print)
+        except (ValueError, ImportError, OSError) as exc:
+            parser.error(str(exc))  # exit status 2 with the message
     if args.command == "demo":
         try:
             run_demo(args.lang, args.lessons, args.start_method)
