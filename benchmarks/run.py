@@ -329,16 +329,32 @@ def _time_call(fn: Callable[[int], Any], arg: int) -> float:
     return time.perf_counter() - start
 
 
+def measure_contenders(
+    sizes: Sizes,
+    label: str,
+    metric: str,
+    fn: Callable[[Any], Any],
+    items: list[Any],
+    expected: list[Any],
+    score: Callable[[float], float],
+) -> list[Result]:
+    """Time ``fn`` over ``items`` on every contender; ``score`` turns seconds into the figure."""
+    results = []
+    for c in contenders(sizes):
+        value = score(timed_map(c, fn, items, expected, sizes.repeats))
+        results.append(Result(c.name, value, c.workcrew))
+        progress(f"{label} {c.name}: {metric} {value:.2f}")
+    return results
+
+
 def bench_cpu(sizes: Sizes) -> Table:
     iterations = calibrate_spin(sizes.cpu_task_seconds)
     items = [iterations + i for i in range(sizes.cpu_tasks)]
     serial, expected = best_serial(spin, items, sizes.repeats)
     progress(f"cpu serial: {serial:.2f} s ({iterations:,} iterations per task)")
-    results = []
-    for c in contenders(sizes):
-        seconds = timed_map(c, spin, items, expected, sizes.repeats)
-        results.append(Result(c.name, serial / seconds, c.workcrew))
-        progress(f"cpu {c.name}: speedup {serial / seconds:.2f}")
+    results = measure_contenders(
+        sizes, "cpu", "speedup", spin, items, expected, lambda seconds: serial / seconds
+    )
     notes = [
         f"{sizes.cpu_tasks} pure-Python tasks of ~{sizes.cpu_task_seconds * 1000:.0f} ms "
         f"(calibrated loop), {WORKERS} workers; speedup = serial time / parallel time "
@@ -362,11 +378,9 @@ def bench_skewed(sizes: Sizes) -> Table:
     durations = pareto_micros(sizes.skewed_tasks, sizes.skewed_mean_seconds)
     ideal = max(sum(durations) / WORKERS, max(durations)) / 1e6
     _, expected = best_serial(burn, durations, 1)
-    results = []
-    for c in contenders(sizes):
-        seconds = timed_map(c, burn, durations, expected, sizes.repeats)
-        results.append(Result(c.name, seconds / ideal, c.workcrew))
-        progress(f"skewed {c.name}: makespan/ideal {seconds / ideal:.2f}")
+    results = measure_contenders(
+        sizes, "skewed", "makespan/ideal", burn, durations, expected, lambda s: s / ideal
+    )
     notes = [
         f"{sizes.skewed_tasks} tasks, Pareto(1.5) durations (seed 12345) scaled to mean "
         f"{sizes.skewed_mean_seconds * 1000:.0f} ms; longest {max(durations) / 1000:.0f} ms; "

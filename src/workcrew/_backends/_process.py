@@ -29,7 +29,7 @@ from .._core._exceptions import (
     TaskFailed,
     WorkcrewError,
 )
-from .._core._execute import Failure, SegmentOutcome, describe_call, function_name
+from .._core._execute import Failure, SegmentOutcome, describe_call, function_name, short_repr
 from .._core._fds import master_fds, register_master_fd, unregister_master_fd
 from .._core._options import PoolOptions
 from .._core._system import available_cpu_count
@@ -134,8 +134,7 @@ class ProcessHandle(WorkerHandle):
         result_r, result_w = multiprocessing.Pipe(duplex=False)
         stderr_r, stderr_w = multiprocessing.Pipe(duplex=False)
         lifeline_r, lifeline_w = multiprocessing.Pipe(duplex=False)
-        self._task_conn, self._result_conn = task_w, result_r
-        self._stderr_conn, self._lifeline_conn = stderr_r, lifeline_w
+        self._stderr_conn = stderr_r
         self._conns = (task_w, result_r, stderr_r, lifeline_w)
         self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
         self._stderr_partial = b""
@@ -424,16 +423,8 @@ def _find_unpicklable(item: Any, mode: int) -> str:
         try:
             _wire.dumps(value)
         except Exception:  # noqa: BLE001
-            return f"{label} {_short_repr(value)} of type {type(value).__qualname__}"
+            return f"{label} {short_repr(value)} of type {type(value).__qualname__}"
     return "an argument"
-
-
-def _short_repr(value: Any) -> str:
-    try:
-        text = repr(value)
-    except Exception:  # noqa: BLE001
-        return "<unprintable>"
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 backend_class = ProcessBackend

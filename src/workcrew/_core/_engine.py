@@ -27,7 +27,7 @@ from ._backend import WorkerBackend
 from ._context import in_worker
 from ._exceptions import BrokenPoolError, NestedPoolWarning, PoolClosedError
 from ._jobs import CallJob, Job, ListJob, StreamJob
-from ._master import Master, State
+from ._master import Master
 from ._options import PoolOptions, TaskPolicy
 
 __all__ = ("Engine", "shutdown_all")
@@ -196,11 +196,6 @@ class Engine:
             return False  # a callback running on the master cannot wait for the master
         thread.join(timeout)
         return not thread.is_alive()
-
-    @property
-    def stopped(self) -> bool:
-        """True once the master thread has ended."""
-        return self._master.state is State.STOPPED and not self._master.thread.is_alive()
 
     def _at_exit(self) -> None:
         if self.drain_at_exit:

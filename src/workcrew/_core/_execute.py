@@ -17,7 +17,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ("CALL", "MAP", "STAR", "Failure", "SegmentOutcome", "describe_call", "run_segment")
+__all__ = (
+    "CALL",
+    "MAP",
+    "STAR",
+    "Failure",
+    "SegmentOutcome",
+    "describe_call",
+    "run_segment",
+    "run_segment_async",
+    "run_segment_concurrently",
+    "short_repr",
+)
 
 #: Calling modes: ``fn(item)``, ``fn(*item)``, ``fn(*args, **kwargs)`` with item=(args, kwargs).
 MAP, STAR, CALL = 0, 1, 2
@@ -54,6 +65,14 @@ def function_name(fn: Callable[..., Any]) -> str:
         return _repr.repr(fn)
     module = getattr(fn, "__module__", None)
     return f"{module}.{name}" if module and module != "builtins" else str(name)
+
+
+def short_repr(value: Any) -> str:
+    """``repr(value)`` abbreviated for messages; never raises."""
+    try:
+        return _repr.repr(value)
+    except Exception:  # noqa: BLE001 - a broken __repr__ must not hide the real error
+        return f"<{type(value).__qualname__} object>"
 
 
 def describe_call(fn: Callable[..., Any], mode: int, item: Any) -> str:

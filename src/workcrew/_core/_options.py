@@ -17,7 +17,6 @@ __all__ = ("PoolOptions", "TaskPolicy", "available_cpu_count", "default_start_me
 
 #: Worker kinds that exist today; later kinds register in workcrew._backends.
 KINDS = ("process", "thread", "async")
-START_METHODS = ("fork", "spawn", "forkserver")
 
 
 def default_start_method() -> str:
