@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import socket
 import threading
+import time
 from typing import Any
 
 #: Bound for every wait in the tests: reached only if something deadlocks.
@@ -313,3 +315,37 @@ def nap(_: object = None) -> None:
     import time
 
     time.sleep(0.01)
+
+
+def spin(milliseconds: float) -> int:
+    """Pure-Python CPU work for about ``milliseconds`` of CPU time; returns this pid."""
+    end = time.thread_time() + milliseconds / 1000
+    n = 0
+    while time.thread_time() < end:
+        n += sum(i * i for i in range(200))
+    return os.getpid()
+
+
+def doze(milliseconds: float) -> int:
+    """IO-like waiting (the workload auto must classify, not a synchronisation); returns pid."""
+    time.sleep(milliseconds / 1000)
+    return os.getpid()
+
+
+def fetch(address: tuple[str, int]) -> bytes:
+    """Read one reply from a local TCP server: waiting on the network."""
+    with socket.create_connection(address, timeout=TIMEOUT) as conn:
+        return conn.recv(100)
+
+
+def spin_then_fail(x: int) -> int:
+    """CPU work; item 0 raises (the probe of a map fails)."""
+    spin(3)
+    if x == 0:
+        raise ValueError("first item is bad")
+    return x * x
+
+
+def wait_event(event: Any) -> None:
+    """Block until ``event`` is set (a probe that outlives its timeout)."""
+    event.wait(TIMEOUT)

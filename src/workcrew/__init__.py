@@ -5,6 +5,7 @@
 same engine, whose workers may be processes or threads (``kind=``).
 """
 
+from ._core._auto import KindChoice
 from ._core._exceptions import (
     BrokenPoolError,
     InitializerError,
@@ -32,6 +33,7 @@ __all__ = (
     "Executor",
     "AsyncResult",
     "IMapIterator",
+    "KindChoice",
     # helpers
     "available_cpu_count",
     "default_start_method",

@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from ._backends import get_backend
-from ._core._engine import Engine
+from ._backends import open_engine
+from ._core._auto import KindChoice, kind_choices, set_kind
 from ._core._execute import STAR
 from ._core._jobs import iterate_results
 from ._core._options import PoolOptions, check_chunksize
@@ -83,7 +83,7 @@ class Executor(concurrent.futures.Executor):
             max_memory_per_worker=max_memory_per_worker,
             concurrency_per_worker=concurrency_per_worker,
         )
-        self._engine = Engine(self._options, get_backend(kind), drain_at_exit=True)
+        self._engine = open_engine(self._options, drain_at_exit=True)
         finalizer = weakref.finalize(self, self._engine.close)
         finalizer.atexit = False  # the engine's exit hook drains it instead
 
@@ -91,6 +91,14 @@ class Executor(concurrent.futures.Executor):
     def workers(self) -> int:
         """The number of workers."""
         return self._options.workers
+
+    def set_kind(self, fn: Callable[..., Any], kind: str) -> None:
+        """``kind="auto"`` executors: run ``fn`` on ``kind`` workers, without measuring it."""
+        set_kind(self._engine, fn, kind)
+
+    def kind_choices(self) -> list[KindChoice]:
+        """``kind="auto"`` executors: which kind each function was routed to, and why."""
+        return kind_choices(self._engine)
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         """Schedule ``fn(*args, **kwargs)``; return its ``concurrent.futures.Future``."""

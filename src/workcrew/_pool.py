@@ -27,11 +27,12 @@ from concurrent.futures import CancelledError, Future, InvalidStateError
 from concurrent.futures import TimeoutError as FuturesTimeout
 from typing import Any, Generic, TypeVar
 
-from ._backends import get_backend
+from ._backends import open_engine
+from ._core._auto import AutoEngine, KindChoice, kind_choices, set_kind
 from ._core._engine import Engine
 from ._core._exceptions import TaskCancelled, TimeoutError
 from ._core._execute import MAP, STAR
-from ._core._jobs import ResultIterator, StreamJob
+from ._core._jobs import ResultIterator, RunSource
 from ._core._options import PoolOptions, TaskPolicy
 
 __all__ = ("AsyncResult", "IMapIterator", "Pool")
@@ -105,7 +106,7 @@ class IMapIterator(ResultIterator, Iterator[T]):
     A failed item raises its exception when reached; iteration may go on after it.
     """
 
-    def __init__(self, job: StreamJob) -> None:
+    def __init__(self, job: RunSource) -> None:
         super().__init__(job)
         job.feed()  # start at once, as multiprocessing does
 
@@ -188,7 +189,7 @@ class Pool:
             max_memory_per_worker=max_memory_per_worker,
             concurrency_per_worker=concurrency_per_worker,
         )
-        self._engine = Engine(self._options, get_backend(kind), drain_at_exit=False)
+        self._engine = open_engine(self._options, drain_at_exit=False)
         self._finalizer = weakref.finalize(self, _collect, self._engine)
         self._finalizer.atexit = False  # the engine's own exit hook handles interpreter exit
 
@@ -206,6 +207,14 @@ class Pool:
     def start_method(self) -> str:
         """The start method of process workers."""
         return self._options.start_method
+
+    def set_kind(self, fn: Callable[..., Any], kind: str) -> None:
+        """``kind="auto"`` pools: run ``fn`` on ``kind`` workers, without measuring it."""
+        set_kind(self._engine, fn, kind)
+
+    def kind_choices(self) -> list[KindChoice]:
+        """``kind="auto"`` pools: which kind each function was routed to, and why."""
+        return kind_choices(self._engine)
 
     # -- single calls ----------------------------------------------------------------
 
@@ -459,7 +468,7 @@ def _chunksize(chunksize: int | None) -> int | None:
     return chunksize
 
 
-def _collect(engine: Engine) -> None:
+def _collect(engine: Engine | AutoEngine) -> None:
     if engine.accepting:
         warnings.warn(
             "a workcrew.Pool was garbage-collected without close() or terminate(); "

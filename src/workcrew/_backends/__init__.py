@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import importlib
 
+from .._core._auto import AutoEngine
 from .._core._backend import WorkerBackend
+from .._core._engine import Engine
+from .._core._options import PoolOptions
 
-__all__ = ("get_backend",)
+__all__ = ("get_backend", "open_engine")
 
 _loaded: dict[str, type[WorkerBackend]] = {}
 
@@ -25,3 +28,10 @@ def get_backend(kind: str) -> type[WorkerBackend]:
         backend = module.backend_class
         _loaded[kind] = backend
     return backend
+
+
+def open_engine(options: PoolOptions, *, drain_at_exit: bool) -> Engine | AutoEngine:
+    """The engine behind a front end: one kind's, or kind="auto"'s router over all kinds."""
+    if options.kind == "auto":
+        return AutoEngine(options, get_backend, drain_at_exit=drain_at_exit)
+    return Engine(options, get_backend(options.kind), drain_at_exit=drain_at_exit)

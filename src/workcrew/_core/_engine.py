@@ -30,7 +30,7 @@ from ._jobs import CallJob, Job, ListJob, StreamJob
 from ._master import Master
 from ._options import PoolOptions, TaskPolicy
 
-__all__ = ("Engine", "shutdown_all")
+__all__ = ("Engine", "check_callable", "shutdown_all", "task_key", "warn_if_nested")
 
 _live: weakref.WeakSet[Engine] = weakref.WeakSet()
 
@@ -39,21 +39,18 @@ class Engine:
     """Submission and shutdown for one master (see the module docstring)."""
 
     def __init__(
-        self, options: PoolOptions, backend_class: type[WorkerBackend], *, drain_at_exit: bool
+        self,
+        options: PoolOptions,
+        backend_class: type[WorkerBackend],
+        *,
+        drain_at_exit: bool,
+        warn_nested: bool = True,
     ) -> None:
         self.options = options
         self.drain_at_exit = drain_at_exit
         self.pid = os.getpid()
-        if in_worker():
-            warnings.warn(
-                NestedPoolWarning(
-                    f"a pool of {options.workers} {options.kind} workers was created inside a "
-                    "worker of another pool: the outer workers times these workers may "
-                    "oversubscribe the CPUs. Give the inner pool few workers, or create one "
-                    "pool outside the tasks."
-                ),
-                stacklevel=4,
-            )
+        if warn_nested:
+            warn_if_nested(options)
         self._lock = threading.Lock()
         self._accepting = True
         self._forked = 0  # workers this engine started itself (start_eagerly kinds)
@@ -70,9 +67,9 @@ class Engine:
         policy: TaskPolicy | None = None,
     ) -> Future[Any]:
         """Run ``fn(*args, **kwargs)`` once; its future resolves with the outcome."""
-        _check_callable(fn)
+        check_callable(fn)
         self._master.backend.check_function(fn)
-        job = CallJob(fn, args, kwargs, _key(fn))
+        job = CallJob(fn, args, kwargs, task_key(fn))
         job.policy = policy or self.options.policy
         if self._master.backend.can_kill:
             master = self._master
@@ -91,9 +88,9 @@ class Engine:
         policy: TaskPolicy | None = None,
     ) -> Future[list[Any]]:
         """Run ``fn`` on every item; the future resolves with all results in order."""
-        _check_callable(fn)
+        check_callable(fn)
         self._master.backend.check_function(fn)
-        job = ListJob(fn, mode, items, _key(fn), chunksize or self.options.chunksize)
+        job = ListJob(fn, mode, items, task_key(fn), chunksize or self.options.chunksize)
         job.policy = policy or self.options.policy
         if items:
             self._post(job)
@@ -112,13 +109,13 @@ class Engine:
         policy: TaskPolicy | None = None,
     ) -> StreamJob:
         """Run ``fn`` on items pulled lazily from ``iterable``; read results from the job."""
-        _check_callable(fn)
+        check_callable(fn)
         self._master.backend.check_function(fn)
         job = StreamJob(
             fn,
             mode,
             iterable,
-            _key(fn),
+            task_key(fn),
             chunksize or self.options.chunksize,
             ordered,
             self.options.workers,
@@ -205,12 +202,28 @@ class Engine:
             self.terminate()
 
 
-def _check_callable(fn: object) -> None:
+def warn_if_nested(options: PoolOptions) -> None:
+    """Warn (NestedPoolWarning) when a pool is created inside a worker of another pool."""
+    if in_worker():
+        warnings.warn(
+            NestedPoolWarning(
+                f"a pool of {options.workers} {options.kind} workers was created inside a "
+                "worker of another pool: the outer workers times these workers may "
+                "oversubscribe the CPUs. Give the inner pool few workers, or create one "
+                "pool outside the tasks."
+            ),
+            stacklevel=5,
+        )
+
+
+def check_callable(fn: object) -> None:
+    """TypeError unless ``fn`` can be called."""
     if not callable(fn):
         raise TypeError(f"the task function must be callable, got {fn!r} ({type(fn).__name__})")
 
 
-def _key(fn: Callable[..., Any]) -> Hashable:
+def task_key(fn: Callable[..., Any]) -> Hashable:
+    """What identifies "the same function" for learned durations and auto routing."""
     # All closures of one ``def`` share a code object, and so a duration estimate.
     code = getattr(fn, "__code__", None)
     return code if code is not None else id(fn)

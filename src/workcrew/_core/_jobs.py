@@ -23,16 +23,38 @@ from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures._base import CANCELLED_AND_NOTIFIED as _CANCELLED_AND_NOTIFIED
 from concurrent.futures._base import RUNNING as _RUNNING
-from typing import Any
+from typing import Any, Protocol
 
 from ._exceptions import PoolClosedError, TimeoutError
 from ._execute import CALL
 from ._options import TaskPolicy
 
-__all__ = ("CallJob", "Job", "ListJob", "ResultIterator", "StreamJob", "iterate_results")
+__all__ = (
+    "CallJob",
+    "Job",
+    "ListJob",
+    "ResultIterator",
+    "RunSource",
+    "StreamJob",
+    "iterate_results",
+    "resolve",
+)
 
 #: Outcomes of a run of consecutive items: values, and failures by index.
 Run = tuple[list[Any], dict[int, BaseException] | None]
+
+
+class RunSource(Protocol):
+    """What result iterators read: a :class:`StreamJob`, or kind="auto"'s stream."""
+
+    def feed(self) -> None:
+        """Pull input up to the window (consumer's thread)."""
+
+    def next_run(self, deadline: float | None) -> Run:
+        """The next run of outcomes; StopIteration at the end."""
+
+    def cancel(self) -> None:
+        """The consumer abandoned the results: drop unstarted items."""
 
 
 class Job:
@@ -81,7 +103,8 @@ class Job:
         raise NotImplementedError
 
 
-def _resolve(future: Future[Any], value: Any, exc: BaseException | None) -> None:
+def resolve(future: Future[Any], value: Any, exc: BaseException | None) -> None:
+    """Settle ``future`` unless the caller already cancelled it (or it was aborted)."""
     # The caller may cancel or interrupt a future from its own thread at any
     # moment, so "done" is checked by the setter itself, not beforehand.
     try:
@@ -149,11 +172,11 @@ class CallJob(Job):
     def deliver(
         self, start: int, values: list[Any], errors: dict[int, BaseException] | None
     ) -> None:
-        _resolve(self.future, values[0], errors[0] if errors else None)
+        resolve(self.future, values[0], errors[0] if errors else None)
 
     def abort(self, exc: BaseException) -> None:
         self._item = None
-        _resolve(self.future, None, exc)
+        resolve(self.future, None, exc)
 
     def cancel_pending(self, exc: BaseException) -> None:
         if self._item is not None:
@@ -209,18 +232,18 @@ class ListJob(Job):
             return
         if errors:
             first = min(errors)
-            _resolve(self.future, None, errors[first])
+            resolve(self.future, None, errors[first])
             self._items = []  # release the input; nothing more will run
             return
         self._results[start : start + len(values)] = values
         self._outstanding -= len(values)
         if self._outstanding == 0:
             results, self._results, self._items = self._results, [], []
-            _resolve(self.future, results, None)
+            resolve(self.future, results, None)
 
     def abort(self, exc: BaseException) -> None:
         self._items = []
-        _resolve(self.future, None, exc)
+        resolve(self.future, None, exc)
 
     def done(self) -> bool:
         return self.future.done()
@@ -417,7 +440,7 @@ class ResultIterator:
     so that the generator itself never ends by an exception.
     """
 
-    def __init__(self, job: StreamJob) -> None:
+    def __init__(self, job: RunSource) -> None:
         self._job = job
         self._lock = threading.Lock()
         self._deadline: float | None = None
@@ -454,7 +477,7 @@ class ResultIterator:
     __next__ = next_before  # the hot path of imap: one call per result
 
 
-def iterate_results(job: StreamJob, deadline: float | None) -> Iterator[Any]:
+def iterate_results(job: RunSource, deadline: float | None) -> Iterator[Any]:
     """Results of ``job`` as a generator that ends at the first failure (concurrent.futures)."""
     try:
         while True:

@@ -17,6 +17,8 @@ __all__ = ("PoolOptions", "TaskPolicy", "available_cpu_count", "default_start_me
 
 #: Worker kinds that exist today; later kinds register in workcrew._backends.
 KINDS = ("process", "thread", "async")
+#: What ``kind=`` accepts: a worker kind, or "auto" (routed per function, see _auto.py).
+CHOICES = (*KINDS, "auto")
 
 
 def default_start_method() -> str:
@@ -93,6 +95,8 @@ class PoolOptions:
     """Everything that shapes one pool; built by the front ends, read by the engine."""
 
     workers: int
+    #: what the caller asked for (None: the kind's default); kind="auto" sizes each kind from it
+    requested_workers: int | None = None
     kind: str = "process"
     start_method: str = "forkserver"
     initializer: Callable[..., object] | None = None
@@ -122,8 +126,9 @@ class PoolOptions:
         concurrency_per_worker: int = 1,
     ) -> PoolOptions:
         """Check every value and fill in defaults; raise ``ValueError``/``TypeError``."""
-        if kind not in KINDS:
-            raise ValueError(f"kind={kind!r} is not a worker kind; choose one of {KINDS}")
+        if kind not in CHOICES:
+            raise ValueError(f"kind={kind!r} is not a worker kind; choose one of {CHOICES}")
+        requested_workers = workers
         if workers is None:
             workers = default_workers(kind)
         _check_positive_int("workers", workers, "the number of workers")
@@ -156,6 +161,7 @@ class PoolOptions:
             )
         return cls(
             workers=workers,
+            requested_workers=requested_workers,
             kind=kind,
             start_method=start_method,
             initializer=initializer,
@@ -172,6 +178,8 @@ def default_workers(kind: str) -> int:
     """One process per usable CPU; threads wait on IO, so more of them (as ThreadPoolExecutor);
     coroutines are cheap: 100 at once (a common connection-pool size)."""
     cpus = available_cpu_count()
+    if kind == "auto":
+        kind = "thread"  # the number reported for an auto pool: its IO concurrency
     if kind == "async":
         return 100
     return min(32, cpus + 4) if kind == "thread" else cpus
