@@ -349,3 +349,10 @@ def spin_then_fail(x: int) -> int:
 def wait_event(event: Any) -> None:
     """Block until ``event`` is set (a probe that outlives its timeout)."""
     event.wait(TIMEOUT)
+
+
+async def loop_module(_: object = None) -> str:
+    """The module of the event loop running this coroutine (asyncio's or uvloop's)."""
+    import asyncio
+
+    return type(asyncio.get_running_loop()).__module__.split(".")[0]

@@ -82,3 +82,27 @@ def test_await_a_process_pool_from_an_event_loop(start_method: str) -> None:
     assert many == [x * x for x in range(10)]
     assert streamed == [x * x for x in range(5)]
     assert isinstance(ticks, int) and ticks > 0  # the loop kept running while we waited
+
+
+@pytest.mark.parametrize("event_loop", ["asyncio", "uvloop"])
+def test_event_loop_choice(event_loop: str, start_method: str) -> None:
+    with Pool(2, kind="async", event_loop=event_loop) as pool:
+        assert pool.map(helpers.loop_module, range(3)) == [event_loop] * 3
+    hybrid = Pool(1, concurrency_per_worker=2, event_loop=event_loop, start_method=start_method)
+    with hybrid:
+        assert hybrid.map(helpers.loop_module, range(3)) == [event_loop] * 3
+
+
+def test_auto_event_loop_prefers_uvloop() -> None:
+    with Pool(2, kind="async") as pool:
+        assert pool.apply(helpers.loop_module) == "uvloop"  # installed by the test extra
+
+
+def test_bad_event_loop_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match="event_loop='trio' is invalid"):
+        Pool(2, kind="async", event_loop="trio")
+    monkeypatch.setitem(__import__("sys").modules, "uvloop", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"pip install 'workcrew\[uvloop\]'"):
+        Pool(2, kind="async", event_loop="uvloop")
+    with Pool(2, kind="async") as pool:  # "auto" falls back to asyncio's loop
+        assert pool.apply(helpers.loop_module) == "asyncio"

@@ -65,6 +65,7 @@ class Executor(concurrent.futures.Executor):
         retry_backoff: float = 0.0,
         max_memory_per_worker: int | None = None,
         concurrency_per_worker: int = 1,
+        event_loop: str = "auto",
     ) -> None:
         if mp_context is not None and start_method is None:
             start_method = mp_context.get_start_method()
@@ -82,6 +83,7 @@ class Executor(concurrent.futures.Executor):
             retry_backoff=retry_backoff,
             max_memory_per_worker=max_memory_per_worker,
             concurrency_per_worker=concurrency_per_worker,
+            event_loop=event_loop,
         )
         self._engine = open_engine(self._options, drain_at_exit=True)
         finalizer = weakref.finalize(self, self._engine.close)

@@ -133,14 +133,17 @@ class Pool:
     """A pool of workers with the ``multiprocessing.Pool`` API.
 
     ``Pool(4)`` starts four process workers.  Beyond the standard arguments:
-    ``kind`` (``"process"`` or ``"thread"``), ``start_method`` (``"fork"``,
+    ``kind`` (``"process"``, ``"thread"``, ``"async"`` or ``"auto"``), ``start_method`` (``"fork"``,
     ``"spawn"``, ``"forkserver"``; default forkserver where available),
     ``chunksize`` (default for every map call; None = adaptive),
     ``task_timeout`` (seconds a task may run), ``retries``, ``retry_on`` and
     ``retry_backoff`` (see docs/failures.md), ``max_memory_per_worker`` (bytes of
     resident memory after which a process worker is replaced),
     ``concurrency_per_worker`` (process workers running that many IO-bound tasks
-    at once each: coroutines on an event loop, functions on threads).
+    at once each: coroutines on an event loop, functions on threads),
+    ``event_loop`` (``"auto"``: uvloop when installed, else asyncio's;
+    ``"asyncio"``; ``"uvloop"``) for the async kind and hybrid workers.
+    ``kind="auto"`` measures each function and routes it (see docs/auto.md).
 
     Example::
 
@@ -171,6 +174,7 @@ class Pool:
         retry_backoff: float = 0.0,
         max_memory_per_worker: int | None = None,
         concurrency_per_worker: int = 1,
+        event_loop: str = "auto",
     ) -> None:
         if context is not None and start_method is None:
             start_method = context.get_start_method()
@@ -188,6 +192,7 @@ class Pool:
             retry_backoff=retry_backoff,
             max_memory_per_worker=max_memory_per_worker,
             concurrency_per_worker=concurrency_per_worker,
+            event_loop=event_loop,
         )
         self._engine = open_engine(self._options, drain_at_exit=False)
         self._finalizer = weakref.finalize(self, _collect, self._engine)

@@ -19,7 +19,13 @@ from typing import Any
 from .._core._backend import Loop, Report, Segment, Sent, WorkerBackend, WorkerEvents, WorkerHandle
 from .._core._context import mark_worker_thread
 from .._core._exceptions import InitializerError
-from .._core._execute import add_note, function_name, run_segment_async, timer
+from .._core._execute import (
+    add_note,
+    function_name,
+    new_event_loop,
+    run_segment_async,
+    timer,
+)
 from .._core._options import PoolOptions
 
 __all__ = ("AsyncBackend", "backend_class")
@@ -34,8 +40,13 @@ class AsyncBackend(WorkerBackend):
 
     def __init__(self, options: PoolOptions, loop: Loop) -> None:
         super().__init__(options, loop)
-        self.aloop = asyncio.new_event_loop()
+        self.aloop = new_event_loop(options.event_loop)
         self._initialized = False
+        # Messages for the slots, posted to the loop in batches: one wake-up of
+        # the loop thread per batch, not per chunk (a pool of 200 slots gets
+        # 200 chunks in one dispatch pass).
+        self._posts: list[tuple[AsyncHandle, tuple[int, list[Segment]] | None]] = []
+        self._posts_lock = threading.Lock()
         self._thread = threading.Thread(
             target=self._run_loop, name="workcrew-async-loop", daemon=True
         )
@@ -65,6 +76,20 @@ class AsyncBackend(WorkerBackend):
         result = self.options.initializer(*self.options.initargs)
         if inspect.isawaitable(result):
             await result
+
+    def post(self, handle: AsyncHandle, message: tuple[int, list[Segment]] | None) -> None:
+        """Queue ``message`` for ``handle``'s slot; the loop picks up a batch at once."""
+        with self._posts_lock:
+            self._posts.append((handle, message))
+            wake = len(self._posts) == 1
+        if wake:
+            self.aloop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:
+        with self._posts_lock:
+            posts, self._posts = self._posts, []
+        for handle, message in posts:
+            handle.receive(message)
 
     def close(self) -> None:
         self.aloop.call_soon_threadsafe(self.aloop.stop)
@@ -108,8 +133,8 @@ class AsyncHandle(WorkerHandle):
                     run_segment_async(segment.fn, segment.mode, segment.items, segment.skip)
                 )
                 try:
-                    values, failures = await asyncio.shield(self._current)
-                except asyncio.CancelledError:  # only the slot's own task is ever cancelled
+                    values, failures = await self._current
+                except asyncio.CancelledError:  # only the slot's current task is ever cancelled
                     values, failures = [None] * len(segment.items), None
                 if failures:
                     for failure in failures.values():
@@ -127,14 +152,15 @@ class AsyncHandle(WorkerHandle):
         self._done.set()
         self._backend.loop.call_soon_threadsafe(lambda: self._events.on_exit(self, 0))
 
-    def _post(self, message: tuple[int, list[Segment]] | None) -> None:
-        def put() -> None:
-            if self._inbox is not None:
-                self._inbox.put_nowait(message)
-            else:  # _serve has not started yet: try again on the next loop turn
-                self._backend.aloop.call_soon(put)
+    def receive(self, message: tuple[int, list[Segment]] | None) -> None:
+        """On the loop: queue a message for this slot."""
+        if self._inbox is not None:
+            self._inbox.put_nowait(message)
+        else:  # _serve has not started yet: try again on the next loop turn
+            self._backend.aloop.call_soon(self.receive, message)
 
-        self._backend.aloop.call_soon_threadsafe(put)
+    def _post(self, message: tuple[int, list[Segment]] | None) -> None:
+        self._backend.post(self, message)
 
     def send_chunk(self, seq: int, segments: list[Segment]) -> Sent:
         self._post((seq, segments))

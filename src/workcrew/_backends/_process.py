@@ -154,7 +154,7 @@ class ProcessHandle(WorkerHandle):
                 backend._init_blob,
                 inherited,
                 backend.threads_spec,
-                backend.options.concurrency_per_worker,
+                (backend.options.concurrency_per_worker, backend.options.event_loop),
             ),
             name=f"workcrew-worker-{worker_id}",
             daemon=False,  # workers may start pools of their own

@@ -37,6 +37,7 @@ from .._core._execute import (
     Failure,
     add_note,
     describe_call,
+    new_event_loop,
     run_segment,
     run_segment_concurrently,
     timer,
@@ -59,7 +60,7 @@ def worker_main(
     init_blob: bytes | None,
     inherited_fds: list[int],
     native_threads: tuple[int, bool],
-    concurrency: int,
+    hybrid: tuple[int, str],
 ) -> None:
     """Entry point of a worker process; returns (exit status 0) on STOP or end of file.
 
@@ -92,7 +93,7 @@ def worker_main(
     os.environ[ENV_WORKER] = str(worker_id)
     _limit_native_threads(*native_threads)
     try:
-        worker = _Worker(worker_id, task_conn.fileno(), result_conn.fileno(), concurrency)
+        worker = _Worker(worker_id, task_conn.fileno(), result_conn.fileno(), *hybrid)
         worker.run(init_blob)
     finally:
         # A pool a task left open must end before multiprocessing's exit code
@@ -152,7 +153,10 @@ def _watch_lifeline(fd: int) -> None:
 
 
 class _Worker:
-    def __init__(self, worker_id: int, task_fd: int, result_fd: int, concurrency: int) -> None:
+    def __init__(
+        self, worker_id: int, task_fd: int, result_fd: int, concurrency: int, event_loop: str
+    ) -> None:
+        self.event_loop = event_loop  # "auto", "asyncio" or "uvloop" (hybrid coroutines)
         self.worker_id = worker_id
         self.concurrency = concurrency  # tasks of a chunk run at once (hybrid workers)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -227,7 +231,7 @@ class _Worker:
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
-            self._loop = asyncio.new_event_loop()
+            self._loop = new_event_loop(self.event_loop)
         return self._loop
 
     def _thread_pool(self) -> ThreadPoolExecutor | None:

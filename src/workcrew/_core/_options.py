@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ._execute import EVENT_LOOPS
 from ._system import available_cpu_count
 
 __all__ = ("PoolOptions", "TaskPolicy", "available_cpu_count", "default_start_method")
@@ -106,6 +107,8 @@ class PoolOptions:
     policy: TaskPolicy = TaskPolicy()
     max_memory_per_worker: int | None = None
     concurrency_per_worker: int = 1
+    #: event loop of the async kind and hybrid workers: "auto" (uvloop if installed), ...
+    event_loop: str = "auto"
 
     @classmethod
     def build(
@@ -124,6 +127,7 @@ class PoolOptions:
         retry_backoff: float = 0.0,
         max_memory_per_worker: int | None = None,
         concurrency_per_worker: int = 1,
+        event_loop: str = "auto",
     ) -> PoolOptions:
         """Check every value and fill in defaults; raise ``ValueError``/``TypeError``."""
         if kind not in CHOICES:
@@ -159,8 +163,10 @@ class PoolOptions:
                 f"(got kind={kind!r}): for many tasks at once in one process, raise "
                 "`processes` of a thread or async pool instead"
             )
+        check_event_loop(event_loop)
         return cls(
             workers=workers,
+            event_loop=event_loop,
             requested_workers=requested_workers,
             kind=kind,
             start_method=start_method,
@@ -183,6 +189,20 @@ def default_workers(kind: str) -> int:
     if kind == "async":
         return 100
     return min(32, cpus + 4) if kind == "thread" else cpus
+
+
+def check_event_loop(event_loop: str) -> None:
+    """ValueError for an unknown loop; ImportError naming the extra if uvloop is missing."""
+    if event_loop not in EVENT_LOOPS:
+        raise ValueError(f"event_loop={event_loop!r} is invalid; choose one of {EVENT_LOOPS}")
+    if event_loop == "uvloop":
+        try:
+            import uvloop  # noqa: F401
+        except ImportError as exc:
+            raise ImportError(
+                "event_loop='uvloop' needs the uvloop package: pip install 'workcrew[uvloop]' "
+                "(or use event_loop='auto', which falls back to asyncio's loop)"
+            ) from exc
 
 
 def check_chunksize(chunksize: int | None) -> None:

@@ -8,6 +8,8 @@ the per-item estimate the chunk grows (at most ``GROWTH`` times per step) until
 a chunk takes about ``TARGET_CHUNK_SECONDS``.  Two caps keep long or uneven
 tasks evenly spread:
 
+* with many workers the aim rises (``CHUNK_SECONDS_PER_WORKER``): the master's
+  round trips must not pile up when hundreds of IO workers finish at once;
 * a chunk never takes more than ``1 / (TAPER * workers)`` of what a job still
   has to give, so the last chunks shrink and no worker is left with a
   straggler chunk while others idle;
@@ -32,6 +34,10 @@ __all__ = ("Scheduler",)
 #: balances better, above all at the end of a lazy stream, whose length is
 #: unknown.
 TARGET_CHUNK_SECONDS = 0.005
+#: With many workers, aim higher: this many seconds per worker (200 threads:
+#: 40 ms chunks).  Every finished chunk costs the master a round trip, and
+#: for thread and async workers that work holds the GIL they all share.
+CHUNK_SECONDS_PER_WORKER = 0.0002
 #: Chunk size may grow by at most this factor per result, so one unusually
 #: fast first item cannot make a huge chunk of slow ones.
 GROWTH = 8
@@ -46,7 +52,7 @@ PREFETCH_MAX_SECONDS = 0.1
 #: ... and only while a finite job has more than this many items left per
 #: worker: the tail is handed out one chunk at a time to whichever worker is
 #: free, so no item waits behind a long one at the end.
-PREFETCH_TAIL = 2
+PREFETCH_TAIL = 1
 #: A chunk's pickled arguments stay under about this many bytes: large
 #: arguments are cheap to compute on but costly to hold and move, and the
 #: read-ahead window of a lazy map is a few chunks per worker.
@@ -62,6 +68,8 @@ class Scheduler:
 
     def __init__(self, workers: int, min_chunk: int = 1) -> None:
         self.workers = workers
+        #: chunk duration aimed for (see CHUNK_SECONDS_PER_WORKER)
+        self.target = max(TARGET_CHUNK_SECONDS, workers * CHUNK_SECONDS_PER_WORKER)
         #: hybrid workers run this many items of a chunk at once: never fewer
         self.min_chunk = min_chunk
         self._jobs: deque[Job] = deque()
@@ -138,7 +146,7 @@ class Scheduler:
         if per_item is None:
             size = 1
         else:
-            ideal = TARGET_CHUNK_SECONDS / per_item if per_item > 0 else math.inf
+            ideal = self.target / per_item if per_item > 0 else math.inf
             # A job's first chunk trusts what earlier jobs of the function
             # measured; later ones grow at most GROWTH-fold per step.
             size = int(min(ideal, last * GROWTH)) if last else int(min(ideal, 1 << 20))
