@@ -532,12 +532,47 @@ def bench_memory(sizes: Sizes) -> Table:
     return Table("Lazy imap over a generator: parent memory", headers, rows, notes)
 
 
+def kinds_workload(name: str) -> Callable[[Sizes], Table]:
+    """A workload of ``kinds.py`` (worker kinds), as a table like the others."""
+
+    def run(sizes: Sizes) -> Table:
+        import kinds
+
+        bench = getattr(kinds, f"bench_{name}")
+        title, [metric], rows, notes = bench(max(sizes.repeats, 3), sizes.repeats == 1)
+        if name == "auto":
+            return auto_table(title, metric, rows, notes)
+        results = [Result(r.name, r.value, r.workcrew, r.note) for r in rows]
+        return comparison_table(title, metric, True, results, notes)
+
+    return run
+
+
+def auto_table(title: str, metric: str, rows: list[Any], notes: list[str]) -> Table:
+    """kind="auto" against the best hand-picked kind of the same workload."""
+    table_rows = []
+    for r in rows:
+        workload, warm = r.name.split(":")[0], r.name.endswith("warm")
+        best = max(
+            o.value
+            for o in rows
+            if o.name.startswith(workload) and o.name.endswith("warm") == warm and not o.workcrew
+        )
+        name = f"**{r.name}**" if r.workcrew else r.name
+        table_rows.append([name, fmt(r.value), fmt_ratio(r.value / best)])
+    headers = ["configuration", f"{metric} (higher is better)", "vs best hand-picked kind"]
+    return Table(title, headers, table_rows, notes)
+
+
 WORKLOADS: dict[str, Callable[[Sizes], Table]] = {
     "throughput": bench_throughput,
     "cpu": bench_cpu,
     "skewed": bench_skewed,
     "startup": bench_startup,
     "memory": bench_memory,
+    "io": kinds_workload("io"),
+    "hybrid": kinds_workload("hybrid"),
+    "auto": kinds_workload("auto"),
 }
 
 
