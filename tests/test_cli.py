@@ -92,3 +92,27 @@ def test_advise_rejects_a_bad_function_spec() -> None:
     proc = _workcrew("advise", "no_colon_here")
     assert proc.returncode == 2
     assert "expected MODULE:FUNCTION" in proc.stderr
+
+
+def test_demo_io_lesson_measures_threads_processes_and_auto() -> None:
+    proc = _workcrew("demo", "--lesson", "io", "--start-method", "fork")
+    assert proc.returncode == 0, proc.stderr
+    rows = re.findall(r"^(20 threads|(\d+) processes)\s+[\d.]+ s\s+([\d.]+)$", proc.stdout, re.M)
+    [(_, _, threads)] = [r for r in rows if r[0] == "20 threads"]
+    [(_, processes, process_waits)] = [r for r in rows if r[1]]
+    assert float(threads) > 10  # 20 threads wait at once (minus start-up and scheduling)
+    assert float(process_waits) <= int(processes) + 0.5  # one wait per process at a time
+    assert re.search(r"^\s+spin\s+-> process \(CPU-bound", proc.stdout, re.M)
+    assert re.search(r"^\s+download\s+-> thread\s+\(mostly waiting", proc.stdout, re.M)
+
+
+def test_demo_async_lesson_waits_on_one_thread() -> None:
+    proc = _workcrew("demo", "--lesson", "async", "--start-method", "fork")
+    assert proc.returncode == 0, proc.stderr
+    pattern = r"^(kind='\w+'.*?|\d+ processes x \d+ coroutines)\s+([\d.]+) s\s+(.+)$"
+    rows = re.findall(pattern, proc.stdout, re.M)
+    assert [how.split(",")[0] for how, _, _ in rows[:2]] == ["kind='thread'", "kind='async'"]
+    assert [threads.strip() for _, _, threads in rows[:2]] == ["20", "1"]
+    assert re.fullmatch(r"\d+ x 1", rows[2][2].strip())  # one loop thread per process
+    thread_secs, async_secs = float(rows[0][1]), float(rows[1][1])
+    assert async_secs < thread_secs  # 200 waits at once beat 20 at a time
