@@ -47,8 +47,8 @@ from typing import Any, Protocol
 import cloudpickle
 
 from ._backend import WorkerBackend
-from ._engine import Engine, check_callable, task_key, warn_if_nested
-from ._exceptions import PoolClosedError, TaskCancelled, TaskTimeout, TimeoutError
+from ._engine import Engine, check_callable, pool_closed, task_key, warn_if_nested
+from ._exceptions import TaskCancelled, TaskTimeout, TimeoutError
 from ._execute import MAP, function_name
 from ._jobs import Run, RunSource, resolve
 from ._options import PoolOptions, TaskPolicy, default_workers
@@ -294,10 +294,7 @@ class AutoEngine:
             engine = self._engines.get(kind)
             if engine is None:
                 if self._subs_closed:
-                    raise PoolClosedError(
-                        "the pool is closed: no new tasks are accepted after close(), "
-                        "terminate() or shutdown(); create a new pool"
-                    )
+                    raise pool_closed()
                 engine = Engine(
                     self._options_for(kind),
                     self._backend_for(kind),
@@ -358,10 +355,17 @@ class AutoEngine:
 
     def _check_open(self) -> None:
         if not self._accepting:
-            raise PoolClosedError(
-                "the pool is closed: no new tasks are accepted after close(), terminate() or "
-                "shutdown(); create a new pool"
-            )
+            raise pool_closed()
+
+    def _decided(self, fn: Callable[..., Any]) -> tuple[Route, str | None]:
+        """``fn``'s route and its kind if decided (then the pool must be open)."""
+        check_callable(fn)
+        route = self.route(fn)
+        kind = route.kind
+        if kind is not None:
+            with self._lock:
+                self._check_open()
+        return route, kind
 
     def submit_call(
         self,
@@ -370,13 +374,9 @@ class AutoEngine:
         kwargs: dict[str, Any],
         policy: TaskPolicy | None = None,
     ) -> Future[Any]:
-        check_callable(fn)
         policy = policy or self.options.policy
-        route = self.route(fn)
-        kind = route.kind
+        route, kind = self._decided(fn)
         if kind is not None:
-            with self._lock:
-                self._check_open()
             return self.engine(kind).submit_call(fn, args, kwargs, policy)
         unit = _CallUnit(self, route, fn, args, kwargs, policy)
         self._enter(unit)
@@ -391,18 +391,16 @@ class AutoEngine:
         chunksize: int | None,
         policy: TaskPolicy | None = None,
     ) -> Future[list[Any]]:
-        check_callable(fn)
         policy = policy or self.options.policy
-        route = self.route(fn)
-        kind = route.kind
-        if kind is not None or not items:
+        route, kind = self._decided(fn)
+        if kind is not None:
+            return self.engine(kind).submit_list(fn, mode, items, chunksize, policy)
+        if not items:
             with self._lock:
                 self._check_open()
-            if kind is None:
-                empty: Future[list[Any]] = Future()
-                empty.set_result([])
-                return empty
-            return self.engine(kind).submit_list(fn, mode, items, chunksize, policy)
+            empty: Future[list[Any]] = Future()
+            empty.set_result([])
+            return empty
         unit = _ListUnit(self, route, fn, mode, items, chunksize, policy)
         self._enter(unit)
         unit.step()
@@ -418,12 +416,10 @@ class AutoEngine:
         ordered: bool,
         policy: TaskPolicy | None = None,
     ) -> RunSource:
-        check_callable(fn)
         policy = policy or self.options.policy
         with self._lock:
             self._check_open()
-        route = self.route(fn)
-        kind = route.kind
+        route, kind = self._decided(fn)
         if kind is not None:
             return self.engine(kind).stream(
                 fn, mode, iterable, chunksize, ordered=ordered, policy=policy

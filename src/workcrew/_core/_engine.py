@@ -30,7 +30,14 @@ from ._jobs import CallJob, Job, ListJob, StreamJob
 from ._master import Master
 from ._options import PoolOptions, TaskPolicy
 
-__all__ = ("Engine", "check_callable", "shutdown_all", "task_key", "warn_if_nested")
+__all__ = (
+    "Engine",
+    "check_callable",
+    "pool_closed",
+    "shutdown_all",
+    "task_key",
+    "warn_if_nested",
+)
 
 _live: weakref.WeakSet[Engine] = weakref.WeakSet()
 
@@ -153,10 +160,7 @@ class Engine:
             cls = type(broken) if isinstance(broken, BrokenPoolError) else BrokenPoolError
             raise cls(f"the pool is broken: {broken}") from broken
         if not self._accepting:
-            raise PoolClosedError(
-                "the pool is closed: no new tasks are accepted after close(), terminate() or "
-                "shutdown(); create a new pool"
-            )
+            raise pool_closed()
 
     def _on_input(self, job: StreamJob) -> None:
         # A stream job found starved by the master got new input: wake the master.
@@ -200,6 +204,14 @@ class Engine:
             self.join()
         else:
             self.terminate()
+
+
+def pool_closed() -> PoolClosedError:
+    """The error for work submitted after close(), terminate() or shutdown()."""
+    return PoolClosedError(
+        "the pool is closed: no new tasks are accepted after close(), terminate() or "
+        "shutdown(); create a new pool"
+    )
 
 
 def warn_if_nested(options: PoolOptions) -> None:
