@@ -10,17 +10,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import multiprocessing
-import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import workcrew
-
-FORK = multiprocessing.get_context("fork")
-MapFn = Callable[[Callable[[Any], Any], list[Any]], list[Any]]
+from common import FORK, MapFn, Result, calibrate_spin, check, progress, spin, timed_map
 
 IO_TASKS = 2_000
 IO_SECONDS = 0.010
@@ -47,36 +42,6 @@ async def call_service(x: int) -> int:
     """A slow remote call: one second of waiting."""
     await asyncio.sleep(HYBRID_SECONDS)
     return x
-
-
-def progress(message: str) -> None:
-    print(f"  {message}", file=sys.stderr, flush=True)
-
-
-def check(name: str, got: list[Any], expected: list[Any]) -> None:
-    if got != expected:
-        raise RuntimeError(f"{name}: wrong results")
-
-
-@dataclass(frozen=True)
-class Row:
-    name: str
-    value: float
-    workcrew: bool
-    note: str = ""
-
-
-def best_wall(open_map: Callable[[], Any], fn: Any, items: list[Any], repeats: int) -> float:
-    """Best wall time of ``repeats`` checked maps after a warm-up (pool made untimed)."""
-    best = float("inf")
-    with open_map() as run:
-        check(str(fn), run(fn, items), items)
-        for _ in range(repeats):
-            start = time.perf_counter()
-            got = run(fn, items)
-            best = min(best, time.perf_counter() - start)
-            check(str(fn), got, items)
-    return best
 
 
 @contextlib.contextmanager
@@ -116,7 +81,7 @@ def gather_map(limit: int) -> Iterator[MapFn]:
     yield run
 
 
-def bench_io(repeats: int, quick: bool) -> tuple[str, list[str], list[Row], list[str]]:
+def bench_io(repeats: int, quick: bool) -> tuple[str, list[str], list[Result], list[str]]:
     n = 400 if quick else IO_TASKS
     items = list(range(n))
     ideal = n * IO_SECONDS
@@ -141,8 +106,8 @@ def bench_io(repeats: int, quick: bool) -> tuple[str, list[str], list[Row], list
     ]
     rows = []
     for name, opener, fn, ours in cases:
-        seconds = best_wall(opener, fn, items, repeats)
-        rows.append(Row(name, ideal / seconds, ours))
+        seconds = timed_map(name, opener, fn, items, items, repeats)
+        rows.append(Result(name, ideal / seconds, ours))
         progress(f"io {name}: achieved concurrency {ideal / seconds:.0f}")
     notes = [
         f"{n:,} tasks of a {IO_SECONDS * 1000:.0f} ms sleep (`time.sleep`, or `asyncio.sleep` "
@@ -157,7 +122,7 @@ def bench_io(repeats: int, quick: bool) -> tuple[str, list[str], list[Row], list
     return "IO-bound tasks: achieved concurrency", ["achieved concurrency"], rows, notes
 
 
-def bench_hybrid(repeats: int, quick: bool) -> tuple[str, list[str], list[Row], list[str]]:
+def bench_hybrid(repeats: int, quick: bool) -> tuple[str, list[str], list[Result], list[str]]:
     n = 2_000 if quick else HYBRID_TASKS
     items = list(range(n))
     per_process = n // HYBRID_PROCESSES
@@ -172,8 +137,8 @@ def bench_hybrid(repeats: int, quick: bool) -> tuple[str, list[str], list[Row], 
     ]
     rows = []
     for name, opener, ours in cases:
-        seconds = best_wall(opener, call_service, items, max(1, repeats - 1))
-        rows.append(Row(name, n * HYBRID_SECONDS / seconds, ours))
+        seconds = timed_map(name, opener, call_service, items, items, max(1, repeats - 1))
+        rows.append(Result(name, n * HYBRID_SECONDS / seconds, ours))
         progress(f"hybrid {name}: achieved concurrency {n * HYBRID_SECONDS / seconds:,.0f}")
     notes = [
         f"{n:,} coroutine tasks, each waiting {HYBRID_SECONDS:.0f} s (`asyncio.sleep`); "
@@ -182,20 +147,6 @@ def bench_hybrid(repeats: int, quick: bool) -> tuple[str, list[str], list[Row], 
         "the way to combine a few CPU cores with many waits.",
     ]
     return "Hybrid workers: concurrent coroutines", ["achieved concurrency"], rows, notes
-
-
-def spin(n: int) -> int:
-    total = 0
-    for i in range(n):
-        total += i * i
-    return total
-
-
-def calibrate_spin(seconds: float) -> int:
-    probe = 200_000
-    start = time.perf_counter()
-    spin(probe)
-    return max(1, round(probe * seconds / (time.perf_counter() - start)))
 
 
 def cold_and_warm(
@@ -214,7 +165,7 @@ def cold_and_warm(
     return cold, warm
 
 
-def bench_auto(repeats: int, quick: bool) -> tuple[str, list[str], list[Row], list[str]]:
+def bench_auto(repeats: int, quick: bool) -> tuple[str, list[str], list[Result], list[str]]:
     cpu_items = [calibrate_spin(0.010) + i for i in range(40 if quick else 400)]
     cpu_expected = [spin(x) for x in cpu_items]
     io_items = list(range(400 if quick else IO_TASKS))
@@ -231,8 +182,8 @@ def bench_auto(repeats: int, quick: bool) -> tuple[str, list[str], list[Row], li
                 workers_here = workers
             runs = [cold_and_warm(workers_here, kind, fn, items, expected) for _ in range(repeats)]
             cold, warm = min(c for c, _ in runs), min(w for _, w in runs)
-            rows.append(Row(f"{label}: kind={kind!r}", len(items) / cold, kind == "auto"))
-            rows.append(Row(f"{label}: kind={kind!r}, warm", len(items) / warm, kind == "auto"))
+            rows.append(Result(f"{label}: kind={kind!r}", len(items) / cold, kind == "auto"))
+            rows.append(Result(f"{label}: kind={kind!r}, warm", len(items) / warm, kind == "auto"))
             progress(f"auto {label} {kind}: {len(items) / cold:,.0f} / {len(items) / warm:,.0f}")
     notes = [
         f"CPU-bound: {len(cpu_items)} pure-Python tasks of ~10 ms, 2 workers. IO-bound: "

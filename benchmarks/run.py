@@ -20,7 +20,6 @@ import concurrent.futures
 import contextlib
 import datetime
 import gc
-import multiprocessing
 import os
 import platform
 import statistics
@@ -33,18 +32,21 @@ from pathlib import Path
 from typing import Any
 
 import workcrew
+from common import (
+    FORK,
+    BenchmarkError,
+    MapFn,
+    Result,
+    calibrate_spin,
+    check,
+    progress,
+    spin,
+    timed_map,
+)
 
 WORKERS = 2
-FORK = multiprocessing.get_context("fork")
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = ROOT / "docs" / "benchmarks.md"
-
-MapFn = Callable[[Callable[[Any], Any], list[Any]], list[Any]]
-
-
-class BenchmarkError(RuntimeError):
-    """A library returned a wrong result: the run is invalid."""
-
 
 # -- functions run in workers ----------------------------------------------------------------
 
@@ -52,14 +54,6 @@ class BenchmarkError(RuntimeError):
 def square(x: int) -> int:
     """The trivial task."""
     return x * x
-
-
-def spin(n: int) -> int:
-    """Pure-Python CPU work: ``n`` loop iterations."""
-    acc = 0
-    for i in range(n):
-        acc = (acc + i * i) % 1_000_003
-    return acc
 
 
 def burn(micros: int) -> int:
@@ -199,30 +193,6 @@ def contenders(sizes: Sizes) -> list[Contender]:
 # -- measuring -------------------------------------------------------------------------------
 
 
-def check(name: str, got: Sequence[Any], expected: Sequence[Any]) -> None:
-    """Abort the whole run on a wrong result."""
-    if len(got) != len(expected):
-        raise BenchmarkError(f"{name}: {len(got)} results, expected {len(expected)}")
-    for i, (g, e) in enumerate(zip(got, expected, strict=True)):
-        if g != e:
-            raise BenchmarkError(f"{name}: result #{i} is {g!r}, expected {e!r}")
-
-
-def timed_map(
-    c: Contender, fn: Callable[[Any], Any], items: list[Any], expected: list[Any], repeats: int
-) -> float:
-    """Best wall time of ``repeats`` checked maps, after one warm-up map (pool made untimed)."""
-    best = float("inf")
-    with c.open() as run:
-        check(c.name, run(fn, items), expected)  # warm-up
-        for _ in range(repeats):
-            start = time.perf_counter()
-            got = run(fn, items)
-            best = min(best, time.perf_counter() - start)
-            check(c.name, got, expected)
-    return best
-
-
 def best_serial(
     fn: Callable[[Any], Any], items: list[Any], repeats: int
 ) -> tuple[float, list[Any]]:
@@ -232,10 +202,6 @@ def best_serial(
         results = [fn(x) for x in items]
         best = min(best, time.perf_counter() - start)
     return best, results
-
-
-def progress(message: str) -> None:
-    print(f"  {message}", file=sys.stderr, flush=True)
 
 
 # -- tables ----------------------------------------------------------------------------------
@@ -255,14 +221,6 @@ class Table:
         lines += ["| " + " | ".join(row) + " |" for row in self.rows]
         lines += [""] + [f"- {note}" for note in self.notes]
         return "\n".join(lines).rstrip() + "\n"
-
-
-@dataclass(frozen=True)
-class Result:
-    name: str
-    value: float
-    workcrew: bool
-    note: str = ""
 
 
 def comparison_table(
@@ -300,7 +258,7 @@ def bench_throughput(sizes: Sizes) -> Table:
     for c in contenders(sizes):
         n = min(sizes.trivial, c.trivial_cap or sizes.trivial)
         items = list(range(n))
-        seconds = timed_map(c, square, items, [x * x for x in items], sizes.repeats)
+        seconds = timed_map(c.name, c.open, square, items, [x * x for x in items], sizes.repeats)
         note = f"input capped at {n:,} tasks" if n < sizes.trivial else ""
         results.append(Result(c.name, n / seconds, c.workcrew, note))
         progress(f"throughput {c.name}: {n / seconds:,.0f} tasks/s")
@@ -316,19 +274,6 @@ def bench_throughput(sizes: Sizes) -> Table:
     return comparison_table("Trivial tasks: throughput", "tasks/s", True, results, notes)
 
 
-def calibrate_spin(seconds: float) -> int:
-    """Iterations of :func:`spin` that take about ``seconds`` here, serially."""
-    probe = 200_000
-    best = min(_time_call(spin, probe) for _ in range(5))
-    return max(1, round(probe * seconds / best))
-
-
-def _time_call(fn: Callable[[int], Any], arg: int) -> float:
-    start = time.perf_counter()
-    fn(arg)
-    return time.perf_counter() - start
-
-
 def measure_contenders(
     sizes: Sizes,
     label: str,
@@ -341,7 +286,7 @@ def measure_contenders(
     """Time ``fn`` over ``items`` on every contender; ``score`` turns seconds into the figure."""
     results = []
     for c in contenders(sizes):
-        value = score(timed_map(c, fn, items, expected, sizes.repeats))
+        value = score(timed_map(c.name, c.open, fn, items, expected, sizes.repeats))
         results.append(Result(c.name, value, c.workcrew))
         progress(f"{label} {c.name}: {metric} {value:.2f}")
     return results
@@ -542,8 +487,7 @@ def kinds_workload(name: str) -> Callable[[Sizes], Table]:
         title, [metric], rows, notes = bench(max(sizes.repeats, 3), sizes.repeats == 1)
         if name == "auto":
             return auto_table(title, metric, rows, notes)
-        results = [Result(r.name, r.value, r.workcrew, r.note) for r in rows]
-        return comparison_table(title, metric, True, results, notes)
+        return comparison_table(title, metric, True, rows, notes)
 
     return run
 
