@@ -13,8 +13,8 @@ from helpers import TIMEOUT
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
-def _workcrew(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": SRC}
+def _workcrew(*args: str, path: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, *path])}
     return subprocess.run(
         [sys.executable, "-m", "workcrew", *args],
         capture_output=True,
@@ -71,16 +71,8 @@ def test_demo_crash_lesson_shows_isolation_and_the_stdlib() -> None:
 
 
 def test_advise_recommends_threads_for_waiting_work() -> None:
-    env_tests = str(Path(__file__).resolve().parent)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, env_tests])}
-    proc = subprocess.run(
-        [sys.executable, "-m", "workcrew", "advise", "helpers:nap", "--tasks", "40"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=TIMEOUT * 2,
-        check=False,
-    )
+    tests = str(Path(__file__).resolve().parent)  # where `helpers` is importable
+    proc = _workcrew("advise", "helpers:nap", "--tasks", "40", path=(tests,))
     assert proc.returncode == 0, proc.stderr
     rows = re.findall(r"^(process|thread)\s+(\d+)\s+([\d,]+)$", proc.stdout, re.M)
     assert {kind for kind, _, _ in rows} == {"process", "thread"}

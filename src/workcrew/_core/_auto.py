@@ -143,6 +143,10 @@ class Route:
                         self._decide_by_ratio_locked()
         self._wake()
 
+    def release(self) -> None:
+        """Give the probe slot back without a measurement (the probe never ran)."""
+        self.observe(None, None, timed_out=False)
+
     def decide(self, kind: str, reason: str) -> None:
         """Fix the route (``set_kind``, coroutine functions)."""
         with self._lock:
@@ -329,7 +333,7 @@ class AutoEngine:
         try:
             future = self.engine("thread").submit_call(_measured(fn, cell), args, kwargs, policy)
         except BaseException:
-            route.observe(None, None, timed_out=False)  # release the slot
+            route.release()
             raise
 
         def learn(f: Future[Any]) -> None:
@@ -560,7 +564,7 @@ class _CallUnit:
             self.future.dispatch(lambda: auto.engine(kind).submit_call(fn, args, kwargs, policy))
         elif route.acquire_probe():
             if not self.future.dispatch(lambda: auto.probe(route, fn, args, kwargs, policy)):
-                route.observe(None, None, timed_out=False)  # cancelled: hand the slot on
+                route.release()  # cancelled: hand the slot on
         else:
             route.wait(self.step)
             return
@@ -715,7 +719,7 @@ class _AutoStream:
         try:
             item = next(self._source)
         except BaseException as exc:  # noqa: BLE001 - end of input, or the caller's generator raised
-            self._route.observe(None, None, timed_out=False)
+            self._route.release()
             with self._cond:
                 self._source = None
                 if not isinstance(exc, StopIteration):
