@@ -477,16 +477,18 @@ def bench_memory(sizes: Sizes) -> Table:
     return Table("Lazy imap over a generator: parent memory", headers, rows, notes)
 
 
-def kinds_workload(name: str) -> Callable[[Sizes], Table]:
-    """A workload of ``kinds.py`` (worker kinds), as a table like the others."""
+def kinds_workload(name: str, module: str = "kinds") -> Callable[[Sizes], Table]:
+    """A workload of ``kinds.py`` (worker kinds) or another module, as a table like the others."""
 
     def run(sizes: Sizes) -> Table:
-        import kinds
+        import importlib
 
-        bench = getattr(kinds, f"bench_{name}")
+        bench = getattr(importlib.import_module(module), f"bench_{name}")
         title, [metric], rows, notes = bench(max(sizes.repeats, 3), sizes.repeats == 1)
         if name == "auto":
             return auto_table(title, metric, rows, notes)
+        if name == "locks":
+            return sectioned_table(title, metric, rows, notes)
         return comparison_table(title, metric, True, rows, notes)
 
     return run
@@ -508,6 +510,28 @@ def auto_table(title: str, metric: str, rows: list[Any], notes: list[str]) -> Ta
     return Table(title, headers, table_rows, notes)
 
 
+def bench_pipeline_table(sizes: Sizes) -> Table:
+    """A 3-stage workcrew.Pipeline against the same pipeline written with multiprocessing."""
+    import pipeline
+
+    rows = pipeline.bench_pipeline(sizes.repeats == 1)
+    return comparison_table(
+        "Three-stage pipeline: throughput", "items/s", True, rows, list(pipeline.NOTES)
+    )
+
+
+def sectioned_table(title: str, metric: str, rows: list[Any], notes: list[str]) -> Table:
+    """Rows named "section: library"; each ratio is against the best peer of its section."""
+    table_rows = []
+    for r in rows:
+        section = r.name.split(":")[0]
+        best = max(o.value for o in rows if o.name.split(":")[0] == section and not o.workcrew)
+        name = f"**{r.name}**" if r.workcrew else r.name
+        table_rows.append([name, fmt(r.value), fmt_ratio(r.value / best)])
+    headers = ["measurement: library", f"{metric} (higher is better)", "vs best peer"]
+    return Table(title, headers, table_rows, notes)
+
+
 WORKLOADS: dict[str, Callable[[Sizes], Table]] = {
     "throughput": bench_throughput,
     "cpu": bench_cpu,
@@ -517,6 +541,10 @@ WORKLOADS: dict[str, Callable[[Sizes], Table]] = {
     "io": kinds_workload("io"),
     "hybrid": kinds_workload("hybrid"),
     "auto": kinds_workload("auto"),
+    "arrays": kinds_workload("arrays", "sharing"),
+    "queue": kinds_workload("queue", "sharing"),
+    "locks": kinds_workload("locks", "sharing"),
+    "pipeline": bench_pipeline_table,
 }
 
 

@@ -62,11 +62,19 @@ def test_core_imports_nothing_outside_core() -> None:
             assert not module.startswith("workcrew"), f"{path.name} imports {module}"
 
 
-def test_backends_import_only_core() -> None:
-    for path in (PACKAGE / "_backends").glob("*.py"):
+def test_sharing_imports_only_core() -> None:
+    for path in (PACKAGE / "_sharing").glob("*.py"):
         for module in _imports(path):
             if module.startswith(".."):
                 assert module.startswith(".._core"), f"{path.name} imports {module}"
+            assert not module.startswith("workcrew"), f"{path.name} imports {module}"
+
+
+def test_backends_import_only_core_and_sharing() -> None:
+    for path in (PACKAGE / "_backends").glob("*.py"):
+        for module in _imports(path):
+            if module.startswith(".."):
+                assert module.startswith((".._core", ".._sharing")), f"{path.name} imports {module}"
 
 
 def test_edges_use_only_the_public_api() -> None:

@@ -108,3 +108,35 @@ def test_demo_async_lesson_waits_on_one_thread() -> None:
     assert re.fullmatch(r"\d+ x 1", rows[2][2].strip())  # one loop thread per process
     thread_secs, async_secs = float(rows[0][1]), float(rows[1][1])
     assert async_secs < thread_secs  # 200 waits at once beat 20 at a time
+
+
+def test_demo_queue_lesson_reader_ends_by_itself() -> None:
+    proc = _workcrew("demo", "--lesson", "queue", "--start-method", "spawn")
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"^writer \(pid \d+\) put:  A, B, C$", proc.stdout, re.M)
+    assert re.search(r"^reader \(pid \d+\) got:  A, B, C  - its loop ended", proc.stdout, re.M)
+    [ahead] = re.findall(r"never more than (\d+) items ahead", proc.stdout)
+    assert int(ahead) <= 100  # the queue's maxsize held the writer back
+
+
+def test_demo_lock_lesson_balances_and_reports_the_deadlock() -> None:
+    proc = _workcrew("demo", "--lesson", "lock", "--start-method", "fork")
+    assert proc.returncode == 0, proc.stderr
+    rows = dict(re.findall(r"^(2 \w+, [\w. ()]+?)\s{2,}(-?[\d,]+)\s+[\d.]+ s$", proc.stdout, re.M))
+    assert rows["2 processes, workcrew.Lock"] == "0"
+    assert rows["2 threads, workcrew.Lock"] == "0"
+    assert "2 processes, no lock" in rows and "2 threads, no lock (the lecture)" in rows
+    failed = re.findall(r"^  worker pid \d+: DeadlockError: deadlock: (.+)$", proc.stdout, re.M)
+    assert len(failed) == 1 and "'first'" in failed[0] and "'second'" in failed[0]
+    assert len(re.findall(r"took both locks once the other let go$", proc.stdout, re.M)) == 1
+
+
+def test_demo_state_lesson_opens_one_connection_per_worker() -> None:
+    proc = _workcrew("demo", "--lesson", "state", "--start-method", "spawn")
+    assert proc.returncode == 0, proc.stderr
+    rows = re.findall(r"^(thread|process)\s+(\d+)\s+100\s+(\d+)\s+(\d+)$", proc.stdout, re.M)
+    assert [kind for kind, *_ in rows] == ["thread", "process"]
+    for _, workers, opened, closed in rows:
+        assert 1 <= int(opened) <= int(workers)  # one per worker, never one per task
+        assert int(closed) >= int(opened)  # every worker that ran tasks closed its own
+    assert "tasks on threads and processes saw req-7." in proc.stdout

@@ -8,9 +8,11 @@ same engine, whose workers may be processes or threads (``kind=``).
 from ._core._auto import KindChoice
 from ._core._exceptions import (
     BrokenPoolError,
+    DeadlockError,
     InitializerError,
     NestedPoolWarning,
     PoolClosedError,
+    QueueClosed,
     RemoteTraceback,
     SerializationError,
     TaskCancelled,
@@ -21,9 +23,13 @@ from ._core._exceptions import (
     WorkerCrashed,
 )
 from ._core._options import default_start_method
+from ._core._state import worker_state
 from ._core._system import available_cpu_count
 from ._executor import Executor
+from ._pipeline import Pipeline, PipelineRun, Stage, StageStatistics
 from ._pool import AsyncResult, IMapIterator, Pool
+from ._sharing._locks import Lock, RLock, Value
+from ._sharing._queue import Queue
 
 __version__ = "0.1.0"
 
@@ -34,9 +40,20 @@ __all__ = (
     "AsyncResult",
     "IMapIterator",
     "KindChoice",
+    # pipelines
+    "Pipeline",
+    "Stage",
+    "PipelineRun",
+    "StageStatistics",
+    # sharing between workers
+    "Queue",
+    "Lock",
+    "RLock",
+    "Value",
     # helpers
     "available_cpu_count",
     "default_start_method",
+    "worker_state",
     # errors
     "WorkcrewError",
     "PoolClosedError",
@@ -49,6 +66,8 @@ __all__ = (
     "TaskFailed",
     "TaskTimeout",
     "TimeoutError",
+    "DeadlockError",
+    "QueueClosed",
     "RemoteTraceback",
 )
 

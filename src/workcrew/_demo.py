@@ -7,11 +7,13 @@ so process workers under every start method can import them.
 
 from __future__ import annotations
 
+import contextvars
 import os
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import workcrew
 
@@ -86,6 +88,52 @@ TEXT = {
         "async_loop": "kind='async', {n} at once",
         "async_hybrid": "{procs} processes x {n} coroutines",
         "async_verdict": "The event loop waited on all {n} requests at once with a single thread.",
+        "queue_title": "Lesson 6 - a queue between processes: the writer and the reader",
+        "queue_intro": (
+            "The writer process puts values in a queue, the reader process takes them out.\n"
+            "With multiprocessing the reader loops forever and must be terminate()d; here the\n"
+            "writer closes the queue and the reader's `for item in queue` loop simply ends."
+        ),
+        "queue_writer": "writer (pid {pid}) put:  {items}",
+        "queue_reader": "reader (pid {pid}) got:  {items}  - its loop ended by itself",
+        "queue_stream": "{n:,} items from one process to another through a queue of maxsize "
+        "{maxsize}: {secs:.2f} s ({rate:,.0f} items/s); the writer was never more than "
+        "{ahead} items ahead of the reader (backpressure).",
+        "lock_title": "Lesson 7 - shared memory needs a lock: the bank account",
+        "lock_intro": (
+            "Two workers share a balance of 0; one deposits 1, the other withdraws 1, {n:,} times\n"
+            "each. Without a lock, `balance += 1` (read, add, write) can interleave and lose\n"
+            "updates; with a lock the balance ends at exactly 0."
+        ),
+        "lock_head": "how                                   final balance   time",
+        "lock_row": "{how:<36}  {balance:>13,}   {secs:>5.2f} s",
+        "lock_procs_nolock": "2 processes, no lock",
+        "lock_procs_lock": "2 processes, workcrew.Lock",
+        "lock_threads_nolock": "2 threads, no lock (the lecture)",
+        "lock_threads_lock": "2 threads, workcrew.Lock",
+        "lock_gil": (
+            "Honest note: on CPython 3.10+ the threads without a lock usually end at 0 too. The\n"
+            "interpreter only switches threads at a few points (calls, loop ends), never inside\n"
+            "`balance += 1` on a plain variable, so the GIL hides this race; it does not make\n"
+            "the code correct (other code, or Python without the GIL, loses updates). Processes\n"
+            "really run at the same time, which is where the lost updates above come from."
+        ),
+        "deadlock_intro": (
+            "Locks bring deadlocks: worker A takes lock 'first' then 'second', worker B takes\n"
+            "'second' then 'first'. workcrew notices the cycle and fails one of them:"
+        ),
+        "deadlock_failed": "  worker pid {pid}: DeadlockError: {message}",
+        "deadlock_went_on": "  worker pid {pid}: took both locks once the other let go",
+        "state_title": "Lesson 8 - per-worker state: the thread-local lesson, for every kind",
+        "state_intro": (
+            "Each worker opens one database connection (sqlite3) in the pool's initializer and\n"
+            "keeps it, as threading.local() gives each thread its own; tasks reach it with\n"
+            "workcrew.worker_state(), and worker_exit= closes it when the worker ends."
+        ),
+        "state_head": "kind      workers  tasks  connections opened  closed by worker_exit",
+        "state_row": "{kind:<8}  {workers:>7}  {tasks:>5}  {opened:>18}  {closed:>21}",
+        "state_context": "Context variables: the caller set request_id={value!r}; tasks on "
+        "threads and processes saw {seen}.",
         "done": "Done. See README.md for the features and docs/ for one page per feature.",
     },
     "zh": {
@@ -155,6 +203,49 @@ TEXT = {
         "async_loop": "kind='async', 同时 {n} 个",
         "async_hybrid": "{procs} 个进程 x {n} 个协程",
         "async_verdict": "事件循环只用一个线程就同时等待了全部 {n} 个请求.",
+        "queue_title": "第六课 - 进程之间的队列: 写进程与读进程",
+        "queue_intro": (
+            "写进程把数据放进队列, 读进程从队列取出. 用 multiprocessing 时读进程是死循环,\n"
+            "只能 terminate() 强行终止; 这里写进程关闭队列, 读进程的 `for item in queue`\n"
+            "循环自然结束."
+        ),
+        "queue_writer": "写进程 (pid {pid}) 放入: {items}",
+        "queue_reader": "读进程 (pid {pid}) 取出: {items}  - 循环自行结束",
+        "queue_stream": "{n:,} 个数据经由 maxsize={maxsize} 的队列从一个进程传到另一个进程: "
+        "{secs:.2f} 秒 (每秒 {rate:,.0f} 个); 写进程最多领先读进程 {ahead} 个 (背压).",
+        "lock_title": "第七课 - 共享内存需要锁: 银行账户",
+        "lock_intro": (
+            "两个工作者共享余额 0; 一个存入 1, 另一个取出 1, 各 {n:,} 次. 不加锁时,\n"
+            "`balance += 1` (读, 加, 写) 可能交错执行而丢失更新; 加锁后余额恰好为 0."
+        ),
+        "lock_head": "方式                                  最终余额        耗时",
+        "lock_row": "{how:<36}  {balance:>13,}   {secs:>5.2f} 秒",
+        "lock_procs_nolock": "2 个进程, 不加锁",
+        "lock_procs_lock": "2 个进程, workcrew.Lock",
+        "lock_threads_nolock": "2 个线程, 不加锁 (课上的例子)",
+        "lock_threads_lock": "2 个线程, workcrew.Lock",
+        "lock_gil": (
+            "说明: 在 CPython 3.10+ 上, 不加锁的线程通常也得到 0. 解释器只在少数位置\n"
+            "(函数调用, 循环末尾) 切换线程, 不会在普通变量的 `balance += 1` 中间切换, 所以\n"
+            "GIL 掩盖了这个竞争; 代码并没有因此变得正确 (换一种写法, 或没有 GIL 的 Python,\n"
+            "就会丢失更新). 进程是真正同时运行的, 上面丢失的更新就来自那里."
+        ),
+        "deadlock_intro": (
+            "锁会带来死锁: 工作者 A 先拿 'first' 再拿 'second', 工作者 B 先拿 'second' 再拿\n"
+            "'first'. workcrew 发现了这个环, 让其中一个失败:"
+        ),
+        "deadlock_failed": "  工作者 pid {pid}: DeadlockError: {message}",
+        "deadlock_went_on": "  工作者 pid {pid}: 另一个放手之后, 拿到了两把锁",
+        "state_title": "第八课 - 每个工作者自己的状态: 线程局部变量, 适用于每种工作者",
+        "state_intro": (
+            "每个工作者在池的 initializer 里打开一个数据库连接 (sqlite3) 并一直使用, 就像\n"
+            "threading.local() 让每个线程有自己的连接; 任务用 workcrew.worker_state() 取得它,\n"
+            "工作者结束时由 worker_exit= 关闭."
+        ),
+        "state_head": "方式      工作者数  任务数  打开的连接数  worker_exit 关闭的连接数",
+        "state_row": "{kind:<8}  {workers:>7}  {tasks:>5}  {opened:>12}  {closed:>24}",
+        "state_context": "上下文变量: 调用方设置了 request_id={value!r}; 线程和进程里的任务"
+        "看到的是 {seen}.",
         "done": "完成. 功能列表见 README.md, 每个功能的说明见 docs/ 目录.",
     },
 }
@@ -417,6 +508,214 @@ def lesson_async(say: _Printer, start_method: str | None) -> None:
     say("async_verdict", n=tasks)
 
 
+def queue_writer(q: workcrew.Queue[str], items: list[str]) -> int:
+    """The lecture's writer: put each value, then close the queue (the end of the stream)."""
+    for item in items:
+        q.put(item)
+    q.close()
+    return os.getpid()
+
+
+def queue_reader(q: workcrew.Queue[str]) -> tuple[int, list[str]]:
+    """The lecture's reader: take values until the writer closes the queue."""
+    return os.getpid(), list(q)
+
+
+def stream_writer(q: workcrew.Queue[int], n: int) -> int:
+    """Put ``n`` numbers; return the most the queue ever held (the writer's lead)."""
+    ahead = 0
+    for i in range(n):
+        q.put(i)
+        ahead = max(ahead, q.qsize())
+    q.close()
+    return ahead
+
+
+def stream_reader(q: workcrew.Queue[int]) -> int:
+    return sum(1 for _ in q)
+
+
+def lesson_queue(say: _Printer, start_method: str | None) -> None:
+    """Writer and reader processes sharing a workcrew.Queue; a stream with backpressure."""
+    say("queue_title")
+    say("queue_intro")
+    items = ["A", "B", "C"]
+    with workcrew.Pool(2, start_method=start_method) as pool:
+        q: workcrew.Queue[str] = workcrew.Queue()
+        reader = pool.apply_async(queue_reader, (q,))
+        writer_pid = pool.apply(queue_writer, (q, items))
+        reader_pid, got = reader.get()
+        say("queue_writer", pid=writer_pid, items=", ".join(items))
+        say("queue_reader", pid=reader_pid, items=", ".join(got))
+        n, maxsize = 20_000, 100
+        stream: workcrew.Queue[int] = workcrew.Queue(maxsize=maxsize)
+        start = time.perf_counter()
+        count = pool.apply_async(stream_reader, (stream,))
+        ahead = pool.apply(stream_writer, (stream, n))
+        if count.get() != n:
+            raise RuntimeError("the queue lost items")
+        secs = time.perf_counter() - start
+    say("queue_stream", n=n, maxsize=maxsize, secs=secs, rate=n / secs, ahead=ahead)
+
+
+def deposit(balance: workcrew.Value, lock: workcrew.Lock | None, n: int, sign: int) -> int:
+    """The bank account's worker: ``n`` deposits (sign 1) or withdrawals (sign -1)."""
+    if lock is None:
+        for _ in range(n):
+            balance.value += sign
+    else:
+        for _ in range(n):
+            with lock:
+                balance.value += sign
+    return n
+
+
+_plain_balance = 0
+
+
+def _plain_deposit(n: int, sign: int) -> None:
+    # The lecture's exact code: a global int, `+=` without a lock.
+    global _plain_balance
+    for _ in range(n):
+        _plain_balance += sign
+
+
+def _bank_run(kind: str, locked: bool, n: int, start_method: str | None) -> tuple[int, float]:
+    start = time.perf_counter()
+    if kind == "thread" and not locked:
+        global _plain_balance
+        _plain_balance = 0
+        import threading
+
+        threads = [threading.Thread(target=_plain_deposit, args=(n, s)) for s in (1, -1)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return _plain_balance, time.perf_counter() - start
+    balance = workcrew.Value("q", 0)
+    lock = workcrew.Lock("account") if locked else None
+    with workcrew.Pool(2, kind=kind, start_method=start_method) as pool:
+        start = time.perf_counter()
+        pool.starmap(deposit, [(balance, lock, n, 1), (balance, lock, n, -1)], chunksize=1)
+        return int(balance.value), time.perf_counter() - start
+
+
+def crossed_locks(
+    first: workcrew.Lock, second: workcrew.Lock, met: workcrew.Queue[int], go: workcrew.Queue[int]
+) -> tuple[int, str]:
+    """Take ``first``; once the caller says both workers hold their first lock, take ``second``."""
+    with first:
+        met.put(os.getpid())
+        go.get()
+        try:
+            with second:
+                return os.getpid(), ""
+        except workcrew.DeadlockError as exc:
+            return os.getpid(), str(exc).split(". ")[0]  # the cycle, without the advice
+
+
+def lesson_lock(say: _Printer, start_method: str | None) -> None:
+    """The bank account with and without a lock, in processes and threads; then a deadlock."""
+    n = 1_000_000
+    say("lock_title")
+    say("lock_intro", n=n)
+    say("lock_head")
+    for key, kind, locked in (
+        ("lock_procs_nolock", "process", False),
+        ("lock_procs_lock", "process", True),
+        ("lock_threads_nolock", "thread", False),
+        ("lock_threads_lock", "thread", True),
+    ):
+        balance, secs = _bank_run(kind, locked, n, start_method)
+        if locked and balance != 0:
+            raise RuntimeError(f"the locked bank account ended at {balance}")
+        say("lock_row", how=say.text[key], balance=balance, secs=secs)
+    say("lock_gil")
+    say("deadlock_intro")
+    first, second = workcrew.Lock("first"), workcrew.Lock("second")
+    met: workcrew.Queue[int] = workcrew.Queue()
+    go: workcrew.Queue[int] = workcrew.Queue()
+    with workcrew.Pool(2, start_method=start_method) as pool:
+        a = pool.apply_async(crossed_locks, (first, second, met, go))
+        b = pool.apply_async(crossed_locks, (second, first, met, go))
+        for _ in range(2):
+            met.get()  # both hold their first lock: let them close the cycle
+        for _ in range(2):
+            go.put(1)
+        for pid, message in sorted([a.get(), b.get()], key=lambda o: not o[1]):
+            if message:
+                say("deadlock_failed", pid=pid, message=message)
+            else:
+                say("deadlock_went_on", pid=pid)
+
+
+def open_connection(closed: workcrew.Value) -> tuple[Any, workcrew.Value]:
+    """The initializer: one connection per worker; its return value is the worker's state."""
+    import sqlite3
+
+    connection = sqlite3.connect(":memory:", check_same_thread=False)
+    connection.execute("create table seen (task integer)")
+    return connection, closed
+
+
+def close_connection(state: tuple[Any, workcrew.Value]) -> None:
+    """worker_exit: close the worker's connection, and count it."""
+    connection, closed = state
+    connection.close()
+    closed.add(1)
+
+
+def record(task: int) -> int:
+    """A task: use this worker's connection (never opens one)."""
+    connection, _ = workcrew.worker_state()
+    connection.execute("insert into seen values (?)", (task,))
+    return id(connection) ^ os.getpid()  # which connection, across processes
+
+
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+
+def read_request_id(_: object = None) -> str:
+    return REQUEST_ID.get()
+
+
+def lesson_state(say: _Printer, start_method: str | None) -> None:
+    """One connection per worker through initializer/worker_state/worker_exit; context vars."""
+    say("state_title")
+    say("state_intro")
+    say("state_head")
+    tasks = 100
+    for kind, workers in (("thread", 4), ("process", 2)):
+        closed = workcrew.Value("i", 0)
+        with workcrew.Pool(
+            workers,
+            kind=kind,
+            start_method=start_method,
+            initializer=open_connection,
+            initargs=(closed,),
+            worker_exit=close_connection,
+        ) as pool:
+            connections = set(pool.map(record, range(tasks), chunksize=1))
+        say(
+            "state_row",
+            kind=kind,
+            workers=workers,
+            tasks=tasks,
+            opened=len(connections),
+            closed=closed.value,
+        )
+    token = REQUEST_ID.set("req-7")
+    try:
+        seen = []
+        for kind in ("thread", "process"):
+            with workcrew.Pool(2, kind=kind, start_method=start_method) as pool:
+                seen += pool.map(read_request_id, range(2))
+    finally:
+        REQUEST_ID.reset(token)
+    say("state_context", value="req-7", seen=", ".join(sorted(set(seen))))
+
+
 #: Lessons in the order they run; later issues add theirs here.
 LESSONS = {
     "pool": lesson_pool,
@@ -424,6 +723,9 @@ LESSONS = {
     "crash": lesson_crash,
     "io": lesson_io,
     "async": lesson_async,
+    "queue": lesson_queue,
+    "lock": lesson_lock,
+    "state": lesson_state,
 }
 
 

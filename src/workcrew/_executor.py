@@ -34,6 +34,13 @@ T = TypeVar("T")
 class Executor(concurrent.futures.Executor):
     """A pool of process (or thread) workers behind the ``concurrent.futures`` API.
 
+    Takes ``ProcessPoolExecutor``'s arguments and the ``Pool`` keywords
+    (``kind``, ``start_method``, ``chunksize``, ``task_timeout``, ...).  What
+    ``initializer`` returns is the worker's state (:func:`workcrew.worker_state`);
+    ``worker_exit`` is called with it when a worker ends gracefully (see
+    docs/worker-state.md).  Context variables set by the submitting code are
+    visible in its tasks.
+
     Example::
 
         from concurrent.futures import as_completed
@@ -55,6 +62,7 @@ class Executor(concurrent.futures.Executor):
         initializer: Callable[..., object] | None = None,
         initargs: tuple[Any, ...] = (),
         *,
+        worker_exit: Callable[[Any], object] | None = None,
         max_tasks_per_child: int | None = None,
         kind: str = "process",
         start_method: str | None = None,
@@ -75,6 +83,7 @@ class Executor(concurrent.futures.Executor):
             start_method=start_method,
             initializer=initializer,
             initargs=initargs,
+            worker_exit=worker_exit,
             max_tasks_per_worker=max_tasks_per_child,
             chunksize=chunksize,
             task_timeout=task_timeout,

@@ -145,6 +145,11 @@ class Pool:
     ``"asyncio"``; ``"uvloop"``) for the async kind and hybrid workers.
     ``kind="auto"`` measures each function and routes it (see docs/auto.md).
 
+    What ``initializer`` returns is the worker's state, which tasks read with
+    :func:`workcrew.worker_state`; ``worker_exit`` is called with it when a
+    worker ends gracefully (see docs/worker-state.md).  Context variables
+    (``contextvars``) set by the submitting code are visible in its tasks.
+
     Example::
 
         from workcrew import Pool
@@ -165,6 +170,7 @@ class Pool:
         maxtasksperchild: int | None = None,
         context: Any = None,
         *,
+        worker_exit: Callable[[Any], object] | None = None,
         kind: str = "process",
         start_method: str | None = None,
         chunksize: int | None = None,
@@ -184,6 +190,7 @@ class Pool:
             start_method=start_method,
             initializer=initializer,
             initargs=tuple(initargs),
+            worker_exit=worker_exit,
             max_tasks_per_worker=maxtasksperchild,
             chunksize=chunksize,
             task_timeout=task_timeout,

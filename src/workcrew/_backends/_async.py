@@ -27,6 +27,7 @@ from .._core._execute import (
     timer,
 )
 from .._core._options import PoolOptions
+from .._core._state import WorkerState, bind_thread
 
 __all__ = ("AsyncBackend", "backend_class")
 
@@ -41,7 +42,8 @@ class AsyncBackend(WorkerBackend):
     def __init__(self, options: PoolOptions, loop: Loop) -> None:
         super().__init__(options, loop)
         self.aloop = new_event_loop(options.event_loop)
-        self._initialized = False
+        #: the loop's worker state (one per loop), built by the first slot that starts
+        self._state: asyncio.Future[WorkerState] | None = None
         # Messages for the slots, posted to the loop in batches: one wake-up of
         # the loop thread per batch, not per chunk (a pool of 200 slots gets
         # 200 chunks in one dispatch pass).
@@ -69,13 +71,26 @@ class AsyncBackend(WorkerBackend):
         return AsyncHandle(self, worker_id, events)
 
     async def initialize(self) -> None:
-        """Run the pool's initializer once for the loop (awaited if it is a coroutine)."""
-        if self._initialized or self.options.initializer is None:
-            return
-        self._initialized = True
-        result = self.options.initializer(*self.options.initargs)
-        if inspect.isawaitable(result):
-            await result
+        """Run the pool's initializer once for the loop (awaited if it is a coroutine).
+
+        Every slot waits for it: none runs a task before the loop's state exists.
+        """
+        if self._state is None:
+            self._state = asyncio.ensure_future(self._begin())
+        await asyncio.shield(self._state)
+
+    async def _begin(self) -> WorkerState:
+        state = WorkerState.begin(self.options.initializer, self.options.initargs)
+        if inspect.isawaitable(state.value):
+            state.value = await state.value
+        bind_thread(state)  # the loop thread runs every task of this pool
+        return state
+
+    async def _end(self) -> None:
+        """worker_exit for the loop's state, awaited on the loop (if the state was built)."""
+        built = self._state
+        if built is not None and built.done() and not built.cancelled() and not built.exception():
+            await built.result().aend()
 
     def post(self, handle: AsyncHandle, message: tuple[int, list[Segment]] | None) -> None:
         """Queue ``message`` for ``handle``'s slot; the loop picks up a batch at once."""
@@ -92,6 +107,8 @@ class AsyncBackend(WorkerBackend):
             handle.receive(message)
 
     def close(self) -> None:
+        # Every slot has ended (the master closes the backend last): tear the state down.
+        asyncio.run_coroutine_threadsafe(self._end(), self.aloop).result()
         self.aloop.call_soon_threadsafe(self.aloop.stop)
         self._thread.join()
         self.aloop.close()

@@ -33,6 +33,7 @@ from .._core._execute import Failure, SegmentOutcome, describe_call, function_na
 from .._core._fds import master_fds, register_master_fd, unregister_master_fd
 from .._core._options import PoolOptions
 from .._core._system import available_cpu_count
+from .._sharing._buffers import Exporter, dumps_oob, map_buffers
 from . import _wire
 from ._process_worker import EncodedFailure, worker_main
 
@@ -69,6 +70,11 @@ class ProcessBackend(WorkerBackend):
             OrderedDict()
         )
         self._next_key = 0
+        #: large argument buffers go to workers through shared segments, reused
+        self.exporter = Exporter(reuse=True)
+
+    def close(self) -> None:
+        self.exporter.close()
 
     @staticmethod
     def _pickle_initializer(options: PoolOptions) -> bytes | None:
@@ -128,6 +134,7 @@ class ProcessHandle(WorkerHandle):
         self._events = events
         self._loop = backend.loop
         self._known: set[int] = set()  # function keys this worker has been sent
+        self._lent: set[int] = set()  # buffer segments this worker may still map
         self._exited = False
         self.exitcode: int | None = None
         task_r, task_w = multiprocessing.Pipe(duplex=False)
@@ -193,18 +200,21 @@ class ProcessHandle(WorkerHandle):
                 new_functions.append((key, blob))
             wire_segments.append((key, segment.mode, segment.items, segment.skip))
         try:
-            body = _wire.dumps((reset, new_functions, wire_segments))
+            body, buffers = dumps_oob((reset, new_functions, wire_segments))
         except Exception:  # noqa: BLE001 - some argument does not pickle: find it, send the rest
             wire_segments = [
                 self._strip_unpicklable(s_index, segment, wire, failed)
                 for s_index, (segment, wire) in enumerate(zip(segments, wire_segments))
             ]
-            body = _wire.dumps((reset, new_functions, wire_segments))
+            body, buffers = dumps_oob((reset, new_functions, wire_segments))
         if len(failed) == sum(len(segment.items) for segment in segments):
             return Sent(failed)  # nothing left to run; the master fails every item
         self._known.update(key for key, _ in new_functions)
-        self._write(_wire.CHUNK, _wire.SEQ.pack(seq) + body)
-        return Sent(failed, len(body))
+        refs = self._backend.exporter.export(buffers) if buffers else []
+        self._lent.update(ref.id for ref in refs)
+        sidecar = _wire.pack_sidecar([], refs)
+        self._write(_wire.CHUNK, _wire.SEQ.pack(seq) + sidecar + body)
+        return Sent(failed, len(body) + sum(buf.nbytes for buf in buffers))
 
     def _strip_unpicklable(
         self,
@@ -323,6 +333,9 @@ class ProcessHandle(WorkerHandle):
         if self._exited:
             return
         self._exited = True
+        # The process is gone and its mappings with it: the segments are free.
+        self._backend.exporter.release(list(self._lent))
+        self._lent.clear()
         self._on_stderr()  # whatever the worker wrote last, before its pipe goes
         for conn in self._conns:
             fd = conn.fileno()
@@ -354,8 +367,13 @@ class ProcessHandle(WorkerHandle):
 
     def _on_result(self, payload: bytes) -> None:
         (duration,) = _wire.DURATION.unpack_from(payload)
+        released, refs, at = _wire.unpack_sidecar(payload, _wire.DURATION.size)
+        if released:
+            self._backend.exporter.release(released)
+            self._lent.difference_update(released)
         try:
-            seq, outcomes = pickle.loads(memoryview(payload)[_wire.DURATION.size :])
+            buffers = map_buffers(refs) if refs else None
+            seq, outcomes = pickle.loads(memoryview(payload)[at:], buffers=buffers)
         except Exception as exc:  # noqa: BLE001 - e.g. a result class the caller cannot import
             error = SerializationError(
                 f"the results sent by worker {self.worker_id} could not be unpickled in the "
@@ -364,6 +382,9 @@ class ProcessHandle(WorkerHandle):
             )
             self._events.on_chunk_error(self, -1, error, ran=True)
             return
+        finally:
+            if refs:  # mapped (or failed): the worker may close its segments
+                self._write(_wire.RELEASE, _wire.SEQ.pack(refs[0].id))
         decoded: list[SegmentOutcome] = [
             (
                 values,

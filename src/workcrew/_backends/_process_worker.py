@@ -18,6 +18,7 @@ inherited stdout, a separate file.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import faulthandler
 import inspect
 import os
@@ -42,6 +43,8 @@ from .._core._execute import (
     run_segment_concurrently,
     timer,
 )
+from .._core._state import WorkerState, bind_process
+from .._sharing._buffers import BufferRef, Exporter, Imported, dumps_oob
 from . import _wire
 
 __all__ = ("EncodedFailure", "worker_main")
@@ -94,7 +97,11 @@ def worker_main(
     _limit_native_threads(*native_threads)
     try:
         worker = _Worker(worker_id, task_conn.fileno(), result_conn.fileno(), *hybrid)
-        worker.run(init_blob)
+        # Under fork this thread holds the context variables of the thread that
+        # forked it: tasks submitted without variables must not see those.
+        fresh = contextvars.Context()
+        fresh.run(worker.run, init_blob)
+        fresh.run(worker.end_state)  # only after a graceful end (STOP): not after a kill or crash
     finally:
         # A pool a task left open must end before multiprocessing's exit code
         # joins this process's children (in a worker it runs before our
@@ -165,6 +172,9 @@ class _Worker:
         self.task_fd = task_fd
         self.result_fd = result_fd
         self.functions: dict[int, Callable[..., Any] | BaseException] = {}
+        self._imported = Imported()  # the master's argument buffers mapped here
+        self._exporter = Exporter(reuse=False)  # result buffers, until the master maps them
+        self._results_out: dict[int, list[int]] = {}  # first segment id -> segment ids
 
     def run(self, init_blob: bytes | None) -> None:
         if not self._initialize(init_blob):
@@ -174,37 +184,61 @@ class _Worker:
             frame = _wire.read_frame(self.task_fd)
             if frame is None or frame[0] == _wire.STOP:
                 return
+            if frame[0] == _wire.RELEASE:
+                (first,) = _wire.SEQ.unpack_from(frame[1])
+                self._exporter.release(self._results_out.pop(first, []))
+                continue
             self._run_chunk(frame[1])
 
+    #: this process's worker state (see _core/_state.py); None until the initializer ran
+    state: WorkerState | None = None
+
     def _initialize(self, init_blob: bytes | None) -> bool:
-        if init_blob is None:
-            return True
         try:
-            initializer, initargs = cloudpickle.loads(init_blob)
-            initializer(*initargs)
+            hooks = (None, ()) if init_blob is None else cloudpickle.loads(init_blob)
+            state = WorkerState.begin(*hooks)
+            if inspect.isawaitable(state.value):  # an async initializer: on this worker's loop
+                state.value = self._event_loop().run_until_complete(state.value)
         except BaseException as exc:  # noqa: BLE001 - reported to the master, which breaks the pool
             failure = Failure(exc, _format(exc), "initializer")
             _wire.write_frame(
                 self.result_fd, _wire.INIT_FAILED, pickle.dumps(self._encode(failure))
             )
             return False
+        bind_process(state)
+        self.state = state
         return True
+
+    def end_state(self) -> None:
+        """Call the pool's worker_exit with this worker's state (errors go to stderr)."""
+        if self.state is not None:
+            self.state.end(lambda aw: self._event_loop().run_until_complete(aw), _print_to_stderr)
 
     def _run_chunk(self, payload: bytearray) -> None:
         start = timer()
         (seq,) = _wire.SEQ.unpack_from(payload)
         try:
-            reset, new_functions, segments = pickle.loads(memoryview(payload)[_wire.SEQ.size :])
+            _, refs, at = _wire.unpack_sidecar(payload, _wire.SEQ.size)
+            buffers = self._imported.map(refs) if refs else None
+            reset, new_functions, segments = pickle.loads(memoryview(payload)[at:], buffers=buffers)
         except BaseException as exc:  # noqa: BLE001 - the master fails or splits that chunk
             message = f"could not unpickle the task in worker {self.worker_id}: {_describe(exc)}"
             _wire.write_frame(self.result_fd, _wire.LOAD_FAILED, pickle.dumps((seq, message)))
             return
+        del buffers
         if reset:
             self.functions.clear()
         for key, blob in new_functions:
             self.functions[key] = _load_function(blob)
         outcomes = [self._run_segment(*segment) for segment in segments]
-        self._send_result(seq, start, outcomes, segments)
+        body, result_refs = self._pack_result(seq, outcomes, segments)
+        # The chunk's arguments are dropped now, so the segments they were
+        # built over can be unmapped (those a task kept stay mapped for now).
+        del outcomes, segments
+        released = self._imported.release_unused()
+        sidecar = _wire.pack_sidecar(released, result_refs)
+        duration = _wire.DURATION.pack(timer() - start)
+        _wire.write_frame(self.result_fd, _wire.RESULT, duration, sidecar, body)
 
     def _run_segment(
         self, key: int, mode: int, items: list[Any], skip: frozenset[int] | None
@@ -253,19 +287,23 @@ class _Worker:
             blob = None
         return blob, _qualname(type(exc)), _safe_str(exc), tb, failure.call
 
-    def _send_result(
-        self, seq: int, start: float, outcomes: list[Any], segments: list[Any]
-    ) -> None:
+    def _pack_result(
+        self, seq: int, outcomes: list[Any], segments: list[Any]
+    ) -> tuple[bytes, list[BufferRef]]:
+        """The RESULT body, and the refs of large result buffers written to segments."""
         try:
-            payload = _wire.dumps((seq, outcomes))
+            body, buffers = dumps_oob((seq, outcomes))
         except Exception:  # noqa: BLE001 - find the values that do not pickle, fail only those
             outcomes = [
                 self._isolate_results(values, failures, seg)
                 for (values, failures), seg in zip(outcomes, segments)
             ]
-            payload = _wire.dumps((seq, outcomes))
-        duration = _wire.DURATION.pack(timer() - start)
-        _wire.write_frame(self.result_fd, _wire.RESULT, duration, payload)
+            body, buffers = dumps_oob((seq, outcomes))
+        if not buffers:
+            return body, []
+        refs = self._exporter.export(buffers)
+        self._results_out[refs[0].id] = [ref.id for ref in refs]
+        return body, refs
 
     def _isolate_results(
         self, values: list[Any], failures: dict[int, EncodedFailure] | None, segment: Any
@@ -307,6 +345,10 @@ class _LoadError(Exception):
 
 def _encode_plain(exc: BaseException, call: str) -> EncodedFailure:
     return None, "workcrew.SerializationError", str(exc), "", call
+
+
+def _print_to_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)  # forwarded by the master, kept for reports
 
 
 def _format(exc: BaseException) -> str:

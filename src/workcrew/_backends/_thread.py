@@ -19,6 +19,7 @@ from .._core._backend import Report, Segment, Sent, WorkerBackend, WorkerEvents,
 from .._core._context import mark_worker_thread
 from .._core._exceptions import InitializerError
 from .._core._execute import Failure, SegmentOutcome, add_note, function_name, run_segment, timer
+from .._core._state import WorkerState, bind_thread
 
 __all__ = ("ThreadBackend", "backend_class")
 
@@ -73,18 +74,21 @@ class ThreadHandle(WorkerHandle):
         mark_worker_thread()
         loop = self._backend.loop
         try:
-            if self._initialize():
+            state = self._initialize()
+            if state is not None:
+                bind_thread(state)
                 loop.call_soon_threadsafe(lambda: self._events.on_ready(self))
                 self._serve()
+                state.end()  # worker_exit: a thread always ends gracefully (it cannot be killed)
+                bind_thread(None)
         finally:
             loop.call_soon_threadsafe(lambda: self._events.on_exit(self, 0))
 
-    def _initialize(self) -> bool:
+    def _initialize(self) -> WorkerState | None:
+        """The thread's state (the initializer's result), or None if the initializer raised."""
         options = self._backend.options
-        if options.initializer is None:
-            return True
         try:
-            options.initializer(*options.initargs)
+            return WorkerState.begin(options.initializer, options.initargs)
         except BaseException as exc:  # noqa: BLE001 - reported to the master, which breaks the pool
             error = InitializerError(
                 f"the pool's initializer raised in worker {self.worker_id} (thread): "
@@ -94,8 +98,7 @@ class ThreadHandle(WorkerHandle):
             self._backend.loop.call_soon_threadsafe(
                 lambda: self._events.on_init_failed(self, error)
             )
-            return False
-        return True
+            return None
 
     def _serve(self) -> None:
         loop = self._backend.loop

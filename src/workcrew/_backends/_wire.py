@@ -5,10 +5,12 @@ The worker side reads and writes blocking; the master side never blocks:
 :class:`FrameReader` assembles frames from whatever a non-blocking read gives,
 :class:`FrameWriter` keeps what the pipe would not take yet.
 
-Serialization: the standard pickle (protocol 5) first, because it is the
-fastest; cloudpickle only when pickle refuses (lambdas, closures, functions
-defined in ``__main__`` under spawn).  Functions always go through cloudpickle,
-which pickles importable functions by reference and the rest by value.
+Serialization (``_core/_pickling.py``): the standard pickle (protocol 5)
+first, because it is the fastest; cloudpickle only when pickle refuses
+(lambdas, closures, functions defined in ``__main__`` under spawn).  Functions
+always go through cloudpickle, which pickles importable functions by reference
+and the rest by value.  Large buffers (NumPy arrays) leave the pickle and go
+through shared memory, named in the payload's sidecar (``_sharing/_buffers.py``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import struct
 from collections import deque
 from typing import Any
 
-import cloudpickle
+from .._core._pickling import dumps
 
 __all__ = ("FrameReader", "FrameWriter", "dumps", "read_frame", "write_frame")
 
@@ -32,8 +34,13 @@ SEQ = struct.Struct("<Q")
 #: large arguments counts when chunks are sized).
 DURATION = struct.Struct("<d")
 
+#: CHUNK and RESULT payloads continue with a sidecar: its length, then (if
+#: not 0) a pickled ``(released segment ids, out-of-band buffer refs)``; see
+#: ``_sharing/_buffers.py``.  The pickle body follows.
+SIDECAR = struct.Struct("<I")
+
 # Tags, master -> worker
-CHUNK, STOP = 1, 2
+CHUNK, STOP, RELEASE = 1, 2, 3
 # Tags, worker -> master
 READY, RESULT, INIT_FAILED, LOAD_FAILED = 11, 12, 13, 14
 
@@ -41,12 +48,22 @@ READY, RESULT, INIT_FAILED, LOAD_FAILED = 11, 12, 13, 14
 READ_SIZE = 1 << 20
 
 
-def dumps(obj: Any) -> bytes:
-    """pickle, falling back to cloudpickle for what pickle cannot name."""
-    try:
-        return pickle.dumps(obj, protocol=5)
-    except Exception:  # noqa: BLE001 - any refusal: let cloudpickle try, it raises the real error
-        return bytes(cloudpickle.dumps(obj, protocol=5))
+def pack_sidecar(released: list[int], refs: list[Any]) -> bytes:
+    """The sidecar for a payload: segments the sender released, buffers it sends."""
+    if not released and not refs:
+        return SIDECAR.pack(0)
+    blob = pickle.dumps((released, refs), protocol=5)
+    return SIDECAR.pack(len(blob)) + blob
+
+
+def unpack_sidecar(payload: Any, at: int) -> tuple[list[int], list[Any], int]:
+    """(released ids, buffer refs, offset of the body) from a payload's sidecar at ``at``."""
+    (length,) = SIDECAR.unpack_from(payload, at)
+    at += SIDECAR.size
+    if not length:
+        return [], [], at
+    released, refs = pickle.loads(memoryview(payload)[at : at + length])
+    return released, refs, at + length
 
 
 def write_frame(fd: int, tag: int, *parts: bytes) -> None:

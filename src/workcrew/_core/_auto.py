@@ -33,6 +33,7 @@ closes the per-kind engines only once no unit is left: work accepted before
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 import logging
@@ -327,11 +328,13 @@ class AutoEngine:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         policy: TaskPolicy,
+        context: contextvars.Context,
     ) -> Future[Any]:
         """Run one call on a thread worker, measured; the route learns from it first."""
         cell = _Measure()
+        thread = self.engine("thread")
         try:
-            future = self.engine("thread").submit_call(_measured(fn, cell), args, kwargs, policy)
+            future = thread.submit_call(_measured(fn, cell), args, kwargs, policy, context)
         except BaseException:
             route.release()
             raise
@@ -377,12 +380,16 @@ class AutoEngine:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         policy: TaskPolicy | None = None,
+        context: contextvars.Context | None = None,
     ) -> Future[Any]:
+        # The caller's context variables are captured here, in the caller's
+        # thread: work waiting for a decision is dispatched from other threads.
+        context = contextvars.copy_context() if context is None else context
         policy = policy or self.options.policy
         route, kind = self._decided(fn)
         if kind is not None:
-            return self.engine(kind).submit_call(fn, args, kwargs, policy)
-        unit = _CallUnit(self, route, fn, args, kwargs, policy)
+            return self.engine(kind).submit_call(fn, args, kwargs, policy, context)
+        unit = _CallUnit(self, route, fn, args, kwargs, policy, context)
         self._enter(unit)
         unit.step()
         return unit.future
@@ -394,18 +401,20 @@ class AutoEngine:
         items: list[Any],
         chunksize: int | None,
         policy: TaskPolicy | None = None,
+        context: contextvars.Context | None = None,
     ) -> Future[list[Any]]:
+        context = contextvars.copy_context() if context is None else context
         policy = policy or self.options.policy
         route, kind = self._decided(fn)
         if kind is not None:
-            return self.engine(kind).submit_list(fn, mode, items, chunksize, policy)
+            return self.engine(kind).submit_list(fn, mode, items, chunksize, policy, context)
         if not items:
             with self._lock:
                 self._check_open()
             empty: Future[list[Any]] = Future()
             empty.set_result([])
             return empty
-        unit = _ListUnit(self, route, fn, mode, items, chunksize, policy)
+        unit = _ListUnit(self, route, fn, mode, items, chunksize, policy, context)
         self._enter(unit)
         unit.step()
         return unit.future
@@ -419,16 +428,18 @@ class AutoEngine:
         *,
         ordered: bool,
         policy: TaskPolicy | None = None,
+        context: contextvars.Context | None = None,
     ) -> RunSource:
+        context = contextvars.copy_context() if context is None else context
         policy = policy or self.options.policy
         with self._lock:
             self._check_open()
         route, kind = self._decided(fn)
         if kind is not None:
             return self.engine(kind).stream(
-                fn, mode, iterable, chunksize, ordered=ordered, policy=policy
+                fn, mode, iterable, chunksize, ordered=ordered, policy=policy, context=context
             )
-        return _AutoStream(self, route, fn, mode, iterable, chunksize, ordered, policy)
+        return _AutoStream(self, route, fn, mode, iterable, chunksize, ordered, policy, context)
 
     # -- shutdown ------------------------------------------------------------------------
 
@@ -552,18 +563,19 @@ class _CallUnit:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         policy: TaskPolicy,
+        context: contextvars.Context,
     ) -> None:
         self._auto, self._route = auto, route
-        self._call = (fn, args, kwargs, policy)
+        self._call = (fn, args, kwargs, policy, context)
         self.future = _DeferredFuture()
 
     def step(self) -> None:
-        route, auto, (fn, args, kwargs, policy) = self._route, self._auto, self._call
+        route, auto, call = self._route, self._auto, self._call
         kind = route.kind
         if kind is not None:
-            self.future.dispatch(lambda: auto.engine(kind).submit_call(fn, args, kwargs, policy))
+            self.future.dispatch(lambda: auto.engine(kind).submit_call(*call))
         elif route.acquire_probe():
-            if not self.future.dispatch(lambda: auto.probe(route, fn, args, kwargs, policy)):
+            if not self.future.dispatch(lambda: auto.probe(route, *call)):
                 route.release()  # cancelled: hand the slot on
         else:
             route.wait(self.step)
@@ -592,9 +604,11 @@ class _ListUnit:
         items: list[Any],
         chunksize: int | None,
         policy: TaskPolicy,
+        context: contextvars.Context,
     ) -> None:
         self._auto, self._route, self._fn, self._mode = auto, route, fn, mode
         self._items, self._chunksize, self._policy = items, chunksize, policy
+        self._context = context
         self._values: list[Any] = []
         self.future: Future[list[Any]] = Future()
         self.future.set_running_or_notify_cancel()
@@ -611,7 +625,8 @@ class _ListUnit:
         elif route.acquire_probe():
             item = self._items[len(self._values)]
             try:
-                probe = auto.probe(route, self._fn, _args_of(self._mode, item), {}, self._policy)
+                args = _args_of(self._mode, item)
+                probe = auto.probe(route, self._fn, args, {}, self._policy, self._context)
             except BaseException as exc:  # noqa: BLE001 - closed or broken pool: the map's outcome
                 resolve(self.future, None, exc)
                 auto.unit_done(self)
@@ -634,7 +649,7 @@ class _ListUnit:
         rest_items = self._items[len(self._values) :]
         try:
             rest = self._auto.engine(kind).submit_list(
-                self._fn, self._mode, rest_items, self._chunksize, self._policy
+                self._fn, self._mode, rest_items, self._chunksize, self._policy, self._context
             )
         except BaseException as exc:  # noqa: BLE001 - closed or broken pool: the map's outcome
             resolve(self.future, None, exc)
@@ -677,9 +692,11 @@ class _AutoStream:
         chunksize: int | None,
         ordered: bool,
         policy: TaskPolicy,
+        context: contextvars.Context,
     ) -> None:
         self._auto, self._route, self._fn, self._mode = auto, route, fn, mode
         self._chunksize, self._ordered, self._policy = chunksize, ordered, policy
+        self._context = context
         self._source: Iterator[Any] | None = iter(iterable)
         self._cond = threading.Condition(threading.Lock())
         self._outcomes: deque[Run] = deque()
@@ -707,6 +724,7 @@ class _AutoStream:
                 self._chunksize,
                 ordered=self._ordered,
                 policy=self._policy,
+                context=self._context,
             )
             rest.feed()
             self._rest = rest
@@ -729,7 +747,7 @@ class _AutoStream:
             self._probing = True
         try:
             probe = self._auto.probe(
-                self._route, self._fn, _args_of(self._mode, item), {}, self._policy
+                self._route, self._fn, _args_of(self._mode, item), {}, self._policy, self._context
             )
         except BaseException:
             with self._cond:

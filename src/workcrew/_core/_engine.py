@@ -14,6 +14,7 @@ and no thread outlives it.
 from __future__ import annotations
 
 import atexit
+import contextvars
 import functools
 import os
 import threading
@@ -24,6 +25,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from ._backend import WorkerBackend
+from ._carry import carry
 from ._context import in_worker
 from ._exceptions import BrokenPoolError, NestedPoolWarning, PoolClosedError
 from ._jobs import CallJob, Job, ListJob, StreamJob
@@ -72,11 +74,16 @@ class Engine:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         policy: TaskPolicy | None = None,
+        context: contextvars.Context | None = None,
     ) -> Future[Any]:
-        """Run ``fn(*args, **kwargs)`` once; its future resolves with the outcome."""
+        """Run ``fn(*args, **kwargs)`` once; its future resolves with the outcome.
+
+        The task runs in ``context``: by default the caller's context
+        variables, copied now, as for every submission (see _carry.py).
+        """
         check_callable(fn)
         self._master.backend.check_function(fn)
-        job = CallJob(fn, args, kwargs, task_key(fn))
+        job = CallJob(carry(fn, context), args, kwargs, task_key(fn))
         job.policy = policy or self.options.policy
         if self._master.backend.can_kill:
             master = self._master
@@ -93,11 +100,13 @@ class Engine:
         items: list[Any],
         chunksize: int | None,
         policy: TaskPolicy | None = None,
+        context: contextvars.Context | None = None,
     ) -> Future[list[Any]]:
         """Run ``fn`` on every item; the future resolves with all results in order."""
         check_callable(fn)
         self._master.backend.check_function(fn)
-        job = ListJob(fn, mode, items, task_key(fn), chunksize or self.options.chunksize)
+        chunksize = chunksize or self.options.chunksize
+        job = ListJob(carry(fn, context), mode, items, task_key(fn), chunksize)
         job.policy = policy or self.options.policy
         if items:
             self._post(job)
@@ -114,12 +123,13 @@ class Engine:
         *,
         ordered: bool,
         policy: TaskPolicy | None = None,
+        context: contextvars.Context | None = None,
     ) -> StreamJob:
         """Run ``fn`` on items pulled lazily from ``iterable``; read results from the job."""
         check_callable(fn)
         self._master.backend.check_function(fn)
         job = StreamJob(
-            fn,
+            carry(fn, context),
             mode,
             iterable,
             task_key(fn),

@@ -19,6 +19,10 @@ Hierarchy::
     │                               pickled or unpickled; names the object and phase
     ├── TaskFailed                  a task raised an exception that could not be
     │                               sent back as itself; carries its type and text
+    ├── DeadlockError               workcrew locks were taken in a cycle; this
+    │                               waiter gave up so the others can go on
+    ├── QueueClosed                 put on a closed workcrew.Queue, or get on one
+    │                               that is closed and empty
     └── TimeoutError                a wait ran out of time (also multiprocessing's
                                     and concurrent.futures' TimeoutError)
 
@@ -38,9 +42,11 @@ from typing import Any
 
 __all__ = (
     "BrokenPoolError",
+    "DeadlockError",
     "InitializerError",
     "NestedPoolWarning",
     "PoolClosedError",
+    "QueueClosed",
     "RemoteTraceback",
     "SerializationError",
     "TaskCancelled",
@@ -178,6 +184,35 @@ class TaskFailed(WorkcrewError):
     def __init__(self, message: str, *, type_name: str = "") -> None:
         super().__init__(message)
         self.type_name = type_name
+
+
+class DeadlockError(WorkcrewError):
+    """Acquiring a workcrew lock would wait forever: the waits form a cycle.
+
+    Worker A holds lock L1 and waits for L2 while worker B holds L2 and waits
+    for L1 (or a thread waits for a non-recursive lock it holds itself).  One
+    participant of the cycle, and only one, gets this error; the message names
+    every participant, the lock it holds and the lock it waits for.  Let it
+    propagate out of the ``with`` blocks so its locks are released and the
+    others go on; the lasting fix is to take locks in one global order.
+
+    Attribute: ``cycle``, a tuple of ``(participant, waits_for_lock)`` strings.
+    """
+
+    cycle: tuple[tuple[str, str], ...]
+
+    def __init__(self, message: str, *, cycle: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(message)
+        self.cycle = cycle
+
+
+class QueueClosed(WorkcrewError):
+    """The :class:`workcrew.Queue` was closed.
+
+    ``put`` raises it at once; ``get`` raises it once the queue is also empty
+    (items put before ``close()`` are still delivered).  Iterating over a queue
+    ends cleanly instead.
+    """
 
 
 class TimeoutError(WorkcrewError, multiprocessing.TimeoutError, concurrent.futures.TimeoutError):

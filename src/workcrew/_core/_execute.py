@@ -15,12 +15,14 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from types import CodeType
 from typing import Any
 
 __all__ = (
     "CALL",
     "MAP",
     "STAR",
+    "WRAPPER_CODES",
     "Failure",
     "SegmentOutcome",
     "describe_call",
@@ -32,6 +34,10 @@ __all__ = (
 
 #: Calling modes: ``fn(item)``, ``fn(*item)``, ``fn(*args, **kwargs)`` with item=(args, kwargs).
 MAP, STAR, CALL = 0, 1, 2
+
+#: Code of workcrew's own call wrappers (context variables, see _carry.py): their
+#: frames are left out of a task's traceback, which starts at the user's code.
+WRAPPER_CODES: set[CodeType] = set()
 
 _repr = reprlib.Repr()
 _repr.maxstring = 60
@@ -138,6 +144,8 @@ def _skipping(items: list[Any], skip: frozenset[int], out: list[Any]) -> Any:
 def _capture(exc: BaseException, fn: Callable[..., Any], mode: int, item: Any) -> Failure:
     # Drop this frame from the traceback: users should see their own code first.
     tb = exc.__traceback__.tb_next if exc.__traceback__ is not None else None
+    while tb is not None and tb.tb_frame.f_code in WRAPPER_CODES:
+        tb = tb.tb_next
     text = "".join(traceback.format_exception(type(exc), exc, tb))
     try:
         call = describe_call(fn, mode, item)

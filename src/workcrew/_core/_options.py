@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ._execute import EVENT_LOOPS
+from ._state import WorkerHooks
 from ._system import available_cpu_count
 
 __all__ = ("PoolOptions", "TaskPolicy", "available_cpu_count", "default_start_method")
@@ -100,6 +101,8 @@ class PoolOptions:
     requested_workers: int | None = None
     kind: str = "process"
     start_method: str = "forkserver"
+    #: what each worker calls at start; its result is the worker's state.  With a
+    #: ``worker_exit`` it is a WorkerHooks carrying both (see _state.py).
     initializer: Callable[..., object] | None = None
     initargs: tuple[Any, ...] = ()
     max_tasks_per_worker: int | None = None
@@ -110,6 +113,12 @@ class PoolOptions:
     #: event loop of the async kind and hybrid workers: "auto" (uvloop if installed), ...
     event_loop: str = "auto"
 
+    @property
+    def worker_exit(self) -> Callable[[Any], object] | None:
+        """What each worker calls with its state when it ends gracefully."""
+        hooks = self.initializer
+        return hooks.worker_exit if isinstance(hooks, WorkerHooks) else None
+
     @classmethod
     def build(
         cls,
@@ -119,6 +128,7 @@ class PoolOptions:
         start_method: str | None = None,
         initializer: Callable[..., object] | None = None,
         initargs: tuple[Any, ...] | list[Any] = (),
+        worker_exit: Callable[[Any], object] | None = None,
         max_tasks_per_worker: int | None = None,
         chunksize: int | None = None,
         task_timeout: float | None = None,
@@ -147,6 +157,13 @@ class PoolOptions:
             raise TypeError(f"initializer must be callable, got {initializer!r}")
         if not isinstance(initargs, (tuple, list)):
             raise TypeError(f"initargs must be a tuple, got {type(initargs).__name__}")
+        if worker_exit is not None:
+            if not callable(worker_exit):
+                raise TypeError(
+                    f"worker_exit must be callable (it is called with the worker's state), "
+                    f"got {worker_exit!r}"
+                )
+            initializer = WorkerHooks(initializer, worker_exit)
         if max_tasks_per_worker is not None:
             _check_positive_int("max_tasks_per_worker", max_tasks_per_worker, "tasks per worker")
         if chunksize is not None:

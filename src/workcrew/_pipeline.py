@@ -1,0 +1,645 @@
+"""``workcrew.Pipeline``: stages of workers connected by bounded queues.
+
+An edge module: built only on ``workcrew.Pool``'s public API, one pool per
+stage.  Data flow of one run (``Pipeline.run(source)``), for stages 1..n::
+
+    source ─► source thread ─► channel 0 ─► stage 1 ─► channel 1 ─► ... ─► channel n ─► next()
+
+    one stage:   channel i-1 ─► feeder ── map_async(batch) ──► Pool ── callback ──► done queue
+                                  ▲  (waits while the window is full)                   │
+                                  └──── window credits ◄──── collector ◄────────────────┘
+                                                                 └──► channel i
+
+* A **channel** is a bounded FIFO (``buffer`` items) with one producer and one
+  consumer; blocking in it is the backpressure.  It measures how long its
+  consumer waited for input and its producer for room.
+* The **feeder** of a stage blocks for one item, takes what else is there (up
+  to a batch, without blocking) and submits the batch with ``map_async``.  At
+  most ``window`` items are in a stage at once (submitted, not yet passed on).
+* **Callbacks** run on the pool's master thread: they only put into the
+  unbounded done queue, or call ``_Run.stop``; neither ever waits.
+* The **collector** passes finished batches on, in submission order
+  (``ordered=True``) or as they finish, giving one window credit back per item
+  it puts downstream.  It owns its pool's shutdown: ``close()`` + ``join()`` at
+  the end of the stream, ``terminate()`` when the run stops.
+
+Invariants:
+
+1. An item is in exactly one place: the source thread's hand, a channel, or a
+   stage's window.  So between the source and the caller there are at most
+   ``1 + sum(buffer + window_i) + buffer`` items, however long the source.
+2. Only the source thread advances the source; only a stage's feeder reads its
+   input channel and submits to its pool; only its collector writes its output
+   channel and shuts its pool down.  No thread ever waits on the master thread
+   of a pool while holding a lock a callback needs.
+3. ``stop`` is idempotent and the first reason wins: it aborts every channel,
+   wakes every feeder and collector, and is the only way a run ends early.
+   The caller's ``next()`` re-raises the first error after every thread ended.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import queue
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._core._exceptions import TaskCancelled
+from ._pool import Pool
+
+__all__ = ("Pipeline", "PipelineRun", "Stage", "StageStatistics")
+
+#: Items each queue between stages holds by default.  Larger smooths bursts
+#: between stages of uneven speed; smaller keeps fewer items in memory.
+DEFAULT_BUFFER = 64
+#: A stage's window is at least this many items per worker, so every worker
+#: has a next item queued while the collector passes the last one on.
+WINDOW_PER_WORKER = 2
+#: The window is split into at least this many batches (map_async calls), so
+#: workers keep computing while a finished batch is handed downstream.
+BATCHES_PER_WINDOW = 4
+#: Worker kinds a stage accepts (those of ``workcrew.Pool``).
+KINDS = ("thread", "process", "async", "auto")
+
+_clock = time.perf_counter
+
+
+# -- public records ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Stage:
+    """One step of a :class:`Pipeline`: a function and the pool that runs it.
+
+    ``fn`` is called with one item and returns the item for the next stage.
+    ``kind`` is a ``workcrew.Pool`` kind; the default is ``"thread"``
+    (``"async"`` for an ``async def`` function): say ``kind="process"`` (or
+    ``"auto"``) for CPU-bound work.  ``workers`` defaults to the kind's default
+    (one process per usable CPU, ``min(32, CPUs + 4)`` threads, 100 coroutines).
+    ``name`` (default: the function's name) appears in errors and statistics.
+    ``chunksize``, ``start_method``, ``task_timeout``, ``retries``,
+    ``initializer`` and ``initargs`` are passed to the stage's ``Pool``.
+    """
+
+    fn: Callable[[Any], Any] = field(kw_only=False)
+    kind: str | None = None
+    workers: int | None = None
+    name: str = ""
+    chunksize: int | None = None
+    start_method: str | None = None
+    task_timeout: float | None = None
+    retries: int = 0
+    initializer: Callable[..., object] | None = None
+    initargs: tuple[Any, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not callable(self.fn):
+            raise TypeError(f"a stage needs a callable, got {self.fn!r}")
+        kind = self.kind
+        if kind is None:
+            kind = "async" if inspect.iscoroutinefunction(self.fn) else "thread"
+        if kind not in KINDS:
+            raise ValueError(f"kind={kind!r} is not a worker kind; choose one of {KINDS}")
+        _check_count("workers", self.workers, allow_none=True)
+        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "name", self.name or _function_name(self.fn))
+        object.__setattr__(self, "initargs", tuple(self.initargs))
+
+
+@dataclass(frozen=True)
+class StageStatistics:
+    """What one stage of a pipeline run did (``Pipeline.statistics()``).
+
+    ``items_in``: items submitted to the stage's pool; ``items_out``: results
+    put on the queue to the next stage (or to the caller); ``failures``: tasks
+    that raised (the first stops the run); ``input_wait_seconds``: time the
+    stage waited for an item to arrive; ``output_wait_seconds``: time it was
+    blocked on a full queue downstream (backpressure); ``wall_seconds``: from
+    the start of the run until the stage finished (or until now).
+    """
+
+    name: str
+    kind: str
+    workers: int
+    items_in: int
+    items_out: int
+    failures: int
+    input_wait_seconds: float
+    output_wait_seconds: float
+    wall_seconds: float
+
+
+# -- the pipeline ------------------------------------------------------------------------
+
+
+class Pipeline:
+    """Stages of workers connected by bounded queues, run over a stream of items.
+
+    Each stage has its own pool (its own kind and worker count); ``buffer`` is
+    the size of each queue between stages.  ``ordered=True`` gives results in
+    source order; ``ordered=False`` as they are done.  A plain function is a
+    ``Stage(fn)``: a thread stage.
+
+    Example::
+
+        pipe = workcrew.Pipeline(
+            workcrew.Stage(fetch, workers=16),          # threads wait on the network
+            workcrew.Stage(parse, kind="process"),      # one process per CPU
+            workcrew.Stage(store, workers=2),
+        )
+        for record in pipe.run(urls):
+            print(record)
+        print(pipe.statistics())
+    """
+
+    def __init__(
+        self,
+        *stages: Stage | Callable[[Any], Any],
+        ordered: bool = True,
+        buffer: int = DEFAULT_BUFFER,
+    ) -> None:
+        if not stages:
+            raise ValueError("a Pipeline needs at least one stage")
+        _check_count("buffer", buffer, allow_none=False)
+        self._stages = tuple(s if isinstance(s, Stage) else Stage(s) for s in stages)
+        self._ordered = bool(ordered)
+        self._buffer = buffer
+        self._last: _Run | None = None
+
+    @property
+    def stages(self) -> tuple[Stage, ...]:
+        """The stages, in order."""
+        return self._stages
+
+    @property
+    def ordered(self) -> bool:
+        """True if results come in source order."""
+        return self._ordered
+
+    @property
+    def buffer(self) -> int:
+        """Items each queue between stages holds."""
+        return self._buffer
+
+    def run(self, source: Iterable[Any]) -> PipelineRun:
+        """Start the pipeline over ``source``; iterate the returned object for the results.
+
+        The pools start now; ``source`` is read in a pipeline thread, as far
+        ahead as the queues allow.  Use the result in a ``for`` loop or a
+        ``with`` block; leaving either early stops the run and cleans up.
+        """
+        run = _Run(self._stages, iter(source), self._ordered, self._buffer)
+        self._last = run
+        return PipelineRun(run)
+
+    def statistics(self) -> tuple[StageStatistics, ...]:
+        """Per-stage statistics of the latest run (live while it runs); ``()`` before any."""
+        return () if self._last is None else self._last.statistics()
+
+    def __repr__(self) -> str:
+        names = " -> ".join(f"{s.name}[{s.kind}]" for s in self._stages)
+        return f"<workcrew.Pipeline {names} ordered={self._ordered} buffer={self._buffer}>"
+
+
+class PipelineRun(Iterator[Any]):
+    """The results of one ``Pipeline.run``: an iterator, also a context manager.
+
+    ``next()`` re-raises the first exception of any stage (or of the source),
+    with a note naming where it happened, once every pipeline thread and worker
+    has stopped.  ``close()``, leaving a ``with`` block, or dropping the
+    iterator (``break``) stops the run: pools are terminated, threads end.
+    """
+
+    def __init__(self, run: _Run) -> None:
+        # Threads reference the _Run, never this object, so dropping the last
+        # reference to it (a `break` out of a for loop) collects it at once.
+        self._run = run
+
+    def __iter__(self) -> PipelineRun:
+        return self
+
+    def __next__(self) -> Any:
+        run = self._run
+        try:
+            found, item = run.results.get()
+        except BaseException:  # Ctrl-C while waiting: stop everything, then let it out
+            self.close()
+            raise
+        if found:
+            return item
+        run.join()
+        error = run.pop_error()
+        if error is not None:
+            raise error
+        raise StopIteration
+
+    def close(self) -> None:
+        """Stop the run (if it is still going) and wait until its threads and workers end."""
+        self._run.stop(None)
+        self._run.join()
+
+    def statistics(self) -> tuple[StageStatistics, ...]:
+        """Per-stage statistics of this run (live while it runs)."""
+        return self._run.statistics()
+
+    def __enter__(self) -> PipelineRun:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        run = getattr(self, "_run", None)
+        if run is not None:
+            run.stop(None)
+            run.join()
+
+
+# -- the machinery of one run ------------------------------------------------------------
+
+
+class _Channel:
+    """A bounded FIFO between two threads; ``abort`` wakes and drops everything."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: deque[Any] = deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._closed = False  # the producer is done: the end of the stream
+        self._aborted = False  # the run stopped
+        #: seconds the consumer waited on an empty channel / the producer on a full one
+        self.get_wait = 0.0
+        self.put_wait = 0.0
+
+    def put_some(self, items: list[Any], start: int) -> int:
+        """Put ``items[start:]``, as many as fit after waiting for room; 0 once aborted."""
+        with self._cond:
+            if len(self._items) >= self.capacity and not self._aborted:
+                began = _clock()
+                while len(self._items) >= self.capacity and not self._aborted:
+                    self._cond.wait()
+                self.put_wait += _clock() - began
+            if self._aborted:
+                return 0
+            room = min(self.capacity - len(self._items), len(items) - start)
+            self._items.extend(items[start : start + room])
+            self._cond.notify_all()
+            return room
+
+    def get_batch(self, most: int) -> list[Any] | None:
+        """Up to ``most`` items, waiting for the first; [] at the end, None once aborted."""
+        with self._cond:
+            if not self._items and not self._closed and not self._aborted:
+                began = _clock()
+                while not self._items and not self._closed and not self._aborted:
+                    self._cond.wait()
+                self.get_wait += _clock() - began
+            if self._aborted:
+                return None
+            batch = [self._items.popleft() for _ in range(min(most, len(self._items)))]
+            if batch:
+                self._cond.notify_all()
+            return batch
+
+    def get(self) -> tuple[bool, Any]:
+        """``(True, item)``, or ``(False, None)`` at the end of the stream or once aborted."""
+        batch = self.get_batch(1)
+        return (True, batch[0]) if batch else (False, None)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def abort(self) -> None:
+        with self._cond:
+            self._aborted = True
+            self._items.clear()
+            self._cond.notify_all()
+
+
+class _Window:
+    """Credits for the items a stage may hold: taken by the feeder, given back by the collector."""
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._cond = threading.Condition(threading.Lock())
+        self._stopped = False
+
+    def wait_free(self) -> int:
+        """Wait for at least one free credit; return how many are free (0 once stopped)."""
+        with self._cond:
+            while self._free == 0 and not self._stopped:
+                self._cond.wait()
+            return 0 if self._stopped else self._free
+
+    def take(self, n: int) -> None:
+        with self._cond:
+            self._free -= n
+
+    def give(self, n: int) -> None:
+        with self._cond:
+            self._free += n
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+
+
+@dataclass(frozen=True)
+class _End:
+    """In a done queue: the feeder submitted ``batches`` batches and will submit no more."""
+
+    batches: int
+
+
+_STOP: Any = object()  # in a done queue: the run stopped
+
+
+class _StageRun:
+    """One stage of one run: its pool, its channels, its window and its counters.
+
+    Each counter has a single writer (``items_in``: the feeder; ``items_out``
+    and ``finished``: the collector; ``failures``: the pool's master thread),
+    so none can lose an update; readers may see a value one step behind.
+    """
+
+    def __init__(
+        self, index: int, count: int, stage: Stage, pool: Pool, channels: list[_Channel]
+    ) -> None:
+        self.stage = stage
+        self.pool = pool
+        self.inp, self.out = channels
+        self.where = (
+            f"in stage {index + 1} of {count} ({stage.name!r}, kind={stage.kind!r}) of a Pipeline"
+        )
+        size = max(self.inp.capacity, WINDOW_PER_WORKER * pool.workers)
+        self.window = _Window(size)
+        self.batch = max(1, size // BATCHES_PER_WINDOW)
+        self.done: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.items_in = self.items_out = self.failures = 0
+        self.finished: float | None = None
+
+    def statistics(self, started: float) -> StageStatistics:
+        end = self.finished if self.finished is not None else _clock()
+        return StageStatistics(
+            name=self.stage.name,
+            kind=str(self.stage.kind),
+            workers=self.pool.workers,
+            items_in=self.items_in,
+            items_out=self.items_out,
+            failures=self.failures,
+            input_wait_seconds=self.inp.get_wait,
+            output_wait_seconds=self.out.put_wait,
+            wall_seconds=end - started,
+        )
+
+
+class _Run:
+    """The threads, pools and channels of one run (see the module docstring)."""
+
+    def __init__(
+        self, stages: tuple[Stage, ...], source: Iterator[Any], ordered: bool, buffer: int
+    ) -> None:
+        self._lock = threading.Lock()
+        self._stopped = False
+        self._error: BaseException | None = None
+        self._ordered = ordered
+        self.started = _clock()
+        channels = [_Channel(buffer) for _ in range(len(stages) + 1)]
+        self._channels = channels
+        self.results = channels[-1]
+        self._stages: list[_StageRun] = []
+        try:
+            for i, stage in enumerate(stages):
+                pool = _open_pool(stage)
+                self._stages.append(_StageRun(i, len(stages), stage, pool, channels[i : i + 2]))
+        except BaseException:
+            for st in self._stages:
+                st.pool.terminate()
+            raise
+        self._threads: list[threading.Thread] = []
+        self._start_threads(source)
+
+    def _start_threads(self, source: Iterator[Any]) -> None:
+        # Collectors first: each owns its pool's shutdown, so once it runs
+        # nothing can leave the pool open.
+        targets: list[tuple[str, Callable[..., None], tuple[Any, ...]]] = []
+        targets += [(f"{st.stage.name}-collect", self._collect, (st,)) for st in self._stages]
+        targets += [(f"{st.stage.name}-feed", self._feed, (st,)) for st in self._stages]
+        targets.append(("source", self._pull, (source,)))
+        try:
+            for name, target, args in targets:
+                # Each thread runs in a copy of the caller's context, so the context
+                # variables set around run() reach the stage functions (the pools
+                # capture them at submission, in these threads).
+                thread = threading.Thread(
+                    target=contextvars.copy_context().run,
+                    args=(target, *args),
+                    name=f"workcrew-pipeline-{name}",
+                    daemon=True,
+                )
+                thread.start()
+                self._threads.append(thread)
+        except BaseException:
+            self.stop(None)
+            for st in self._stages[len(self._threads) :]:
+                st.pool.terminate()  # its collector never started
+            self.join()
+            raise
+
+    # -- stopping ---------------------------------------------------------------------------
+
+    def stop(self, error: BaseException | None, where: str = "") -> None:
+        """End the run: the first call wins.  Never waits (callbacks call it)."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            if error is not None and where:  # before the caller can see it
+                _add_note(error, f"workcrew: raised {where}")
+            self._error = error
+        for channel in self._channels:
+            channel.abort()
+        for st in self._stages:
+            st.window.stop()
+            st.done.put(_STOP)
+
+    def join(self) -> None:
+        """Wait for every thread of the run (collectors shut their pools down first)."""
+        me = threading.current_thread()
+        for thread in self._threads:
+            if thread is not me:
+                thread.join()
+        if me not in self._threads:
+            for st in self._stages:  # results of a stopped run: the Pipeline keeps the _Run
+                while not st.done.empty():
+                    st.done.get_nowait()
+
+    def pop_error(self) -> BaseException | None:
+        """The error that stopped the run, once; None after that or if there was none."""
+        with self._lock:
+            error, self._error = self._error, None
+        return error
+
+    def statistics(self) -> tuple[StageStatistics, ...]:
+        return tuple(st.statistics(self.started) for st in self._stages)
+
+    # -- threads ------------------------------------------------------------------------------
+
+    def _pull(self, source: Iterator[Any]) -> None:
+        """The source thread: the only one advancing the caller's iterator."""
+        first = self._channels[0]
+        try:
+            for item in source:
+                if not first.put_some([item], 0):
+                    return  # the run stopped
+            first.close()
+        except BaseException as exc:  # noqa: BLE001 - even Ctrl-C in the source reaches the caller
+            self.stop(exc, "by the source iterator of a Pipeline")
+
+    def _feed(self, st: _StageRun) -> None:
+        """A stage's feeder: batches from its input channel to its pool, within its window."""
+        submitted = 0
+        try:
+            while True:
+                free = st.window.wait_free()
+                if not free:
+                    return  # stopped
+                batch = st.inp.get_batch(min(free, st.batch))
+                if batch is None:
+                    return  # stopped
+                if not batch:
+                    st.done.put(_End(submitted))
+                    return
+                st.window.take(len(batch))
+                st.items_in += len(batch)
+                st.pool.map_async(
+                    st.stage.fn,
+                    batch,
+                    callback=self._on_results(st, submitted),
+                    error_callback=self._on_error(st),
+                )
+                submitted += 1
+        except BaseException as exc:  # noqa: BLE001 - a pipeline thread never dies silently
+            self.stop(exc, st.where)
+
+    def _on_results(self, st: _StageRun, batch_id: int) -> Callable[[list[Any]], None]:
+        def callback(results: list[Any]) -> None:  # on the pool's master thread: never wait
+            st.done.put((batch_id, results))
+
+        return callback
+
+    def _on_error(self, st: _StageRun) -> Callable[[BaseException], None]:
+        def error_callback(exc: BaseException) -> None:  # on the pool's master thread
+            if not (self._stopped and isinstance(exc, TaskCancelled)):
+                st.failures += 1  # not the cancellations of our own terminate()
+            self.stop(exc, st.where)
+
+        return error_callback
+
+    def _collect(self, st: _StageRun) -> None:
+        """A stage's collector: results downstream, then the pool's shutdown."""
+        finished = False
+        try:
+            finished = self._pass_on(st)
+        except BaseException as exc:  # noqa: BLE001 - a pipeline thread never dies silently
+            self.stop(exc, st.where)
+        try:
+            if finished:
+                st.out.close()
+                st.pool.close()
+                st.pool.join()
+            else:
+                st.pool.terminate()
+        except BaseException as exc:  # noqa: BLE001 - a pipeline thread never dies silently
+            self.stop(exc, st.where)
+        finally:
+            st.finished = _clock()
+
+    def _pass_on(self, st: _StageRun) -> bool:
+        """Emit every batch in order (or as done); True at the end of the stream."""
+        expected: int | None = None
+        emitted = 0
+        waiting: dict[int, list[Any]] = {}
+        while expected is None or emitted < expected:
+            message = st.done.get()
+            if message is _STOP:
+                return False
+            if isinstance(message, _End):
+                expected = message.batches
+                continue
+            batch_id, results = message
+            if not self._ordered:
+                if not self._emit(st, results):
+                    return False
+                emitted += 1
+                continue
+            waiting[batch_id] = results
+            while emitted in waiting:  # the next batch in submission order is there
+                if not self._emit(st, waiting.pop(emitted)):
+                    return False
+                emitted += 1
+        return True
+
+    def _emit(self, st: _StageRun, results: list[Any]) -> bool:
+        """Put ``results`` downstream, freeing one window credit per item; False if stopped."""
+        done = 0
+        while done < len(results):
+            put = st.out.put_some(results, done)
+            if not put:
+                return False
+            done += put
+            st.items_out += put
+            st.window.give(put)
+        return True
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _open_pool(stage: Stage) -> Pool:
+    return Pool(
+        stage.workers,
+        stage.initializer,
+        stage.initargs,
+        kind=str(stage.kind),
+        start_method=stage.start_method,
+        chunksize=stage.chunksize,
+        task_timeout=stage.task_timeout,
+        retries=stage.retries,
+    )
+
+
+def _function_name(fn: Callable[..., Any]) -> str:
+    name = getattr(fn, "__name__", None)
+    return name if isinstance(name, str) else type(fn).__name__
+
+
+def _check_count(name: str, value: object, *, allow_none: bool) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name}={value} is invalid: it must be at least 1")
+
+
+def _add_note(exc: BaseException, note: str) -> None:
+    """``exc.add_note`` (3.11+); on 3.10 the note is kept in ``__notes__`` all the same."""
+    if sys.version_info >= (3, 11):
+        exc.add_note(note)
+    else:  # pragma: no cover - 3.10: tracebacks do not show it, but code can read it
+        notes = getattr(exc, "__notes__", None)
+        try:
+            exc.__notes__ = [*(notes or ()), note]  # type: ignore[attr-defined]
+        except AttributeError:
+            pass  # an exception type with __slots__: the note is lost, the error is not
