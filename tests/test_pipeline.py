@@ -343,3 +343,22 @@ def test_context_variables_reach_every_stage(start_method: str) -> None:
         assert list(pipe.run(range(3))) == ["req-42"] * 3
     finally:
         state_helpers.request_id.reset(token)
+
+
+def test_stages_have_per_worker_state(tmp_path: Path) -> None:
+    import state_helpers
+
+    log = str(tmp_path / "log")
+    pipe = Pipeline(
+        Stage(
+            state_helpers.token,
+            workers=2,
+            initializer=state_helpers.open_state,
+            initargs=(log,),
+            worker_exit=state_helpers.close_state,
+        )
+    )
+    tokens = list(pipe.run(range(20)))
+    opened, closed = state_helpers.read_log(tmp_path / "log")
+    assert len(tokens) == 20 and {t for _, t in tokens} <= set(opened)
+    assert sorted(opened) == sorted(closed)  # every state built was torn down once

@@ -84,7 +84,8 @@ class Stage:
     (one process per usable CPU, ``min(32, CPUs + 4)`` threads, 100 coroutines).
     ``name`` (default: the function's name) appears in errors and statistics.
     ``chunksize``, ``start_method``, ``task_timeout``, ``retries``,
-    ``initializer`` and ``initargs`` are passed to the stage's ``Pool``.
+    ``initializer``, ``initargs`` and ``worker_exit`` are passed to the stage's
+    ``Pool`` (per-worker state: ``workcrew.worker_state()`` in the stage function).
     """
 
     fn: Callable[[Any], Any] = field(kw_only=False)
@@ -97,6 +98,7 @@ class Stage:
     retries: int = 0
     initializer: Callable[..., object] | None = None
     initargs: tuple[Any, ...] = ()
+    worker_exit: Callable[[Any], object] | None = None
 
     def __post_init__(self) -> None:
         if not callable(self.fn):
@@ -616,6 +618,7 @@ def _open_pool(stage: Stage) -> Pool:
         chunksize=stage.chunksize,
         task_timeout=stage.task_timeout,
         retries=stage.retries,
+        worker_exit=stage.worker_exit,
     )
 
 
