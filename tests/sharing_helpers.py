@@ -119,3 +119,22 @@ def open_fds(_: object = None) -> int:
 
 def crash_with(a: np.ndarray[Any, Any]) -> None:
     os._exit(5)
+
+
+def big_or_crash(i: int) -> np.ndarray[Any, Any]:
+    """A result large enough for shared memory; items 3 and 7 kill their worker."""
+    if i in (3, 7):
+        os._exit(9)
+    return np.full(1 << 16, i, dtype=np.float64)  # 512 KiB
+
+
+def try_lock_of(value: workcrew.Value) -> bool:
+    lock = value.get_lock()
+    got = lock.acquire(False)
+    if got:
+        lock.release()
+    return got
+
+
+def same_lock(value: workcrew.Value, lock: workcrew.RLock) -> bool:
+    return value.get_lock() is lock

@@ -362,3 +362,20 @@ def test_stages_have_per_worker_state(tmp_path: Path) -> None:
     opened, closed = state_helpers.read_log(tmp_path / "log")
     assert len(tokens) == 20 and {t for _, t in tokens} <= set(opened)
     assert sorted(opened) == sorted(closed)  # every state built was torn down once
+
+
+def test_leaving_early_does_not_wait_for_a_blocked_source() -> None:
+    release = threading.Event()
+
+    def source() -> Iterator[int]:
+        yield 1
+        release.wait(TIMEOUT)  # a socket or a queue with nothing more to give, for now
+        yield 2
+
+    try:
+        with Pipeline(add_one).run(source()) as results:
+            assert next(results) == 2
+        # Leaving the block returned while the source still blocks in next().
+        assert not release.is_set()
+    finally:
+        release.set()  # let the source thread end (the leak check waits for it)

@@ -308,3 +308,42 @@ def _fd_targets() -> set[str]:
         except OSError:
             pass
     return targets
+
+
+def test_large_results_survive_a_crash_of_the_next_task(start_method: str) -> None:
+    # Each result waits in the worker's shared memory until the caller maps it:
+    # a crash in the next task (already sent: prefetch) must not lose it.
+    with workcrew.Pool(1, start_method=start_method) as pool:
+        pending = [pool.apply_async(sh.big_or_crash, (i,)) for i in range(10)]
+        for i, result in enumerate(pending):
+            if i in (3, 7):
+                with pytest.raises(workcrew.WorkerCrashed):
+                    result.get(TIMEOUT)
+            else:
+                assert (result.get(TIMEOUT) == i).all()
+
+
+def test_a_forked_worker_does_not_inherit_a_held_lock() -> None:
+    value = workcrew.Value("i", 0)
+    # Held by this thread while the worker is forked.
+    with value.get_lock(), workcrew.Pool(1, start_method="fork") as pool:
+        assert pool.apply(sh.try_lock_of, (value,)) is False
+    with workcrew.Pool(1, start_method="fork") as pool:
+        assert pool.apply(sh.try_lock_of, (value,)) is True
+
+
+def test_a_value_and_its_lock_stay_one_object_each(start_method: str) -> None:
+    value = workcrew.Value("i", 0)
+    assert pickle.loads(pickle.dumps(value.get_lock())) is value.get_lock()
+    with workcrew.Pool(1, start_method=start_method) as pool:
+        assert pool.apply(sh.same_lock, (value, value.get_lock())) is True
+
+
+def test_recycled_workers_give_back_their_holds(start_method: str) -> None:
+    from workcrew._sharing import _locks
+
+    value = workcrew.Value("i", 0)
+    refs = value._table.words[value._slot * _locks.SLOT_WORDS + _locks.REFS]
+    with workcrew.Pool(1, start_method=start_method, maxtasksperchild=1) as pool:
+        assert pool.starmap(sh.add_many, [(value, 1)] * 3) == [1, 2, 3]
+    assert value._table.words[value._slot * _locks.SLOT_WORDS + _locks.REFS] == refs

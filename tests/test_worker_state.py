@@ -524,3 +524,10 @@ def test_context_variables_pickle_by_reference_when_defined_at_module_level() ->
     assert pickle.loads(pickle.dumps(sh.request_id)) is sh.request_id
     with pytest.raises(TypeError, match="only context variables defined at module level"):
         pickle.dumps(contextvars.ContextVar("nowhere"))
+
+
+def test_a_task_set_variable_does_not_reach_the_next_task(pool_kw: dict[str, Any]) -> None:
+    # The caller's context holds no variables here: tasks run unwrapped.
+    with workcrew.Pool(1, **pool_kw) as pool:
+        assert pool.apply(sh.read_then_set, (1,)) == sh.UNSET
+        assert pool.apply(sh.read_then_set, (2,)) == sh.UNSET

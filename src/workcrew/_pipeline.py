@@ -260,7 +260,12 @@ class PipelineRun(Iterator[Any]):
         run = getattr(self, "_run", None)
         if run is not None:
             run.stop(None)
-            run.join()
+            # Usually the caller dropped the iterator (`break`): wait, so nothing
+            # outlives the loop.  But a collection of a reference cycle may run
+            # on a workcrew thread (a pool's master, a stage thread) that this
+            # run's threads wait for: there, stop only; the threads end by themselves.
+            if not threading.current_thread().name.startswith("workcrew-"):
+                run.join()
 
 
 # -- the machinery of one run ------------------------------------------------------------
@@ -438,6 +443,8 @@ class _Run:
         targets += [(f"{st.stage.name}-collect", self._collect, (st,)) for st in self._stages]
         targets += [(f"{st.stage.name}-feed", self._feed, (st,)) for st in self._stages]
         targets.append(("source", self._pull, (source,)))
+        self._pulling = False  # the source thread is inside next(source) (under self._lock)
+        self._source_thread: threading.Thread | None = None
         try:
             for name, target, args in targets:
                 # Each thread runs in a copy of the caller's context, so the context
@@ -451,6 +458,8 @@ class _Run:
                 )
                 thread.start()
                 self._threads.append(thread)
+                if target == self._pull:
+                    self._source_thread = thread
         except BaseException:
             self.stop(None)
             for st in self._stages[len(self._threads) :]:
@@ -478,8 +487,12 @@ class _Run:
     def join(self) -> None:
         """Wait for every thread of the run (collectors shut their pools down first)."""
         me = threading.current_thread()
+        with self._lock:
+            # A source blocked in its own next() cannot be interrupted; its thread
+            # (a daemon) ends by itself once the source yields, seeing the stop.
+            skip = self._source_thread if self._pulling else None
         for thread in self._threads:
-            if thread is not me:
+            if thread is not me and thread is not skip:
                 thread.join()
         if me not in self._threads:
             for st in self._stages:  # results of a stopped run: the Pipeline keeps the _Run
@@ -501,7 +514,18 @@ class _Run:
         """The source thread: the only one advancing the caller's iterator."""
         first = self._channels[0]
         try:
-            for item in source:
+            while True:
+                with self._lock:
+                    if self._stopped:
+                        return
+                    self._pulling = True  # join() does not wait for what next() does
+                try:
+                    item = next(source)
+                except StopIteration:
+                    break
+                finally:
+                    with self._lock:
+                        self._pulling = False
                 if not first.put_some([item], 0):
                     return  # the run stopped
             first.close()

@@ -209,8 +209,16 @@ class ProcessHandle(WorkerHandle):
             body, buffers = dumps_oob((reset, new_functions, wire_segments))
         if len(failed) == sum(len(segment.items) for segment in segments):
             return Sent(failed)  # nothing left to run; the master fails every item
+        try:
+            refs = self._backend.exporter.export(buffers) if buffers else []
+        except OSError as exc:  # out of memory or descriptors: fail this chunk, not the pool
+            error = SerializationError(
+                f"cannot send the arguments' large buffers to worker {self.worker_id} through "
+                f"shared memory: {exc}. Free memory, or send smaller pieces."
+            )
+            every = [(s, i) for s, seg in enumerate(segments) for i in range(len(seg.items))]
+            return Sent(dict.fromkeys(every, error))
         self._known.update(key for key, _ in new_functions)
-        refs = self._backend.exporter.export(buffers) if buffers else []
         self._lent.update(ref.id for ref in refs)
         sidecar = _wire.pack_sidecar([], refs)
         self._write(_wire.CHUNK, _wire.SEQ.pack(seq) + sidecar + body)

@@ -26,6 +26,7 @@ import pickle
 import signal
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -45,6 +46,7 @@ from .._core._execute import (
 )
 from .._core._state import WorkerState, bind_process
 from .._sharing._buffers import BufferRef, Exporter, Imported, dumps_oob
+from .._sharing._locks import release_holds
 from . import _wire
 
 __all__ = ("EncodedFailure", "worker_main")
@@ -107,6 +109,9 @@ def worker_main(
         # joins this process's children (in a worker it runs before our
         # threading exit hook would).
         shutdown_all()
+        # os._exit runs no finalizers: give back this process's holds on
+        # shared locks and values, or their slots would never be freed.
+        release_holds()
 
 
 #: Environment variables that size the thread pools of BLAS/OpenMP libraries.
@@ -180,6 +185,8 @@ class _Worker:
         if not self._initialize(init_blob):
             return
         _wire.write_frame(self.result_fd, _wire.READY, pickle.dumps(self.pid))
+        self._base_context = contextvars.copy_context()
+        held: deque[bytearray] = deque()  # chunks received while results await their RELEASE
         while True:
             frame = _wire.read_frame(self.task_fd)
             if frame is None or frame[0] == _wire.STOP:
@@ -187,8 +194,13 @@ class _Worker:
             if frame[0] == _wire.RELEASE:
                 (first,) = _wire.SEQ.unpack_from(frame[1])
                 self._exporter.release(self._results_out.pop(first, []))
-                continue
-            self._run_chunk(frame[1])
+            else:
+                held.append(frame[1])
+            # Results in shared segments are reachable only while this process
+            # lives: no next chunk (which might crash it) until the master has
+            # mapped them and said so.
+            while held and not self._results_out:
+                self._run_chunk(held.popleft())
 
     #: this process's worker state (see _core/_state.py); None until the initializer ran
     state: WorkerState | None = None
@@ -230,7 +242,9 @@ class _Worker:
             self.functions.clear()
         for key, blob in new_functions:
             self.functions[key] = _load_function(blob)
-        outcomes = [self._run_segment(*segment) for segment in segments]
+        # A fresh copy of the context the initializer left, per chunk: a
+        # variable a task sets does not reach later chunks.
+        outcomes = self._base_context.copy().run(self._run_segments, segments)
         body, result_refs = self._pack_result(seq, outcomes, segments)
         # The chunk's arguments are dropped now, so the segments they were
         # built over can be unmapped (those a task kept stay mapped for now).
@@ -239,6 +253,9 @@ class _Worker:
         sidecar = _wire.pack_sidecar(released, result_refs)
         duration = _wire.DURATION.pack(timer() - start)
         _wire.write_frame(self.result_fd, _wire.RESULT, duration, sidecar, body)
+
+    def _run_segments(self, segments: list[Any]) -> list[Any]:
+        return [self._run_segment(*segment) for segment in segments]
 
     def _run_segment(
         self, key: int, mode: int, items: list[Any], skip: frozenset[int] | None

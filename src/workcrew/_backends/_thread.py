@@ -9,6 +9,7 @@ asks the thread to exit after its current chunk.
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import queue
 import threading
@@ -102,16 +103,22 @@ class ThreadHandle(WorkerHandle):
 
     def _serve(self) -> None:
         loop = self._backend.loop
+        # Each chunk runs in a fresh copy of the thread's context as the
+        # initializer left it: a variable a task sets does not reach later chunks.
+        base = contextvars.copy_context()
         while True:
             message = self._inbox.get()
             if message is _STOP:
                 return
             seq, segments = message
             start = timer()
-            outcomes = [self._run(segment) for segment in segments]
+            outcomes = base.copy().run(self._run_all, segments)
             duration = timer() - start
             loop.call_soon_threadsafe(Report(self._events, self, seq, duration, outcomes))
             del message, segments, outcomes  # drop references to arguments and results early
+
+    def _run_all(self, segments: list[Segment]) -> list[SegmentOutcome]:
+        return [self._run(segment) for segment in segments]
 
     def _run(self, segment: Segment) -> SegmentOutcome:
         values, failures = run_segment(segment.fn, segment.mode, segment.items, segment.skip)

@@ -36,6 +36,7 @@ from typing import Any
 
 import cloudpickle
 
+from .._core._fds import register_master_fd, unregister_master_fd
 from ._memory import require_support
 
 __all__ = ("THRESHOLD", "BufferRef", "Exporter", "Imported", "dumps_oob", "map_buffers")
@@ -164,15 +165,24 @@ class Exporter:
         self._closed = False  # then released segments are closed, not kept
 
     def export(self, buffers: list[memoryview]) -> list[BufferRef]:
-        """Write each buffer into a segment lent out until :meth:`release`."""
-        refs = []
-        for raw in buffers:
-            segment = self._segment_for(raw.nbytes)
-            written = 0
-            while written < raw.nbytes:
-                written += os.pwrite(segment.fd, raw[written:], written)
-            self._lent[segment.id] = segment
-            refs.append(BufferRef(self._pid, segment.fd, segment.inode, raw.nbytes, segment.id))
+        """Write each buffer into a segment lent out until :meth:`release`.
+
+        ``OSError`` (no memory, no descriptors) leaves nothing lent.
+        """
+        refs: list[BufferRef] = []
+        lent: list[int] = []
+        try:
+            for raw in buffers:
+                segment = self._segment_for(raw.nbytes)
+                self._lent[segment.id] = segment
+                lent.append(segment.id)
+                written = 0
+                while written < raw.nbytes:
+                    written += os.pwrite(segment.fd, raw[written:], written)
+                refs.append(BufferRef(self._pid, segment.fd, segment.inode, raw.nbytes, segment.id))
+        except OSError:
+            self.release(lent)
+            raise
         return refs
 
     def _segment_for(self, nbytes: int) -> _Segment:
@@ -185,7 +195,9 @@ class Exporter:
             del self._free[best.id]
             self._free_bytes -= best.size
             return best
-        segment = _Segment(os.memfd_create("workcrew-buffer", os.MFD_CLOEXEC), next(self._ids))
+        fd = os.memfd_create("workcrew-buffer", os.MFD_CLOEXEC)
+        register_master_fd(fd)  # a worker forked later closes it (see _core/_fds.py)
+        segment = _Segment(fd, next(self._ids))
         segment.size = nbytes
         return segment
 
@@ -196,24 +208,29 @@ class Exporter:
             if segment is None:
                 continue
             if not self._reuse or self._closed or segment.size > KEEP_BYTES:
-                os.close(segment.fd)
+                _close(segment)
                 continue
             self._free[segment.id] = segment
             self._free_bytes += segment.size
             while self._free_bytes > KEEP_BYTES:
                 _, old = self._free.popitem(last=False)
                 self._free_bytes -= old.size
-                os.close(old.fd)
+                _close(old)
 
     def close(self) -> None:
         """Close every segment: receivers keep only what they have mapped."""
         self._closed = True
         for segment in [*self._lent.values(), *self._free.values()]:
-            with contextlib.suppress(OSError):
-                os.close(segment.fd)
+            _close(segment)
         self._lent.clear()
         self._free.clear()
         self._free_bytes = 0
+
+
+def _close(segment: _Segment) -> None:
+    unregister_master_fd(segment.fd)
+    with contextlib.suppress(OSError):
+        os.close(segment.fd)
 
 
 class Imported:

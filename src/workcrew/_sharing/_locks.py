@@ -39,7 +39,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 from .._core._context import ENV_WORKER
 from .._core._exceptions import DeadlockError
@@ -49,6 +49,7 @@ from ._memory import (
     Segment,
     SegmentRef,
     SemLockBase,
+    lock_mutex,
     make_semaphore,
     thread_alive,
 )
@@ -83,13 +84,7 @@ class _Table:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the table mutex (held for microseconds; taken over if its holder died)."""
-        while not self.mutex.acquire(True, 1.0):
-            holder = self.header[1]
-            if holder and not thread_alive(holder):
-                self.header[1] = 0
-                with contextlib.suppress(ValueError):  # someone else took over first
-                    self.mutex.release()
-        self.header[1] = threading.get_native_id()
+        lock_mutex(self.mutex, self.header, 1, 1.0)
         try:
             yield
         finally:
@@ -183,6 +178,9 @@ class _Table:
                 tid = int(self.waiters[base + W_TID])
                 if not tid:
                     continue
+                if not thread_alive(tid):  # a waiter killed while waiting: reap its entry
+                    self.waiters[base + W_TID] = 0
+                    continue
                 offset = self.waiter_base + entry * WAITER_BYTES + LABEL_AT
                 raw = bytes(self.segment.buf[offset : offset + WAITER_BYTES - LABEL_AT])
                 waits[tid] = (int(self.waiters[base + W_LOCK]) - 1, raw.rstrip(b"\0").decode())
@@ -240,6 +238,28 @@ def _participant() -> str:
 _attached: weakref.WeakValueDictionary[tuple[SegmentRef, int], Any] = weakref.WeakValueDictionary()
 #: Every lock object of this process, for a waiter to list the locks it holds.
 _locks: weakref.WeakSet[Lock] = weakref.WeakSet()
+#: This process's holds on table slots, given back when their object is
+#: collected, or all at once by release_holds() when a worker process ends
+#: (os._exit runs no finalizers).
+_holds: list[weakref.finalize[..., Any]] = []
+
+
+def release_holds() -> None:
+    """Give back every slot this process holds (a worker process about to exit)."""
+    for hold in _holds:
+        hold()  # a no-op for a finalizer that already ran
+    _holds.clear()
+
+
+def _after_fork_in_child() -> None:
+    # SemLock records per object which thread took it; a forked child has
+    # none of those threads, so it holds nothing (multiprocessing does the same).
+    for lock in list(_locks):
+        lock._after_fork()
+    _holds.clear()  # the parent's holds are the parent's to give back
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 _try_acquire = SemLockBase.acquire
 
 
@@ -262,18 +282,22 @@ def _new_slot(kind: int, name: str | None, default: str) -> tuple[_Table, int, i
 
 def _track(obj: Any, table: _Table, slot: int, uid: int) -> None:
     """Count ``obj`` as this process's holder of the slot until it is collected."""
-    weakref.finalize(obj, _drop_in, os.getpid(), table, slot, uid)
+    _holds.append(weakref.finalize(obj, _drop_in, os.getpid(), table, slot, uid))
+    if len(_holds) > 64:
+        _holds[:] = [hold for hold in _holds if hold.alive]
     _attached[(table.segment.ref, uid)] = obj  # unpickled here: this same object
 
 
 def _attach(cls: type[Lock], ref: SegmentRef, slot: int, uid: int) -> Lock:
-    obj: Lock | None = _attached.get((ref, uid))
+    obj: Any = _attached.get((ref, uid))
+    if isinstance(obj, Value):
+        return obj.get_lock()  # a Value's lock, pickled on its own: the same lock here
     if obj is None:
         table = _attach_table(ref)
         table.hold(slot, uid, f"the workcrew {cls.__name__}")
         obj = cls._over(table, slot, uid)
         _track(obj, table, slot, uid)
-    return obj
+    return cast("Lock", obj)
 
 
 class Lock(SemLockBase):  # type: ignore[misc]  # SemLockBase is Any: CPython's C type
@@ -332,7 +356,11 @@ class Lock(SemLockBase):  # type: ignore[misc]  # SemLockBase is Any: CPython's 
     def _wait(self, deadline: float | None) -> bool:
         me = threading.get_native_id()
         table = self._table
-        held = [lock._slot for lock in list(_locks) if lock._table is table and lock._is_mine()]
+        held = [
+            lock._slot
+            for lock in list(_locks)
+            if lock._table is table and lock._is_mine() and lock._get_value() == 0
+        ]
         entry = table.enter_wait(me, self._slot, held)
         try:
             suspect = None
@@ -414,12 +442,16 @@ class Value:
         _track(self, table, slot, uid)
         self.value = value
 
-    def _bind(self, table: _Table, slot: int, uid: int) -> None:
+    def _bind(self, table: _Table, slot: int, uid: int, lock: RLock | None = None) -> None:
         self._table, self._slot, self._uid = table, slot, uid
         ctype = ctypes.c_double if self._code in FLOAT_CODES else ctypes.c_int64
         self._cell = table.segment.cells(ctype, HEADER + slot * LOCK_BYTES + VALUE * 8, 1)
-        self._lock: RLock = RLock._over(table, slot, uid)
-        self._lock._value = self  # the lock keeps the slot's holder (this value) alive
+        if lock is None:
+            # The lock holds the slot too: `v.get_lock()` may outlive `v`.
+            lock = RLock._over(table, slot, uid)
+            table.hold(slot, uid, "the workcrew Value")
+            _holds.append(weakref.finalize(lock, _drop_in, os.getpid(), table, slot, uid))
+        self._lock: RLock = lock
 
     @property
     def value(self) -> Any:
@@ -454,14 +486,16 @@ class Value:
 
 
 def _attach_value(code: str, ref: SegmentRef, slot: int, uid: int) -> Value:
-    obj: Value | None = _attached.get((ref, uid))
-    if obj is None:
-        table = _attach_table(ref)
-        table.hold(slot, uid, "the workcrew Value")
-        obj = Value.__new__(Value)
-        obj._code = code
-        obj._bind(table, slot, uid)
-        _track(obj, table, slot, uid)
+    known: Any = _attached.get((ref, uid))
+    if isinstance(known, Value):
+        return known
+    table = _attach_table(ref)
+    table.hold(slot, uid, "the workcrew Value")
+    obj = Value.__new__(Value)
+    obj._code = code
+    # Its lock may have arrived first, on its own: the value uses that same lock.
+    obj._bind(table, slot, uid, known if isinstance(known, RLock) else None)
+    _track(obj, table, slot, uid)
     return obj
 
 

@@ -19,6 +19,7 @@ a harmless EINVAL there).
 from __future__ import annotations
 
 import _multiprocessing  # type: ignore[import-not-found]  # CPython internals, no stubs
+import contextlib
 import ctypes
 import mmap
 import os
@@ -33,6 +34,7 @@ __all__ = (
     "SemLockBase",
     "Segment",
     "SegmentRef",
+    "lock_mutex",
     "make_semaphore",
     "require_support",
     "thread_alive",
@@ -191,3 +193,22 @@ def thread_alive(tid: int) -> bool:
     # "tid (comm) S ...": the state follows the last parenthesis; Z/X: dead, not reaped.
     state = stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3]
     return state not in (b"Z", b"X")
+
+
+def lock_mutex(mutex: Any, cells: Any, index: int, check_every: float) -> None:
+    """Take ``mutex``, whose holder's thread id is kept in ``cells[index]``.
+
+    A holder killed while holding it (these mutexes guard microseconds of
+    copying) would block everyone forever: every ``check_every`` seconds the
+    waiter looks, and takes the mutex over when the holder's thread is gone.
+    Best effort: there is no atomic compare-and-swap here, so two waiters
+    that both see the same dead holder can race (the recheck narrows it).
+    """
+    if not mutex.acquire(False):
+        while not mutex.acquire(True, check_every):
+            holder = cells[index]
+            if holder and not thread_alive(holder) and cells[index] == holder:
+                cells[index] = 0
+                with contextlib.suppress(ValueError):  # another waiter took over first
+                    mutex.release()
+    cells[index] = threading.get_native_id()

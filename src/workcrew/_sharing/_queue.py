@@ -36,7 +36,7 @@ from typing import Any, Generic, TypeVar
 from .._core._exceptions import QueueClosed, SerializationError
 from .._core._execute import short_repr
 from .._core._pickling import dumps
-from ._memory import SEM_VALUE_MAX, SEMAPHORE, Segment, SegmentRef, make_semaphore, thread_alive
+from ._memory import SEM_VALUE_MAX, SEMAPHORE, Segment, SegmentRef, lock_mutex, make_semaphore
 
 __all__ = ("Queue",)
 
@@ -111,14 +111,10 @@ class Queue(Generic[T]):
     def _lock(self) -> Any:
         """Take the mutex (taken over if its holder died); the counters, for the caller."""
         words = self._words
-        if not self._acquire(False):
-            while not self._acquire(True, HOLDER_CHECK):
-                holder = words[HOLDER]
-                if holder and not thread_alive(holder):  # died mid-copy: take over
-                    words[HOLDER] = 0
-                    with contextlib.suppress(ValueError):
-                        self._mutex.release()
-        words[HOLDER] = get_native_id()
+        if self._acquire(False):  # the common case, inline
+            words[HOLDER] = get_native_id()
+        else:
+            lock_mutex(self._mutex, words, HOLDER, HOLDER_CHECK)
         return words
 
     def _unlock(self, words: Any) -> None:
@@ -145,9 +141,7 @@ class Queue(Generic[T]):
             else:
                 got = sem.acquire(True, max(0.0, deadline - time.monotonic()))
         finally:
-            while not self._mutex.acquire(True, HOLDER_CHECK):
-                pass
-            words[HOLDER] = get_native_id()
+            self._lock()  # with the same take-over of a dead holder as every entry
         if not got:
             if sem.acquire(False):  # a notify raced the timeout: it was counted for us
                 return True
@@ -321,14 +315,19 @@ class Queue(Generic[T]):
             raise timeout_error
         loop = asyncio.get_running_loop()
         done = loop.create_future()
+        abandoned = False  # set and read under the mutex
 
         def wait() -> None:
             try:
                 with self._locked() as words:
-                    if not ready(words):  # looked at under the mutex: no wake-up is missed
+                    # Both looked at under the mutex: no wake-up is missed, and a
+                    # cancellation either comes first (no wait at all) or finds
+                    # this thread counted among the waiters it wakes.
+                    if not abandoned and not ready(words):
                         self._wait(sem, counter, deadline)
             finally:
-                loop.call_soon_threadsafe(_settle, done)
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                    loop.call_soon_threadsafe(_settle, done)
 
         thread = threading.Thread(target=wait, name="workcrew-queue-wait", daemon=True)
         thread.start()
@@ -336,6 +335,7 @@ class Queue(Generic[T]):
             await asyncio.shield(done)
         except asyncio.CancelledError:
             with self._locked() as words:
+                abandoned = True
                 self._notify(words, sem, counter, SEM_VALUE_MAX)
             raise
         finally:
