@@ -33,6 +33,17 @@ from workcrew import Executor, Pool
 from workcrew._core import _carry
 
 
+def hooks(log: Path, *, coroutines: bool = False) -> dict[str, Any]:
+    """Pool options that build a state per worker and tear it down, logged to ``log``."""
+    if coroutines:
+        return {
+            "initializer": sh.aopen_state,
+            "initargs": (str(log),),
+            "worker_exit": sh.aclose_state,
+        }
+    return {"initializer": sh.open_state, "initargs": (str(log),), "worker_exit": sh.close_state}
+
+
 def in_context(body: Callable[[], Any], **values: Any) -> Any:
     """``body()`` in a fresh context where state_helpers' variables hold ``values``.
 
@@ -70,9 +81,7 @@ def test_state_is_built_once_per_worker_and_torn_down_once(
     log = tmp_path / "log"
     with Pool(
         2,
-        initializer=sh.open_state,
-        initargs=(str(log),),
-        worker_exit=sh.close_state,
+        **hooks(log),
         **pool_kw,
     ) as pool:
         seen = pool.map(sh.token, range(40), chunksize=1)
@@ -106,9 +115,7 @@ def test_executor_takes_worker_exit(tmp_path: Path) -> None:
     with Executor(
         2,
         kind="thread",
-        initializer=sh.open_state,
-        initargs=(str(log),),
-        worker_exit=sh.close_state,
+        **hooks(log),
     ) as ex:
         seen = list(ex.map(sh.token, range(20)))
     check_once_per_worker(seen, log, at_most=2)
@@ -119,9 +126,7 @@ def test_async_kind_builds_one_state_per_loop_and_awaits_both_hooks(tmp_path: Pa
     with Pool(
         8,
         kind="async",
-        initializer=sh.aopen_state,
-        initargs=(str(log),),
-        worker_exit=sh.aclose_state,
+        **hooks(log, coroutines=True),
     ) as pool:
         seen = pool.map(sh.atoken, range(40), chunksize=1)
         seen.append(pool.submit(sh.atoken).result(TIMEOUT))
@@ -137,9 +142,7 @@ def test_hybrid_workers_share_their_process_state(fn: Any, tmp_path: Path) -> No
         2,
         start_method="fork",
         concurrency_per_worker=4,
-        initializer=sh.open_state,
-        initargs=(str(log),),
-        worker_exit=sh.close_state,
+        **hooks(log),
     ) as pool:
         seen = pool.map(fn, range(40))
     by_process = [(where.split(":")[0], token) for where, token in seen]
@@ -152,9 +155,7 @@ def test_hybrid_workers_await_an_async_initializer_on_their_own_loop(tmp_path: P
         1,
         start_method="fork",
         concurrency_per_worker=3,
-        initializer=sh.aopen_state,
-        initargs=(str(log),),
-        worker_exit=sh.aclose_state,  # asserts it runs on the loop the state was built on
+        **hooks(log, coroutines=True),  # asserts it runs on the loop the state was built on
     ) as pool:
         seen = pool.map(sh.atoken, range(9))
     check_once_per_worker(seen, log, at_most=1)
@@ -166,9 +167,7 @@ def test_auto_kind_follows_the_rule_of_each_kind_it_uses(tmp_path: Path) -> None
         2,
         kind="auto",
         start_method="fork",
-        initializer=sh.open_state,
-        initargs=(str(log),),
-        worker_exit=sh.close_state,
+        **hooks(log),
     ) as pool:
         probed = pool.submit(sh.token).result(TIMEOUT)  # measured on a thread worker
         pool.set_kind(sh.token, "process")
@@ -194,9 +193,7 @@ def test_worker_exit_does_not_run_in_a_worker_killed_by_terminate(tmp_path: Path
     pool = Pool(
         1,
         start_method="fork",
-        initializer=sh.open_state,
-        initargs=(str(log),),
-        worker_exit=sh.close_state,
+        **hooks(log),
     )
     running = pool.submit(helpers.signal_then_wait, started, gate)
     assert helpers.wait_for_fifo(started) == "started"  # busy: terminate() kills it mid-task
@@ -212,9 +209,7 @@ def test_worker_exit_does_not_run_for_a_crashed_worker(tmp_path: Path) -> None:
     with Pool(
         1,
         start_method="fork",
-        initializer=sh.open_state,
-        initargs=(str(log),),
-        worker_exit=sh.close_state,
+        **hooks(log),
     ) as pool:
         _, crashed = pool.submit(sh.token).result(TIMEOUT)
         with pytest.raises(workcrew.WorkerCrashed):
