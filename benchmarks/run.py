@@ -545,6 +545,7 @@ WORKLOADS: dict[str, Callable[[Sizes], Table]] = {
     "queue": kinds_workload("queue", "sharing"),
     "locks": kinds_workload("locks", "sharing"),
     "pipeline": bench_pipeline_table,
+    "shell": kinds_workload("run", "shell"),
 }
 
 

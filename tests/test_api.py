@@ -77,8 +77,14 @@ def test_backends_import_only_core_and_sharing() -> None:
                 assert module.startswith((".._core", ".._sharing")), f"{path.name} imports {module}"
 
 
-def test_edges_use_only_the_public_api() -> None:
-    for name in ("_cli.py", "_demo.py", "_advise.py"):
+def test_displays_know_nothing_of_the_engine() -> None:
+    for name in ("_progress.py", "_timeline.py"):
         for module in _imports(PACKAGE / name):
-            allowed = module in {"workcrew", "._demo", "._cli", "._advise"}
+            assert not module.startswith(("workcrew", ".")), f"{name} imports {module}"
+
+
+def test_edges_use_only_the_public_api() -> None:
+    for name in ("_cli.py", "_demo.py", "_advise.py", "_run.py", "_mapcmd.py"):
+        for module in _imports(PACKAGE / name):
+            allowed = module in {"workcrew", "._demo", "._cli", "._advise", "._run", "._mapcmd"}
             assert allowed or not module.startswith(("workcrew.", ".")), f"{name} imports {module}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -33,6 +34,12 @@ def test_demo_pool_lesson_shows_five_tasks_on_four_workers() -> None:
     pids = {r[1] for r in rows}
     assert 1 <= len(pids) <= 4
     assert "5 tasks done" in proc.stdout
+    # ... and the pool's own timeline of them: a row per worker that ran one.
+    bars = re.findall(r"^process worker \d+ \(pid (\d+)\)\s+\|([#.]+)\|$", proc.stdout, re.M)
+    assert {pid for pid, _ in bars} == pids and all("#" in bar for _, bar in bars)
+    [trace] = re.findall(r"^Trace for Perfetto / chrome://tracing: (.+)$", proc.stdout, re.M)
+    events = json.loads(Path(trace).read_text())["traceEvents"]
+    assert len([e for e in events if e["ph"] == "X"]) == 5  # one span per task
 
 
 def test_demo_cpu_lesson_in_chinese_prints_a_speedup_table() -> None:

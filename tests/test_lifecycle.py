@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -69,12 +70,12 @@ def test_ctrl_c_during_map_raises_and_leaves_no_orphans(tmp_path: Path, start_me
     proc = _run(path, start_method)
     assert proc.stdout is not None
     line = proc.stdout.readline()  # a task is running: map is in progress
-    assert line.startswith("running"), line + proc.stderr.read() if proc.stderr else ""
+    assert re.fullmatch(r"\[worker \d+\] running \d+\n", line), line  # tagged by the master
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=TIMEOUT)
     assert proc.returncode == 3, err
     assert "interrupted" in out
-    pids = [int(w.split()[1]) for w in (line + out).splitlines() if w.startswith("running")]
+    pids = [int(w.split()[-1]) for w in (line + out).splitlines() if "] running " in w]
     _assert_gone(pids)
 
 

@@ -37,3 +37,10 @@ def test_bad_call_arguments_leave_pool_usable() -> None:
         with pytest.raises(TypeError, match="must be callable"):
             pool.map(42, [1])  # type: ignore[arg-type]
         assert pool.map(abs, [-1]) == [1]
+
+
+def test_a_timeout_too_large_for_the_selector_is_refused() -> None:
+    with pytest.raises(ValueError, match="too large"):
+        Pool(1, kind="thread", task_timeout=3e6)
+    with Pool(1, kind="thread", task_timeout=2e6) as pool:  # 23 days: accepted
+        assert pool.map(abs, [-1]) == [1]

@@ -229,7 +229,8 @@ def test_ctrl_c_while_waiting_stops_a_stuck_process_stage(
         env={**os.environ, "PYTHONPATH": SRC},
     )
     assert proc.stdout is not None
-    line = proc.stdout.readline()  # the stuck task runs: the caller waits in next()
+    # The stuck task runs (its line reaches us tagged "[worker N]"): the caller waits in next().
+    line = proc.stdout.readline().split("] ", 1)[-1]
     if not line.startswith("running"):
         proc.kill()
         pytest.fail(f"no task started: {line!r} {proc.communicate()}")

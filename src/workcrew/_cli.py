@@ -4,6 +4,8 @@ EDGE module: uses only the public ``workcrew`` API.  Commands::
 
     workcrew demo [--lang en|zh] [--lesson NAME ...] [--start-method M]
     workcrew advise MODULE:FUNCTION [--inputs FILE] [--tasks N]
+    workcrew run [OPTIONS] [COMMAND ...] [::: INPUT ... | :::: FILE ...]...   (_run.py)
+    workcrew map MODULE:FUNCTION [INPUT] [--json] [--kind K] [-j N] ...      (_mapcmd.py)
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from collections.abc import Sequence
 import workcrew
 
 from ._demo import LESSONS, run_demo
+from ._mapcmd import add_parser as add_map_parser
+from ._run import add_parser as add_run_parser
+from ._run import split_sources
 
 __all__ = ("main",)
 
@@ -24,6 +29,10 @@ examples:
   workcrew demo --lang zh       the same in Chinese (the lecture's language)
   workcrew demo --lesson cpu    only the threads-vs-processes measurement
 """
+COMMAND_EXAMPLES = """\
+  workcrew run gzip ::: *.log   shell commands in parallel (see workcrew run --help)
+  workcrew map mod:fn in.txt    a Python function over lines, JSON lines out
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="workcrew",
         description="Run many tasks at once: processes, threads, one engine.",
-        epilog=EXAMPLES,
+        epilog=EXAMPLES + COMMAND_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"workcrew {workcrew.__version__}")
@@ -75,13 +84,23 @@ def build_parser() -> argparse.ArgumentParser:
         default=200,
         help="tasks per measurement (default 200; inputs 0..N-1 when no --inputs is given)",
     )
+    add_run_parser(commands)
+    add_map_parser(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``workcrew`` command; returns the exit status."""
     parser = build_parser()
+    # `:::` groups are not argparse's business: split them off first.
+    argv, sources = split_sources(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    if sources and args.command != "run":
+        parser.error("::: and :::: are for `workcrew run`")
+    if args.command in ("run", "map"):
+        args.sources = sources
+        status: int = args.main(args)
+        return status
     if args.command == "advise":
         from ._advise import main as advise_main
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextvars
 import os
 import random
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import workcrew
@@ -32,6 +34,9 @@ TEXT = {
         "pool_row": "{task:>4}  {pid:>10}  {start:>8.2f} s  {dur:>6.2f} s",
         "pool_total": "All 5 tasks done in {total:.2f} s with {pids} distinct worker processes "
         "(serially it would take {serial:.2f} s).",
+        "pool_timeline": "The same, as the pool recorded it (Pool(..., timeline=True)): one row "
+        "per worker, # while it ran a task.",
+        "pool_files": "Trace for Perfetto / chrome://tracing: {trace}\nPicture: {page}",
         "cpu_title": "Lesson 2 - CPU-bound work: threads vs processes",
         "cpu_intro": (
             "{n} pure-Python tasks of about {ms:.0f} ms each. The GIL lets only one thread run\n"
@@ -148,6 +153,9 @@ TEXT = {
         "pool_row": "{task:>4}  {pid:>12}  {start:>8.2f} 秒  {dur:>6.2f} 秒",
         "pool_total": "5 个任务共用 {total:.2f} 秒, 用到 {pids} 个不同的工作进程 "
         "(串行执行需 {serial:.2f} 秒).",
+        "pool_timeline": "池自己记录的时间线 (Pool(..., timeline=True)): 每个工作者一行, "
+        "# 表示正在执行任务.",
+        "pool_files": "Perfetto / chrome://tracing 可打开的轨迹文件: {trace}\n图: {page}",
         "cpu_title": "第二课 - 计算密集型任务: 多线程 vs 多进程",
         "cpu_intro": (
             "{n} 个纯 Python 计算任务, 每个约 {ms:.0f} 毫秒. 由于 GIL, 同一时刻只有一个线程\n"
@@ -282,16 +290,25 @@ def lesson_pool(say: _Printer, start_method: str | None) -> None:
     rng = random.Random(7)
     durations = [round(rng.uniform(0.2, 0.6), 2) for _ in range(5)]
     t0 = time.time()
-    with workcrew.Pool(4, start_method=start_method) as pool:
+    with workcrew.Pool(4, start_method=start_method, timeline=True) as pool:
         pool.map(abs, range(4), chunksize=1)  # let every worker start before timing
         t0 = time.time()
         results = [pool.apply_async(long_time_task, (d,)) for d in durations]
         rows = [r.get() for r in results]
+        timeline = pool.timeline()
     total = time.time() - t0
     say("pool_head")
     for i, (pid, start, dur) in enumerate(rows):
         say("pool_row", task=i, pid=pid, start=start - t0, dur=dur)
     say("pool_total", total=total, pids=len({pid for pid, _, _ in rows}), serial=sum(durations))
+    # The picture: the lesson's own tasks (the start-up `abs` calls are left out).
+    lesson = workcrew.Timeline([s for s in timeline.spans if s.function.endswith("long_time_task")])
+    say("pool_timeline")
+    say.write(lesson.text(50))
+    folder = Path(tempfile.gettempdir())
+    trace = lesson.write_trace(folder / "workcrew-demo-timeline.json")
+    page = lesson.write_html(folder / "workcrew-demo-timeline.html", "workcrew demo: lesson 1")
+    say("pool_files", trace=trace, page=page)
 
 
 def _calibrate(target: float) -> int:

@@ -16,15 +16,18 @@ from __future__ import annotations
 import concurrent.futures
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from ._backends import open_engine
 from ._core._auto import KindChoice, kind_choices, set_kind
-from ._core._execute import STAR
-from ._core._jobs import iterate_results
+from ._core._execute import STAR, function_name
+from ._core._jobs import Tally, iterate_results
 from ._core._options import PoolOptions, check_chunksize
+from ._core._stats import PoolStatistics
+from ._progress import Display, check_progress, open_display
+from ._timeline import Timeline
 
 __all__ = ("Executor",)
 
@@ -74,6 +77,8 @@ class Executor(concurrent.futures.Executor):
         max_memory_per_worker: int | None = None,
         concurrency_per_worker: int = 1,
         event_loop: str = "auto",
+        worker_output: str = "tagged",
+        timeline: bool = False,
     ) -> None:
         if mp_context is not None and start_method is None:
             start_method = mp_context.get_start_method()
@@ -93,6 +98,8 @@ class Executor(concurrent.futures.Executor):
             max_memory_per_worker=max_memory_per_worker,
             concurrency_per_worker=concurrency_per_worker,
             event_loop=event_loop,
+            worker_output=worker_output,
+            timeline=timeline,
         )
         self._engine = open_engine(self._options, drain_at_exit=True)
         finalizer = weakref.finalize(self, self._engine.close)
@@ -102,6 +109,18 @@ class Executor(concurrent.futures.Executor):
     def workers(self) -> int:
         """The number of workers."""
         return self._options.workers
+
+    def statistics(self) -> PoolStatistics:
+        """What the executor did so far, per worker and overall (see docs/statistics.md)."""
+        return self._engine.statistics()
+
+    def timeline(self) -> Timeline:
+        """Every task's span per worker; needs ``Executor(..., timeline=True)``."""
+        if not self._options.timeline:
+            raise ValueError(
+                "this executor records no timeline: create it with Executor(..., timeline=True)"
+            )
+        return Timeline(self._engine.timeline())
 
     def set_kind(self, fn: Callable[..., Any], kind: str) -> None:
         """``kind="auto"`` executors: run ``fn`` on ``kind`` workers, without measuring it."""
@@ -123,20 +142,34 @@ class Executor(concurrent.futures.Executor):
         chunksize: int | None = None,
         task_timeout: float | None = None,
         retries: int | None = None,
+        progress: bool | str = False,
     ) -> Iterator[T]:
         """``fn`` over zipped ``iterables``, results in order, input read lazily.
 
         Raises the first task exception when its result is reached;
         ``TimeoutError`` if the results are not all there ``timeout`` seconds
         after the call.  Closing the iterator early drops unstarted items.
-        ``task_timeout`` and ``retries`` override the executor's for this call.
+        ``task_timeout`` and ``retries`` override the executor's for this call;
+        ``progress=True`` shows a progress bar (docs/progress.md).
         """
         check_chunksize(chunksize)
         deadline = None if timeout is None else time.monotonic() + timeout
         policy = self._options.policy.override(timeout=task_timeout, retries=retries)
-        job = self._engine.stream(fn, STAR, zip(*iterables), chunksize, ordered=True, policy=policy)
+        tally = None
+        if progress is not False:
+            check_progress(progress)
+            tally = Tally()
+        job = self._engine.stream(
+            fn, STAR, zip(*iterables), chunksize, ordered=True, policy=policy, tally=tally
+        )
         job.feed()  # work starts at the call, as in concurrent.futures
-        return iterate_results(job, deadline)
+        results = iterate_results(job, deadline)
+        if tally is None:
+            return results
+        sizes = [len(it) for it in iterables if isinstance(it, Sized)]
+        total = min(sizes) if len(sizes) == len(iterables) else None
+        display = open_display(progress, tally, total, function_name(fn))
+        return results if display is None else _shown(results, display)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Accept no new work; with ``cancel_futures`` drop what has not started.
@@ -154,3 +187,12 @@ class Executor(concurrent.futures.Executor):
         return (
             f"<workcrew.Executor kind={self._options.kind!r} workers={self.workers} state={state}>"
         )
+
+
+def _shown(results: Iterator[T], display: Display) -> Iterator[T]:
+    """``results``, with the progress display ended when they end (or are dropped)."""
+    try:
+        yield from results
+    finally:
+        display.close()
+        display.join()

@@ -46,12 +46,14 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass, field
 from typing import Any
 
 from ._core._exceptions import TaskCancelled
+from ._core._jobs import Tally
 from ._pool import Pool
+from ._progress import Display, check_progress, open_display
 
 __all__ = ("Pipeline", "PipelineRun", "Stage", "StageStatistics")
 
@@ -189,16 +191,23 @@ class Pipeline:
         """Items each queue between stages holds."""
         return self._buffer
 
-    def run(self, source: Iterable[Any]) -> PipelineRun:
+    def run(self, source: Iterable[Any], *, progress: bool | str = False) -> PipelineRun:
         """Start the pipeline over ``source``; iterate the returned object for the results.
 
         The pools start now; ``source`` is read in a pipeline thread, as far
         ahead as the queues allow.  Use the result in a ``for`` loop or a
         ``with`` block; leaving either early stops the run and cleans up.
+        ``progress=True`` counts the results you read (docs/progress.md).
         """
+        check_progress(progress)
+        total = len(source) if isinstance(source, Sized) else None
         run = _Run(self._stages, iter(source), self._ordered, self._buffer)
         self._last = run
-        return PipelineRun(run)
+        if progress is False:
+            return PipelineRun(run)
+        tally = Tally()
+        desc = "Pipeline " + " -> ".join(stage.name for stage in self._stages)
+        return PipelineRun(run, tally, open_display(progress, tally, total, desc))
 
     def statistics(self) -> tuple[StageStatistics, ...]:
         """Per-stage statistics of the latest run (live while it runs); ``()`` before any."""
@@ -218,10 +227,13 @@ class PipelineRun(Iterator[Any]):
     iterator (``break``) stops the run: pools are terminated, threads end.
     """
 
-    def __init__(self, run: _Run) -> None:
+    def __init__(
+        self, run: _Run, tally: Tally | None = None, display: Display | None = None
+    ) -> None:
         # Threads reference the _Run, never this object, so dropping the last
         # reference to it (a `break` out of a for loop) collects it at once.
         self._run = run
+        self._tally, self._display = tally, display
 
     def __iter__(self) -> PipelineRun:
         return self
@@ -234,9 +246,16 @@ class PipelineRun(Iterator[Any]):
             self.close()
             raise
         if found:
+            if self._tally is not None:
+                self._tally.add(1, 0)
             return item
         run.join()
         error = run.pop_error()
+        if self._display is not None:
+            if self._tally is not None and error is not None:
+                self._tally.add(0, 1)
+            self._display.close()
+            self._display.join()
         if error is not None:
             raise error
         raise StopIteration
@@ -245,6 +264,8 @@ class PipelineRun(Iterator[Any]):
         """Stop the run (if it is still going) and wait until its threads and workers end."""
         self._run.stop(None)
         self._run.join()
+        if self._display is not None:
+            self._display.close()
 
     def statistics(self) -> tuple[StageStatistics, ...]:
         """Per-stage statistics of this run (live while it runs)."""
@@ -257,6 +278,9 @@ class PipelineRun(Iterator[Any]):
         self.close()
 
     def __del__(self) -> None:
+        display = getattr(self, "_display", None)
+        if display is not None:
+            display.close()
         run = getattr(self, "_run", None)
         if run is not None:
             run.stop(None)

@@ -22,7 +22,7 @@ import contextlib
 import time
 import warnings
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sized
 from concurrent.futures import CancelledError, Future, InvalidStateError
 from concurrent.futures import TimeoutError as FuturesTimeout
 from typing import Any, Generic, TypeVar
@@ -31,9 +31,12 @@ from ._backends import open_engine
 from ._core._auto import AutoEngine, KindChoice, kind_choices, set_kind
 from ._core._engine import Engine
 from ._core._exceptions import TaskCancelled, TimeoutError
-from ._core._execute import MAP, STAR
-from ._core._jobs import ResultIterator, RunSource
+from ._core._execute import MAP, STAR, function_name
+from ._core._jobs import ResultIterator, RunSource, Tally
 from ._core._options import PoolOptions, TaskPolicy
+from ._core._stats import PoolStatistics
+from ._progress import Display, check_progress, open_display
+from ._timeline import Timeline
 
 __all__ = ("AsyncResult", "IMapIterator", "Pool")
 
@@ -142,7 +145,10 @@ class Pool:
     ``concurrency_per_worker`` (process workers running that many IO-bound tasks
     at once each: coroutines on an event loop, functions on threads),
     ``event_loop`` (``"auto"``: uvloop when installed, else asyncio's;
-    ``"asyncio"``; ``"uvloop"``) for the async kind and hybrid workers.
+    ``"asyncio"``; ``"uvloop"``) for the async kind and hybrid workers,
+    ``worker_output`` (``"tagged"``: process workers' printed lines reach
+    ``sys.stdout``/``sys.stderr`` as ``[worker 3] ...``; ``"plain"``: untagged;
+    see docs/output.md).
     ``kind="auto"`` measures each function and routes it (see docs/auto.md).
 
     What ``initializer`` returns is the worker's state, which tasks read with
@@ -181,6 +187,8 @@ class Pool:
         max_memory_per_worker: int | None = None,
         concurrency_per_worker: int = 1,
         event_loop: str = "auto",
+        worker_output: str = "tagged",
+        timeline: bool = False,
     ) -> None:
         if context is not None and start_method is None:
             start_method = context.get_start_method()
@@ -200,6 +208,8 @@ class Pool:
             max_memory_per_worker=max_memory_per_worker,
             concurrency_per_worker=concurrency_per_worker,
             event_loop=event_loop,
+            worker_output=worker_output,
+            timeline=timeline,
         )
         self._engine = open_engine(self._options, drain_at_exit=False)
         self._finalizer = weakref.finalize(self, _collect, self._engine)
@@ -209,6 +219,26 @@ class Pool:
     def workers(self) -> int:
         """The number of workers."""
         return self._options.workers
+
+    def statistics(self) -> PoolStatistics:
+        """What the pool did so far, per worker and overall (``print`` it for a table).
+
+        Works at any time, also after ``join()``; see docs/statistics.md.
+        """
+        return self._engine.statistics()
+
+    def timeline(self) -> Timeline:
+        """Every task's span per worker, recorded since the pool started.
+
+        Needs ``Pool(..., timeline=True)``.  ``Timeline.write_trace(path)``
+        writes Chrome Trace Event JSON (Perfetto, chrome://tracing);
+        ``write_html(path)`` a picture of it; ``text()`` one for a terminal.
+        """
+        if not self._options.timeline:
+            raise ValueError(
+                "this pool records no timeline: create it with Pool(..., timeline=True)"
+            )
+        return Timeline(self._engine.timeline())
 
     @property
     def kind(self) -> str:
@@ -273,9 +303,14 @@ class Pool:
         *,
         task_timeout: float | None = None,
         retries: int | None = None,
+        progress: bool | str = False,
     ) -> list[T]:
-        """``[func(x) for x in iterable]``, computed by the workers, in order."""
-        return _wait(self._list(func, MAP, iterable, chunksize, task_timeout, retries))
+        """``[func(x) for x in iterable]``, computed by the workers, in order.
+
+        ``progress=True`` shows a bar on a terminal (plain lines otherwise; see
+        docs/progress.md); every mapping method takes it.
+        """
+        return _wait(self._list(func, MAP, iterable, chunksize, task_timeout, retries, progress))
 
     def map_async(
         self,
@@ -287,9 +322,10 @@ class Pool:
         *,
         task_timeout: float | None = None,
         retries: int | None = None,
+        progress: bool | str = False,
     ) -> AsyncResult[list[T]]:
         """Like ``map``, returning an :class:`AsyncResult` at once."""
-        future = self._list(func, MAP, iterable, chunksize, task_timeout, retries).future
+        future = self._list(func, MAP, iterable, chunksize, task_timeout, retries, progress).future
         return AsyncResult(future, callback, error_callback)
 
     def starmap(
@@ -300,9 +336,10 @@ class Pool:
         *,
         task_timeout: float | None = None,
         retries: int | None = None,
+        progress: bool | str = False,
     ) -> list[T]:
         """``[func(*args) for args in iterable]``, computed by the workers, in order."""
-        return _wait(self._list(func, STAR, iterable, chunksize, task_timeout, retries))
+        return _wait(self._list(func, STAR, iterable, chunksize, task_timeout, retries, progress))
 
     def starmap_async(
         self,
@@ -314,9 +351,10 @@ class Pool:
         *,
         task_timeout: float | None = None,
         retries: int | None = None,
+        progress: bool | str = False,
     ) -> AsyncResult[list[T]]:
         """Like ``starmap``, returning an :class:`AsyncResult` at once."""
-        future = self._list(func, STAR, iterable, chunksize, task_timeout, retries).future
+        future = self._list(func, STAR, iterable, chunksize, task_timeout, retries, progress).future
         return AsyncResult(future, callback, error_callback)
 
     def imap(
@@ -327,9 +365,12 @@ class Pool:
         *,
         task_timeout: float | None = None,
         retries: int | None = None,
+        progress: bool | str = False,
     ) -> IMapIterator[T]:
         """Results of ``func`` over a lazily read ``iterable``, in input order."""
-        return self._stream(func, iterable, chunksize, task_timeout, retries, ordered=True)
+        return self._stream(
+            func, iterable, chunksize, task_timeout, retries, ordered=True, progress=progress
+        )
 
     def imap_unordered(
         self,
@@ -339,9 +380,12 @@ class Pool:
         *,
         task_timeout: float | None = None,
         retries: int | None = None,
+        progress: bool | str = False,
     ) -> IMapIterator[T]:
         """Results of ``func`` over a lazily read ``iterable``, as they complete."""
-        return self._stream(func, iterable, chunksize, task_timeout, retries, ordered=False)
+        return self._stream(
+            func, iterable, chunksize, task_timeout, retries, ordered=False, progress=progress
+        )
 
     # -- from async code -------------------------------------------------------------
     # For callers inside a running event loop (a web server, say): these await
@@ -392,10 +436,19 @@ class Pool:
         chunksize: int | None,
         task_timeout: float | None,
         retries: int | None,
+        progress: bool | str = False,
     ) -> AsyncResult[list[T]]:
         policy = self._policy(task_timeout, retries)
         items = _as_list(iterable)
-        future = self._engine.submit_list(func, mode, items, _chunksize(chunksize), policy)
+        tally = _tally_for(progress)
+        future = self._engine.submit_list(
+            func, mode, items, _chunksize(chunksize), policy, tally=tally
+        )
+        if tally is not None:
+            display = open_display(progress, tally, len(items), function_name(func))
+            if display is not None:
+                future.add_done_callback(lambda _: display.close())
+                return _ShownResult(future, display)
         return AsyncResult(future)
 
     def _stream(
@@ -407,11 +460,18 @@ class Pool:
         retries: int | None,
         *,
         ordered: bool,
+        progress: bool | str = False,
     ) -> IMapIterator[T]:
         policy = self._policy(task_timeout, retries)
+        tally = _tally_for(progress)
         job = self._engine.stream(
-            func, MAP, iterable, _chunksize(chunksize), ordered=ordered, policy=policy
+            func, MAP, iterable, _chunksize(chunksize), ordered=ordered, policy=policy, tally=tally
         )
+        if tally is not None:
+            total = len(iterable) if isinstance(iterable, Sized) else None
+            display = open_display(progress, tally, total, function_name(func))
+            if display is not None:
+                return _ShownIMapIterator(job, display)
         return IMapIterator(job)
 
     # -- lifetime --------------------------------------------------------------------------
@@ -456,6 +516,56 @@ def _next_or_stop(it: IMapIterator[T]) -> Any:
         return next(it)
     except StopIteration:
         return _STOP
+
+
+def _tally_for(progress: bool | str) -> Tally | None:
+    """A tally to count outcomes, only when progress is shown (checked here, at the call)."""
+    if progress is False:
+        return None
+    check_progress(progress)
+    return Tally()
+
+
+class _ShownResult(AsyncResult[T]):
+    """An AsyncResult whose map draws progress; ``get`` returns after the last line is drawn."""
+
+    def __init__(self, future: Future[T], display: Display) -> None:
+        super().__init__(future)
+        self._display = display
+
+    def get(self, timeout: float | None = None) -> T:
+        try:
+            return super().get(timeout)
+        finally:
+            if self.future.done():
+                self._display.join()
+
+
+class _ShownIMapIterator(IMapIterator[T]):
+    """imap's iterator when progress is shown: the display ends with the results."""
+
+    def __init__(self, job: RunSource, display: Display) -> None:
+        super().__init__(job)
+        self._display = display
+
+    def next_before(self, deadline: float | None = None) -> T:
+        try:
+            value: T = super().next_before(deadline)
+            return value
+        except StopIteration:
+            self._display.close()
+            self._display.join()
+            raise
+
+    __next__ = next_before
+
+    def close(self) -> None:
+        super().close()
+        self._display.close()
+
+    def __del__(self) -> None:
+        super().__del__()
+        self._display.close()
 
 
 def _wait(result: AsyncResult[T]) -> T:

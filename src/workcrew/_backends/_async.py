@@ -24,6 +24,7 @@ from .._core._execute import (
     function_name,
     new_event_loop,
     run_segment_async,
+    run_segment_async_timed,
     timer,
 )
 from .._core._options import PoolOptions
@@ -144,13 +145,15 @@ class AsyncHandle(WorkerHandle):
         while (message := await self._inbox.get()) is not _STOP:
             seq, segments = message
             start = timer()
-            outcomes = []
+            outcomes: list[Any] = []
+            run = run_segment_async_timed if self._backend.options.timeline else run_segment_async
             for segment in segments:
                 self._current = asyncio.ensure_future(
-                    run_segment_async(segment.fn, segment.mode, segment.items, segment.skip)
+                    run(segment.fn, segment.mode, segment.items, segment.skip)
                 )
+                spans = None
                 try:
-                    values, failures = await self._current
+                    values, failures, *spans = await self._current
                 except asyncio.CancelledError:  # only the slot's current task is ever cancelled
                     values, failures = [None] * len(segment.items), None
                 if failures:
@@ -159,7 +162,10 @@ class AsyncHandle(WorkerHandle):
                             failure.exc,
                             f"workcrew: raised in async worker {self.worker_id} by {failure.call}",
                         )
-                outcomes.append((values, failures))
+                if spans:  # timed: (values, failures, spans)
+                    outcomes.append((values, failures, spans[0]))
+                else:
+                    outcomes.append((values, failures))
             self._current = None
             duration = timer() - start
             master.call_soon_threadsafe(Report(self._events, self, seq, duration, outcomes))

@@ -1,4 +1,4 @@
-"""Process workers: one OS process per worker, two pipes each.
+"""Process workers: one OS process per worker, with pipes of its own.
 
 Each worker has its own task pipe and result pipe, so the master always knows
 exactly which chunks a worker holds; a dead worker's chunks are never confused
@@ -6,7 +6,8 @@ with another's.  The master end of the task pipe is non-blocking (a full pipe
 never stalls the master); the worker writes results blocking, and the master
 reads them whenever they are readable, so neither side can wait on the other
 in a cycle.  A worker's exit is seen through its process sentinel, after the
-results it wrote before dying have been read.
+results it wrote before dying have been read.  What it prints and logs reaches
+the caller's ``sys.stdout``, ``sys.stderr`` and logging (``_output``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import multiprocessing
 import os
 import pickle
 import signal
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +36,7 @@ from .._core._options import PoolOptions
 from .._core._system import available_cpu_count
 from .._sharing._buffers import Exporter, dumps_oob, map_buffers
 from . import _wire
+from ._output import LineForwarder, caller_log_levels, emit_record, line_prefix
 from ._process_worker import EncodedFailure, worker_main
 
 __all__ = ("ProcessBackend", "backend_class")
@@ -121,11 +123,13 @@ class ProcessBackend(WorkerBackend):
 
 
 class ProcessHandle(WorkerHandle):
-    """One worker process and the master's ends of its four pipes.
+    """One worker process and the master's ends of its five pipes.
 
-    task (master writes chunks), result (worker writes outcomes), stderr (the
-    worker's fd 2: forwarded to ours, last lines kept for crash reports) and
-    lifeline (never written: its end of file tells the worker we are gone).
+    task (master writes chunks), result (worker writes outcomes and log
+    records), stdout and stderr (the worker's fd 1 and 2: written line by line
+    to the caller's ``sys.stdout`` and ``sys.stderr``, stderr's last lines kept
+    for crash reports) and lifeline (never written: its end of file tells the
+    worker we are gone).
     """
 
     def __init__(self, backend: ProcessBackend, worker_id: int, events: WorkerEvents) -> None:
@@ -139,12 +143,13 @@ class ProcessHandle(WorkerHandle):
         self.exitcode: int | None = None
         task_r, task_w = multiprocessing.Pipe(duplex=False)
         result_r, result_w = multiprocessing.Pipe(duplex=False)
+        stdout_r, stdout_w = multiprocessing.Pipe(duplex=False)
         stderr_r, stderr_w = multiprocessing.Pipe(duplex=False)
         lifeline_r, lifeline_w = multiprocessing.Pipe(duplex=False)
-        self._stderr_conn = stderr_r
-        self._conns = (task_w, result_r, stderr_r, lifeline_w)
-        self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
-        self._stderr_partial = b""
+        prefix = line_prefix(worker_id, backend.options.worker_output)
+        self._stdout = LineForwarder(stdout_r.fileno(), "stdout", prefix)
+        self._stderr = LineForwarder(stderr_r.fileno(), "stderr", prefix, STDERR_TAIL_LINES)
+        self._conns = (task_w, result_r, stdout_r, stderr_r, lifeline_w)
         for conn in self._conns:
             register_master_fd(conn.fileno())
         # Only a forked child shares our descriptor numbers; under spawn and
@@ -152,7 +157,7 @@ class ProcessHandle(WorkerHandle):
         inherited: list[int] = []
         if backend.options.start_method == "fork":
             inherited = master_fds()
-        child_ends = (task_r, result_w, stderr_w, lifeline_r)
+        child_ends = (task_r, result_w, stdout_w, stderr_w, lifeline_r)
         self.process = backend.context.Process(
             target=worker_main,
             args=(
@@ -161,7 +166,12 @@ class ProcessHandle(WorkerHandle):
                 backend._init_blob,
                 inherited,
                 backend.threads_spec,
-                (backend.options.concurrency_per_worker, backend.options.event_loop),
+                (
+                    backend.options.concurrency_per_worker,
+                    backend.options.event_loop,
+                    backend.options.timeline,
+                ),
+                caller_log_levels(),
             ),
             name=f"workcrew-worker-{worker_id}",
             daemon=False,  # workers may start pools of their own
@@ -170,7 +180,7 @@ class ProcessHandle(WorkerHandle):
         self.pid = self.process.pid
         for conn in child_ends:
             conn.close()  # the child's ends: only the child may hold them
-        for conn in (task_w, result_r, stderr_r):
+        for conn in (task_w, result_r, stdout_r, stderr_r):
             os.set_blocking(conn.fileno(), False)
         self._writer = _wire.FrameWriter(task_w.fileno())
         self._reader = _wire.FrameReader(result_r.fileno())
@@ -180,7 +190,8 @@ class ProcessHandle(WorkerHandle):
         """Start watching the worker's pipes and sentinel (master thread)."""
         self._loop.add_reader(self._reader.fd, self._on_readable)
         self._loop.add_reader(self._sentinel, self._on_sentinel)
-        self._loop.add_reader(self._stderr_conn.fileno(), self._on_stderr)
+        self._loop.add_reader(self._stdout.fd, self._on_stdout)
+        self._loop.add_reader(self._stderr.fd, self._on_stderr)
 
     # -- sending -------------------------------------------------------------------
 
@@ -282,6 +293,11 @@ class ProcessHandle(WorkerHandle):
 
     def _on_readable(self) -> None:
         frames, eof = self._reader.read()
+        if frames:
+            # Lines a task printed before it answered are in the pipes now:
+            # they reach the caller before its result does.
+            self._on_stdout()
+            self._on_stderr()
         for tag, payload in frames:
             self._dispatch(tag, payload)
         if eof:
@@ -297,30 +313,16 @@ class ProcessHandle(WorkerHandle):
         self._close()
         self._events.on_exit(self, self.exitcode)
 
+    def _on_stdout(self) -> None:
+        self._output(self._stdout)
+
     def _on_stderr(self) -> None:
-        """Forward what the worker wrote to its stderr, keeping the last lines."""
-        fd = self._stderr_conn.fileno()
-        while True:
-            try:
-                data = os.read(fd, _wire.READ_SIZE)
-            except BlockingIOError:
-                return
-            except OSError:
-                data = b""
-            if not data:
-                self._loop.remove_reader(fd)
-                return
-            # Forwarded to our own fd 2 as it is (blocking if whoever reads our
-            # stderr is slow: better a slow master than lost diagnostics).
-            view = memoryview(data)
-            try:
-                while view:
-                    view = view[os.write(2, view) :]
-            except OSError:
-                pass  # our own stderr is closed: the tail is still kept
-            lines = (self._stderr_partial + data).split(b"\n")
-            self._stderr_partial = lines.pop()[-4096:]
-            self.stderr_tail.extend(line.decode(errors="replace") for line in lines)
+        self._output(self._stderr)
+
+    def _output(self, forwarder: LineForwarder) -> None:
+        forwarder.read()
+        if forwarder.eof:
+            self._loop.remove_reader(forwarder.fd)
 
     def memory(self) -> int | None:
         import psutil
@@ -332,10 +334,9 @@ class ProcessHandle(WorkerHandle):
 
     def last_stderr_lines(self) -> list[str]:
         """The last lines the worker wrote to stderr (for crash reports)."""
-        tail = list(self.stderr_tail)
-        if self._stderr_partial:
-            tail.append(self._stderr_partial.decode(errors="replace"))
-        return tail
+        tail = list(self._stderr.tail or ())
+        partial = self._stderr.partial()
+        return [*tail, partial] if partial else tail
 
     def _close(self) -> None:
         if self._exited:
@@ -344,7 +345,9 @@ class ProcessHandle(WorkerHandle):
         # The process is gone and its mappings with it: the segments are free.
         self._backend.exporter.release(list(self._lent))
         self._lent.clear()
-        self._on_stderr()  # whatever the worker wrote last, before its pipe goes
+        # whatever the worker wrote last, before its pipes go, unfinished lines too
+        self._stdout.finish()
+        self._stderr.finish()
         for conn in self._conns:
             fd = conn.fileno()
             if self._writer.pending and fd == self._writer.fd:
@@ -359,6 +362,8 @@ class ProcessHandle(WorkerHandle):
             self._on_result(payload)
         elif tag == _wire.READY:
             self._events.on_ready(self)
+        elif tag == _wire.LOG:
+            emit_record(payload, self.worker_id, self.pid)
         elif tag == _wire.LOAD_FAILED:
             seq, message = pickle.loads(payload)
             # The chunk's new functions were lost with it: send them again.
@@ -397,8 +402,9 @@ class ProcessHandle(WorkerHandle):
             (
                 values,
                 {i: self._decode_failure(f) for i, f in failures.items()} if failures else None,
+                *timed,  # each item's span, when the pool records a timeline
             )
-            for values, failures in outcomes
+            for values, failures, *timed in outcomes
         ]
         self._events.on_result(self, seq, duration, decoded)
 

@@ -7,12 +7,14 @@ Protocol, one frame at a time (see ``_wire``)::
       |<-- CHUNK(seq, fns, segments)  |     any number
       |  RESULT(seq, secs, outcomes)->|     one per chunk, in order
       |  LOAD_FAILED(seq, error)  --> |     a chunk that would not unpickle here
+      |  LOG(record)  -->             |     any time, from any thread
       |<-- STOP / end of file         |     exit with status 0
 
 Invariants: chunks are answered strictly in the order received, so the master
 knows which chunk a worker was running when it died (the oldest unanswered).
-Nothing but frames is ever written to the result pipe: ``print`` goes to the
-inherited stdout, a separate file.
+Nothing but frames is ever written to the result pipe (log records included,
+as LOG frames, from any thread: ``_wire`` writes a frame under a lock);
+``print`` goes to the stdout pipe, a separate file (see ``_output``).
 """
 
 from __future__ import annotations
@@ -42,12 +44,14 @@ from .._core._execute import (
     new_event_loop,
     run_segment,
     run_segment_concurrently,
+    run_segment_timed,
     timer,
 )
 from .._core._state import WorkerState, bind_process
 from .._sharing._buffers import BufferRef, Exporter, Imported, dumps_oob
 from .._sharing._locks import release_holds
-from . import _wire
+from . import _output, _wire
+from ._output import LogLevels
 
 __all__ = ("EncodedFailure", "worker_main")
 
@@ -61,17 +65,19 @@ ORPHAN_EXIT = 70
 
 def worker_main(
     worker_id: int,
-    conns: tuple[Any, Any, Any, Any],
+    conns: tuple[Any, Any, Any, Any, Any],
     init_blob: bytes | None,
     inherited_fds: list[int],
     native_threads: tuple[int, bool],
-    hybrid: tuple[int, str],
+    hybrid: tuple[int, str, bool],
+    log_levels: LogLevels,
 ) -> None:
     """Entry point of a worker process; returns (exit status 0) on STOP or end of file.
 
-    ``conns`` are the worker's ends of its task, result, stderr and lifeline pipes.
+    ``conns`` are the worker's ends of its task, result, stdout, stderr and
+    lifeline pipes; ``log_levels`` the caller's logger levels (see _output.py).
     """
-    task_conn, result_conn, stderr_conn, lifeline_conn = conns
+    task_conn, result_conn, stdout_conn, stderr_conn, lifeline_conn = conns
     # Under fork the child inherits the master's ends of every pipe of every
     # pool in this process; holding them would keep pipes open after the
     # master dies, so drop them first.
@@ -82,13 +88,13 @@ def worker_main(
                 os.close(fd)
             except OSError:
                 pass
-    # stderr goes to the master, which forwards it and keeps the last lines
-    # for crash reports; faulthandler writes the Python stack there on a
-    # fatal signal (segfault, abort), so the report shows where it died.
-    os.dup2(stderr_conn.fileno(), 2)
-    # A forked child inherits the caller's sys.stderr object, which may not
-    # write to fd 2 (a test runner's capture, an IDE console): point it there.
-    sys.stderr = open(2, "w", buffering=1, errors="backslashreplace", closefd=False)  # noqa: SIM115
+    # stdout and stderr go to the master, which writes them line by line to
+    # the caller's sys.stdout and sys.stderr and keeps stderr's last lines for
+    # crash reports; faulthandler writes the Python stack to stderr on a fatal
+    # signal (segfault, abort), so the report shows where it died.  Log
+    # records go to the master as frames on the result pipe.
+    _output.capture_stdio(stdout_conn.fileno(), stderr_conn.fileno())
+    _output.forward_logging(result_conn.fileno(), log_levels)
     faulthandler.enable(file=2, all_threads=True)
     # Ctrl-C in a terminal signals the whole process group; the caller decides
     # what an interrupt means (cancel and terminate), workers must not print
@@ -166,8 +172,15 @@ def _watch_lifeline(fd: int) -> None:
 
 class _Worker:
     def __init__(
-        self, worker_id: int, task_fd: int, result_fd: int, concurrency: int, event_loop: str
+        self,
+        worker_id: int,
+        task_fd: int,
+        result_fd: int,
+        concurrency: int,
+        event_loop: str,
+        timed: bool,
     ) -> None:
+        self.timed = timed  # time each task (the pool records a timeline)
         self.event_loop = event_loop  # "auto", "asyncio" or "uvloop" (hybrid coroutines)
         self.worker_id = worker_id
         self.concurrency = concurrency  # tasks of a chunk run at once (hybrid workers)
@@ -201,6 +214,7 @@ class _Worker:
             # mapped them and said so.
             while held and not self._results_out:
                 self._run_chunk(held.popleft())
+                _flush_stdio()  # a line a task left unfinished survives a later kill
 
     #: this process's worker state (see _core/_state.py); None until the initializer ran
     state: WorkerState | None = None
@@ -259,13 +273,15 @@ class _Worker:
 
     def _run_segment(
         self, key: int, mode: int, items: list[Any], skip: frozenset[int] | None
-    ) -> tuple[list[Any], dict[int, EncodedFailure] | None]:
+    ) -> tuple[Any, ...]:
+        """(values, encoded failures or None), and each item's span if ``timed``."""
         fn = self.functions[key]
         if isinstance(fn, BaseException):
             failure = _encode_plain(fn, "")
             return [None] * len(items), dict.fromkeys(range(len(items)), failure)
+        outcome: tuple[Any, ...]
         if self.concurrency > 1 or inspect.iscoroutinefunction(fn):
-            values, failures = run_segment_concurrently(
+            outcome = run_segment_concurrently(
                 fn,
                 mode,
                 items,
@@ -273,12 +289,15 @@ class _Worker:
                 self.concurrency,
                 loop=self._event_loop(),
                 threads=self._thread_pool(),
+                timed=self.timed,
             )
+        elif self.timed:
+            outcome = run_segment_timed(fn, mode, items, skip)
         else:
-            values, failures = run_segment(fn, mode, items, skip)
-        if not failures:
-            return values, None
-        return values, {i: self._encode(f) for i, f in failures.items()}
+            outcome = run_segment(fn, mode, items, skip)
+        failures = outcome[1]
+        encoded = {i: self._encode(f) for i, f in failures.items()} if failures else None
+        return (outcome[0], encoded, *outcome[2:])
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
@@ -312,8 +331,8 @@ class _Worker:
             body, buffers = dumps_oob((seq, outcomes))
         except Exception:  # noqa: BLE001 - find the values that do not pickle, fail only those
             outcomes = [
-                self._isolate_results(values, failures, seg)
-                for (values, failures), seg in zip(outcomes, segments)
+                (*self._isolate_results(outcome[0], outcome[1], seg), *outcome[2:])
+                for outcome, seg in zip(outcomes, segments)
             ]
             body, buffers = dumps_oob((seq, outcomes))
         if not buffers:
@@ -362,6 +381,14 @@ class _LoadError(Exception):
 
 def _encode_plain(exc: BaseException, call: str) -> EncodedFailure:
     return None, "workcrew.SerializationError", str(exc), "", call
+
+
+def _flush_stdio() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a task replaced or closed the stream: its business
+            pass
 
 
 def _print_to_stderr(message: str) -> None:

@@ -19,7 +19,16 @@ from typing import Any
 from .._core._backend import Report, Segment, Sent, WorkerBackend, WorkerEvents, WorkerHandle
 from .._core._context import mark_worker_thread
 from .._core._exceptions import InitializerError
-from .._core._execute import Failure, SegmentOutcome, add_note, function_name, run_segment, timer
+from .._core._execute import (
+    Failure,
+    SegmentOutcome,
+    TimedOutcome,
+    add_note,
+    function_name,
+    run_segment,
+    run_segment_timed,
+    timer,
+)
 from .._core._state import WorkerState, bind_thread
 
 __all__ = ("ThreadBackend", "backend_class")
@@ -117,15 +126,20 @@ class ThreadHandle(WorkerHandle):
             loop.call_soon_threadsafe(Report(self._events, self, seq, duration, outcomes))
             del message, segments, outcomes  # drop references to arguments and results early
 
-    def _run_all(self, segments: list[Segment]) -> list[SegmentOutcome]:
+    def _run_all(self, segments: list[Segment]) -> list[Any]:  # timed outcomes too
         return [self._run(segment) for segment in segments]
 
-    def _run(self, segment: Segment) -> SegmentOutcome:
-        values, failures = run_segment(segment.fn, segment.mode, segment.items, segment.skip)
-        if failures:
-            for failure in failures.values():
+    def _run(self, segment: Segment) -> SegmentOutcome | TimedOutcome:
+        if self._backend.options.timeline:
+            outcome: SegmentOutcome | TimedOutcome = run_segment_timed(
+                segment.fn, segment.mode, segment.items, segment.skip
+            )
+        else:
+            outcome = run_segment(segment.fn, segment.mode, segment.items, segment.skip)
+        if outcome[1]:
+            for failure in outcome[1].values():
                 _annotate(failure, self.worker_id)
-        return values, failures
+        return outcome
 
 
 def _annotate(failure: Failure, worker_id: int) -> None:

@@ -19,6 +19,7 @@ import errno
 import os
 import pickle
 import struct
+import threading
 from collections import deque
 from typing import Any
 
@@ -41,8 +42,8 @@ SIDECAR = struct.Struct("<I")
 
 # Tags, master -> worker
 CHUNK, STOP, RELEASE = 1, 2, 3
-# Tags, worker -> master
-READY, RESULT, INIT_FAILED, LOAD_FAILED = 11, 12, 13, 14
+# Tags, worker -> master (LOG: a log record, from any thread, at any time; see _output.py)
+READY, RESULT, INIT_FAILED, LOAD_FAILED, LOG = 11, 12, 13, 14, 15
 
 #: Bytes read from a pipe per system call on the master side.
 READ_SIZE = 1 << 20
@@ -66,11 +67,27 @@ def unpack_sidecar(payload: Any, at: int) -> tuple[list[int], list[Any], int]:
     return released, refs, at + length
 
 
+#: Held while a frame is written (worker side): threads of a task log while the
+#: main thread writes results, and frames must never mix.  One lock per process
+#: (only a worker writes frames), made anew in a forked child, where the thread
+#: that held it does not exist.
+_write_lock = threading.Lock()
+
+
+def _new_write_lock() -> None:
+    global _write_lock
+    _write_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_write_lock)
+
+
 def write_frame(fd: int, tag: int, *parts: bytes) -> None:
     """Write one whole frame, whose payload is ``parts`` joined, to a blocking fd."""
-    _write_all(fd, HEADER.pack(sum(len(p) for p in parts), tag))
-    for part in parts:
-        _write_all(fd, part)
+    with _write_lock:
+        _write_all(fd, HEADER.pack(sum(len(p) for p in parts), tag))
+        for part in parts:
+            _write_all(fd, part)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -51,8 +51,9 @@ from ._backend import WorkerBackend
 from ._engine import Engine, check_callable, pool_closed, task_key, warn_if_nested
 from ._exceptions import TaskCancelled, TaskTimeout, TimeoutError
 from ._execute import MAP, function_name
-from ._jobs import Run, RunSource, resolve
+from ._jobs import Run, RunSource, Tally, resolve
 from ._options import PoolOptions, TaskPolicy, default_workers
+from ._stats import PoolStatistics, TaskSpan, combine
 from ._system import available_cpu_count
 
 __all__ = ("AutoEngine", "KindChoice", "kind_choices", "set_kind")
@@ -402,19 +403,20 @@ class AutoEngine:
         chunksize: int | None,
         policy: TaskPolicy | None = None,
         context: contextvars.Context | None = None,
+        tally: Tally | None = None,
     ) -> Future[list[Any]]:
         context = contextvars.copy_context() if context is None else context
         policy = policy or self.options.policy
         route, kind = self._decided(fn)
         if kind is not None:
-            return self.engine(kind).submit_list(fn, mode, items, chunksize, policy, context)
+            return self.engine(kind).submit_list(fn, mode, items, chunksize, policy, context, tally)
         if not items:
             with self._lock:
                 self._check_open()
             empty: Future[list[Any]] = Future()
             empty.set_result([])
             return empty
-        unit = _ListUnit(self, route, fn, mode, items, chunksize, policy, context)
+        unit = _ListUnit(self, route, fn, mode, items, chunksize, policy, context, tally)
         self._enter(unit)
         unit.step()
         return unit.future
@@ -429,6 +431,7 @@ class AutoEngine:
         ordered: bool,
         policy: TaskPolicy | None = None,
         context: contextvars.Context | None = None,
+        tally: Tally | None = None,
     ) -> RunSource:
         context = contextvars.copy_context() if context is None else context
         policy = policy or self.options.policy
@@ -437,9 +440,18 @@ class AutoEngine:
         route, kind = self._decided(fn)
         if kind is not None:
             return self.engine(kind).stream(
-                fn, mode, iterable, chunksize, ordered=ordered, policy=policy, context=context
+                fn,
+                mode,
+                iterable,
+                chunksize,
+                ordered=ordered,
+                policy=policy,
+                context=context,
+                tally=tally,
             )
-        return _AutoStream(self, route, fn, mode, iterable, chunksize, ordered, policy, context)
+        return _AutoStream(
+            self, route, fn, mode, iterable, chunksize, ordered, policy, context, tally
+        )
 
     # -- shutdown ------------------------------------------------------------------------
 
@@ -498,6 +510,14 @@ class AutoEngine:
     def _engine_list(self) -> list[Engine]:
         with self._lock:
             return list(self._engines.values())
+
+    def statistics(self) -> PoolStatistics:
+        """The workers of every kind this pool started, in one snapshot."""
+        return combine("auto", [engine.statistics() for engine in self._engine_list()])
+
+    def timeline(self) -> tuple[TaskSpan, ...]:
+        spans = [span for engine in self._engine_list() for span in engine.timeline()]
+        return tuple(sorted(spans, key=lambda span: span.start))
 
 
 def _args_of(mode: int, item: Any) -> tuple[Any, ...]:
@@ -605,10 +625,11 @@ class _ListUnit:
         chunksize: int | None,
         policy: TaskPolicy,
         context: contextvars.Context,
+        tally: Tally | None,
     ) -> None:
         self._auto, self._route, self._fn, self._mode = auto, route, fn, mode
         self._items, self._chunksize, self._policy = items, chunksize, policy
-        self._context = context
+        self._context, self._tally = context, tally
         self._values: list[Any] = []
         self.future: Future[list[Any]] = Future()
         self.future.set_running_or_notify_cancel()
@@ -637,6 +658,8 @@ class _ListUnit:
 
     def _probed(self, probe: Future[Any]) -> None:
         exc = TaskCancelled("cancelled") if probe.cancelled() else probe.exception()
+        if self._tally is not None:
+            self._tally.add(1, exc is not None)
         if exc is not None:
             resolve(self.future, None, exc)  # map semantics: the first failure fails the map
         else:
@@ -649,7 +672,13 @@ class _ListUnit:
         rest_items = self._items[len(self._values) :]
         try:
             rest = self._auto.engine(kind).submit_list(
-                self._fn, self._mode, rest_items, self._chunksize, self._policy, self._context
+                self._fn,
+                self._mode,
+                rest_items,
+                self._chunksize,
+                self._policy,
+                self._context,
+                self._tally,
             )
         except BaseException as exc:  # noqa: BLE001 - closed or broken pool: the map's outcome
             resolve(self.future, None, exc)
@@ -693,10 +722,11 @@ class _AutoStream:
         ordered: bool,
         policy: TaskPolicy,
         context: contextvars.Context,
+        tally: Tally | None,
     ) -> None:
         self._auto, self._route, self._fn, self._mode = auto, route, fn, mode
         self._chunksize, self._ordered, self._policy = chunksize, ordered, policy
-        self._context = context
+        self._context, self._tally = context, tally
         self._source: Iterator[Any] | None = iter(iterable)
         self._cond = threading.Condition(threading.Lock())
         self._outcomes: deque[Run] = deque()
@@ -725,6 +755,7 @@ class _AutoStream:
                 ordered=self._ordered,
                 policy=self._policy,
                 context=self._context,
+                tally=self._tally,
             )
             rest.feed()
             self._rest = rest
@@ -758,6 +789,8 @@ class _AutoStream:
     def _probed(self, probe: Future[Any]) -> None:
         exc = TaskCancelled("cancelled") if probe.cancelled() else probe.exception()
         run: Run = ([None], {0: exc}) if exc is not None else ([probe.result()], None)
+        if self._tally is not None:
+            self._tally.add(1, exc is not None)
         with self._cond:
             self._outcomes.append(run)
             self._probing = False

@@ -28,9 +28,10 @@ from ._backend import WorkerBackend
 from ._carry import carry
 from ._context import in_worker
 from ._exceptions import BrokenPoolError, NestedPoolWarning, PoolClosedError
-from ._jobs import CallJob, Job, ListJob, StreamJob
+from ._jobs import CallJob, Job, ListJob, StreamJob, Tally
 from ._master import Master
 from ._options import PoolOptions, TaskPolicy
+from ._stats import PoolStatistics, TaskSpan
 
 __all__ = (
     "Engine",
@@ -101,13 +102,18 @@ class Engine:
         chunksize: int | None,
         policy: TaskPolicy | None = None,
         context: contextvars.Context | None = None,
+        tally: Tally | None = None,
     ) -> Future[list[Any]]:
-        """Run ``fn`` on every item; the future resolves with all results in order."""
+        """Run ``fn`` on every item; the future resolves with all results in order.
+
+        ``tally`` counts outcomes as they arrive (progress displays read it).
+        """
         check_callable(fn)
         self._master.backend.check_function(fn)
         chunksize = chunksize or self.options.chunksize
         job = ListJob(carry(fn, context), mode, items, task_key(fn), chunksize)
         job.policy = policy or self.options.policy
+        job.tally = tally
         if items:
             self._post(job)
         else:
@@ -124,6 +130,7 @@ class Engine:
         ordered: bool,
         policy: TaskPolicy | None = None,
         context: contextvars.Context | None = None,
+        tally: Tally | None = None,
     ) -> StreamJob:
         """Run ``fn`` on items pulled lazily from ``iterable``; read results from the job."""
         check_callable(fn)
@@ -139,6 +146,7 @@ class Engine:
             self._on_input,
         )
         job.policy = policy or self.options.policy
+        job.tally = tally
         self._post(job)
         return job
 
@@ -149,6 +157,16 @@ class Engine:
             if master.backend.start_eagerly:
                 self._start_workers_for(job)
             master.call_soon_threadsafe(lambda: master.add_job(job))
+        if not isinstance(job, StreamJob):  # lazy input is counted as it is sent
+            master.recorder.submit(1 if isinstance(job, CallJob) else job.remaining or 0)
+
+    def statistics(self) -> PoolStatistics:
+        """A snapshot of this pool's workers and tasks (any thread, also after join)."""
+        return self._master.recorder.snapshot()
+
+    def timeline(self) -> tuple[TaskSpan, ...]:
+        """Every task's span so far (the pool's ``timeline`` option records them)."""
+        return self._master.recorder.timeline()
 
     def _start_workers_for(self, job: Job) -> None:
         """Fork the workers ``job`` can use, from this (the caller's) thread.

@@ -25,10 +25,13 @@ __all__ = (
     "WRAPPER_CODES",
     "Failure",
     "SegmentOutcome",
+    "TimedOutcome",
     "describe_call",
     "run_segment",
     "run_segment_async",
+    "run_segment_async_timed",
     "run_segment_concurrently",
+    "run_segment_timed",
     "short_repr",
 )
 
@@ -133,6 +136,52 @@ def run_segment(
     return out, failures
 
 
+#: A segment's outcome with each item's (start, end) on ``timer`` (the pool's timeline).
+TimedOutcome = tuple[list[Any], dict[int, Failure] | None, list[tuple[float, float]]]
+
+
+def run_segment_timed(
+    fn: Callable[..., Any], mode: int, items: list[Any], skip: frozenset[int] | None = None
+) -> TimedOutcome:
+    """:func:`run_segment`, timing each item (only when the pool records a timeline).
+
+    ``timer`` is ``perf_counter``, CLOCK_MONOTONIC on Linux: one clock for every
+    process of the machine, so the master can place spans from all workers.
+    """
+    values: list[Any] = []
+    failures: dict[int, Failure] | None = None
+    spans = []
+    for index, item in enumerate(items):
+        one_skip = frozenset({0}) if skip and index in skip else None
+        start = timer()
+        out, failed = run_segment(fn, mode, [item], one_skip)
+        spans.append((start, timer()))
+        values.append(out[0])
+        if failed:
+            failures = failures or {}
+            failures[index] = failed[0]
+    return values, failures, spans
+
+
+async def run_segment_async_timed(
+    fn: Callable[..., Any], mode: int, items: list[Any], skip: frozenset[int] | None = None
+) -> TimedOutcome:
+    """:func:`run_segment_timed` for coroutine functions."""
+    values: list[Any] = []
+    failures: dict[int, Failure] | None = None
+    spans = []
+    for index, item in enumerate(items):
+        one_skip = frozenset({0}) if skip and index in skip else None
+        start = timer()
+        out, failed = await run_segment_async(fn, mode, [item], one_skip)
+        spans.append((start, timer()))
+        values.append(out[0])
+        if failed:
+            failures = failures or {}
+            failures[index] = failed[0]
+    return values, failures, spans
+
+
 def _skipping(items: list[Any], skip: frozenset[int], out: list[Any]) -> Any:
     for i, item in enumerate(items):
         if i in skip:
@@ -224,7 +273,8 @@ def run_segment_concurrently(
     *,
     loop: Any,
     threads: Any,
-) -> SegmentOutcome:
+    timed: bool = False,
+) -> SegmentOutcome | TimedOutcome:
     """Run a segment's items ``limit`` at a time: coroutines on ``loop``, functions on ``threads``.
 
     Hybrid workers: each process runs several IO-bound tasks at once.  Every
@@ -238,18 +288,20 @@ def run_segment_concurrently(
     ]
     if inspect.iscoroutinefunction(fn):
 
-        async def run_all() -> list[SegmentOutcome]:
+        async def run_all() -> list[TimedOutcome]:
             gate = asyncio.Semaphore(limit)
 
-            async def one(part: tuple[list[Any], frozenset[int] | None]) -> SegmentOutcome:
+            async def one(part: tuple[list[Any], frozenset[int] | None]) -> TimedOutcome:
                 async with gate:
-                    return await run_segment_async(fn, mode, *part)
+                    return await run_segment_async_timed(fn, mode, *part)
 
             return list(await asyncio.gather(*(one(part) for part in singles)))
 
-        parts: list[SegmentOutcome] = loop.run_until_complete(run_all())
+        parts: list[TimedOutcome] = loop.run_until_complete(run_all())
     else:
-        parts = list(threads.map(lambda part: run_segment(fn, mode, *part), singles))
+        parts = list(threads.map(lambda part: run_segment_timed(fn, mode, *part), singles))
     values = [part[0][0] for part in parts]
     failures = {i: part[1][0] for i, part in enumerate(parts) if part[1]}
+    if timed:
+        return values, failures or None, [part[2][0] for part in parts]
     return values, failures or None

@@ -57,6 +57,26 @@ class RunSource(Protocol):
         """The consumer abandoned the results: drop unstarted items."""
 
 
+class Tally:
+    """Tasks of one map finished so far, and how many of those failed (for progress).
+
+    Written by whichever thread delivers outcomes (a pool's master; for
+    kind="auto", also the probing engine's), read by a progress display.
+    """
+
+    __slots__ = ("_lock", "done", "failed")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.done = 0
+        self.failed = 0
+
+    def add(self, done: int, failed: int) -> None:
+        with self._lock:
+            self.done += done
+            self.failed += failed
+
+
 class Job:
     """Base: the master's side of one submitted unit of work."""
 
@@ -72,6 +92,8 @@ class Job:
     chunk_hint: int = 1
     #: timeout and retries of this job's tasks
     policy: TaskPolicy = TaskPolicy()
+    #: counts outcomes as they are delivered, when someone shows progress
+    tally: Tally | None = None
 
     def take(self, n: int) -> tuple[int, list[Any]] | None:
         """Up to ``n`` next items and the index of the first, or None if none now."""
@@ -228,6 +250,8 @@ class ListJob(Job):
     def deliver(
         self, start: int, values: list[Any], errors: dict[int, BaseException] | None
     ) -> None:
+        if self.tally is not None:
+            self.tally.add(len(values), len(errors) if errors else 0)
         if self.future.done():
             return
         if errors:
@@ -396,6 +420,8 @@ class StreamJob(Job):
     def deliver(
         self, start: int, values: list[Any], errors: dict[int, BaseException] | None
     ) -> None:
+        if self.tally is not None:
+            self.tally.add(len(values), len(errors) if errors else 0)
         with self._cond:
             self._store(start, values, errors)
             self._cond.notify_all()

@@ -50,12 +50,13 @@ from ._exceptions import (
     WorkcrewError,
     WorkerCrashed,
 )
-from ._execute import SegmentOutcome, describe_call
+from ._execute import SegmentOutcome, describe_call, function_name
 from ._fds import register_master_fd, unregister_master_fd
-from ._jobs import Job
+from ._jobs import Job, StreamJob
 from ._options import PoolOptions
 from ._retry import Attempts
 from ._scheduler import Scheduler
+from ._stats import Recorder
 from ._system import oom_kill_count
 
 __all__ = ("Master", "State")
@@ -145,6 +146,7 @@ class Master(Loop, WorkerEvents):
         self._retiring: set[int] = set()  # ids of slots asked to exit
         self._attempts = Attempts()
         self._oom_kills_at_start = oom_kill_count()
+        self.recorder = Recorder(options.kind, options.timeline)
         self.backend = backend_class(options, self)
         self._register_fds()
         self.thread = threading.Thread(target=self._run, name="workcrew-master", daemon=True)
@@ -326,6 +328,7 @@ class Master(Loop, WorkerEvents):
         """Master thread: take over a worker the engine started (``prepare_worker``)."""
         handle.attach()
         slot = self._slots[handle.worker_id] = _Slot(handle, self.options.max_tasks_per_worker)
+        self.recorder.started(handle.worker_id, getattr(handle, "pid", None))
         if self.state in (State.RUNNING, State.CLOSING):
             self._adopted += 1
             self._touch(slot)
@@ -362,6 +365,9 @@ class Master(Loop, WorkerEvents):
         seq = next(self._seq)
         sent = slot.handle.send_chunk(seq, [Segment(job.fn, job.mode, items)])
         self._scheduler.record_size(job.key, len(items), sent.nbytes)
+        self.recorder.sent(slot.handle.worker_id, len(items))
+        if isinstance(job, StreamJob):
+            self.recorder.submit(len(items))  # lazy input: counted as it goes out
         errors = {i: exc for (_, i), exc in sent.failed.items()} if sent.failed else None
         if errors and len(errors) == len(items):
             job.deliver(start, [None] * len(items), errors)  # nothing was sent
@@ -461,8 +467,9 @@ class Master(Loop, WorkerEvents):
             return  # a retired thread whose task ran past its timeout: already failed
         chunk = slot.inflight.popleft()
         self._touch(slot)
-        values, failures = outcomes[0]
+        values, failures = outcomes[0][:2]
         errors = {i: f.exc for i, f in failures.items()} if failures else None
+        self._record(slot, chunk, outcomes[0], len(errors) if errors else 0, duration)
         if errors and slot.expired == chunk.seq:  # cancelled for its timeout (async kinds)
             timeout = self._timeout_error(slot, chunk)
             errors = {i: timeout if _is_cancel(e) else e for i, e in errors.items()}
@@ -475,6 +482,18 @@ class Master(Loop, WorkerEvents):
             if slot.quota <= 0 and not slot.inflight:
                 self._retire(slot)
         self._check_memory(slot, chunk)
+
+    def _record(
+        self, slot: _Slot, chunk: _InFlight, outcome: Any, failed: int, duration: float
+    ) -> None:
+        handle, recorder = slot.handle, self.recorder
+        memory = handle.memory if self.backend.can_kill else None  # process workers only
+        recorder.finished(handle.worker_id, len(chunk.items), failed, duration, memory)
+        if len(outcome) > 2:  # timed items: the pool records a timeline
+            failures = outcome[1] or {}
+            recorder.record_spans(
+                handle.worker_id, function_name(chunk.job.fn), outcome[2], failures
+            )
 
     def _settle(
         self,
@@ -545,6 +564,7 @@ class Master(Loop, WorkerEvents):
         self._retiring.discard(handle.worker_id)
         if slot is None:
             return
+        self.recorder.exited(handle.worker_id, self._exit_kind(slot, exitcode))
         if slot.inflight:
             self._salvage(slot, exitcode)
         # Workers that keep dying before they are ready cannot start (a bad
@@ -568,6 +588,13 @@ class Master(Loop, WorkerEvents):
                 )
                 return
         # No replacement here: _dispatch starts a worker when work needs one.
+
+    def _exit_kind(self, slot: _Slot, exitcode: int | None) -> str:
+        if slot.killed_for or slot.expired or self.state is State.TERMINATING:
+            return "killed"
+        if slot.retiring or not exitcode:
+            return "stopped"
+        return "crashed"
 
     def _salvage(self, slot: _Slot, exitcode: int | None) -> None:
         """A worker died holding chunks: blame only the one it was running."""
@@ -595,6 +622,7 @@ class Master(Loop, WorkerEvents):
             error: BaseException = self._timeout_error(slot, running)
         else:
             error = self._crash_error(slot, exitcode, running)
+        self.recorder.finished(slot.handle.worker_id, 1, 1, 0.0)  # it ran, and failed
         self._settle(running.job, running.start, running.items, [None], {0: error})
 
     def _crash_error(self, slot: _Slot, exitcode: int | None, chunk: _InFlight) -> WorkerCrashed:
@@ -612,6 +640,7 @@ class Master(Loop, WorkerEvents):
         worker_id = self.next_worker_id()
         handle = self.backend.start_worker(worker_id, self)
         slot = self._slots[worker_id] = _Slot(handle, self.options.max_tasks_per_worker)
+        self.recorder.started(worker_id, getattr(handle, "pid", None))
         return slot
 
     def _retire(self, slot: _Slot) -> None:

@@ -21,6 +21,8 @@ __all__ = ("PoolOptions", "TaskPolicy", "available_cpu_count", "default_start_me
 KINDS = ("process", "thread", "async")
 #: What ``kind=`` accepts: a worker kind, or "auto" (routed per function, see _auto.py).
 CHOICES = (*KINDS, "auto")
+#: What ``worker_output=`` accepts: process workers' lines prefixed ``[worker 3] ``, or as written.
+WORKER_OUTPUT = ("tagged", "plain")
 
 
 def default_start_method() -> str:
@@ -68,6 +70,10 @@ class TaskPolicy:
         return float(self.backoff * 2 ** (attempt - 1))
 
 
+#: The longest task timeout (seconds): selectors wait at most 2**31 - 1 milliseconds.
+MAX_TIMEOUT = (2**31 - 1) / 1000
+
+
 def check_policy(
     timeout: float | None, retries: int | None, retry_on: object, backoff: object
 ) -> None:
@@ -77,6 +83,11 @@ def check_policy(
             raise TypeError(f"task_timeout must be a number of seconds, got {timeout!r}")
         if not timeout > 0:
             raise ValueError(f"task_timeout={timeout} is invalid: it must be > 0 seconds")
+        if timeout > MAX_TIMEOUT:  # the master's selector counts milliseconds in 32 bits
+            raise ValueError(
+                f"task_timeout={timeout} is too large: at most {MAX_TIMEOUT:,.0f} seconds "
+                "(24 days); use None for no timeout"
+            )
     if retries is not None:
         if isinstance(retries, bool) or not isinstance(retries, int):
             raise TypeError(f"retries must be an int, got {retries!r}")
@@ -112,6 +123,10 @@ class PoolOptions:
     concurrency_per_worker: int = 1
     #: event loop of the async kind and hybrid workers: "auto" (uvloop if installed), ...
     event_loop: str = "auto"
+    #: record every task's span (worker, start, end) for ``pool.timeline()``
+    timeline: bool = False
+    #: process workers' printed lines: "tagged" (``[worker 3] ...``) or "plain"
+    worker_output: str = "tagged"
 
     @property
     def worker_exit(self) -> Callable[[Any], object] | None:
@@ -138,6 +153,8 @@ class PoolOptions:
         max_memory_per_worker: int | None = None,
         concurrency_per_worker: int = 1,
         event_loop: str = "auto",
+        timeline: bool = False,
+        worker_output: str = "tagged",
     ) -> PoolOptions:
         """Check every value and fill in defaults; raise ``ValueError``/``TypeError``."""
         if kind not in CHOICES:
@@ -181,6 +198,12 @@ class PoolOptions:
                 "`processes` of a thread or async pool instead"
             )
         check_event_loop(event_loop)
+        if not isinstance(timeline, bool):
+            raise TypeError(f"timeline must be True or False, got {timeline!r}")
+        if worker_output not in WORKER_OUTPUT:
+            raise ValueError(
+                f"worker_output={worker_output!r} is invalid; choose one of {WORKER_OUTPUT}"
+            )
         return cls(
             workers=workers,
             event_loop=event_loop,
@@ -194,6 +217,8 @@ class PoolOptions:
             max_memory_per_worker=max_memory_per_worker,
             chunksize=chunksize,
             concurrency_per_worker=concurrency_per_worker,
+            timeline=timeline,
+            worker_output=worker_output,
         )
 
 
