@@ -79,6 +79,10 @@ class Executor(concurrent.futures.Executor):
         event_loop: str = "auto",
         worker_output: str = "tagged",
         timeline: bool = False,
+        backend: str = "local",
+        address: str | None = None,
+        client: Any = None,
+        security: Any = None,
     ) -> None:
         if mp_context is not None and start_method is None:
             start_method = mp_context.get_start_method()
@@ -100,6 +104,10 @@ class Executor(concurrent.futures.Executor):
             event_loop=event_loop,
             worker_output=worker_output,
             timeline=timeline,
+            backend=backend,
+            address=address,
+            client=client,
+            security=security,
         )
         self._engine = open_engine(self._options, drain_at_exit=True)
         finalizer = weakref.finalize(self, self._engine.close)

@@ -189,6 +189,10 @@ class Pool:
         event_loop: str = "auto",
         worker_output: str = "tagged",
         timeline: bool = False,
+        backend: str = "local",
+        address: str | None = None,
+        client: Any = None,
+        security: Any = None,
     ) -> None:
         if context is not None and start_method is None:
             start_method = context.get_start_method()
@@ -210,6 +214,10 @@ class Pool:
             event_loop=event_loop,
             worker_output=worker_output,
             timeline=timeline,
+            backend=backend,
+            address=address,
+            client=client,
+            security=security,
         )
         self._engine = open_engine(self._options, drain_at_exit=False)
         self._finalizer = weakref.finalize(self, _collect, self._engine)

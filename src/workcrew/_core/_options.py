@@ -18,7 +18,9 @@ from ._system import available_cpu_count
 __all__ = ("PoolOptions", "TaskPolicy", "available_cpu_count", "default_start_method")
 
 #: Worker kinds that exist today; later kinds register in workcrew._backends.
+#: "dask" is chosen with ``backend="dask"`` rather than ``kind=``.
 KINDS = ("process", "thread", "async")
+BACKENDS = ("local", "dask")
 #: What ``kind=`` accepts: a worker kind, or "auto" (routed per function, see _auto.py).
 CHOICES = (*KINDS, "auto")
 #: What ``worker_output=`` accepts: process workers' lines prefixed ``[worker 3] ``, or as written.
@@ -127,6 +129,11 @@ class PoolOptions:
     timeline: bool = False
     #: process workers' printed lines: "tagged" (``[worker 3] ...``) or "plain"
     worker_output: str = "tagged"
+    #: backend="dask": the scheduler's address (None: a local cluster), or a Client, and
+    #: distributed.Security for TLS
+    dask_address: str | None = None
+    dask_client: Any = None
+    dask_security: Any = None
 
     @property
     def worker_exit(self) -> Callable[[Any], object] | None:
@@ -155,10 +162,21 @@ class PoolOptions:
         event_loop: str = "auto",
         timeline: bool = False,
         worker_output: str = "tagged",
+        backend: str = "local",
+        address: str | None = None,
+        client: Any = None,
+        security: Any = None,
     ) -> PoolOptions:
         """Check every value and fill in defaults; raise ``ValueError``/``TypeError``."""
         if kind not in CHOICES:
             raise ValueError(f"kind={kind!r} is not a worker kind; choose one of {CHOICES}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend={backend!r} is invalid; choose one of {BACKENDS}")
+        if backend == "dask":
+            check_dask(kind, initializer, worker_exit, concurrency_per_worker, address, client)
+            kind = "dask"
+        elif address is not None or client is not None or security is not None:
+            raise ValueError("address=, client= and security= need backend='dask'")
         requested_workers = workers
         if workers is None:
             workers = default_workers(kind)
@@ -219,6 +237,38 @@ class PoolOptions:
             concurrency_per_worker=concurrency_per_worker,
             timeline=timeline,
             worker_output=worker_output,
+            dask_address=address,
+            dask_client=client,
+            dask_security=security,
+        )
+
+
+def check_dask(
+    kind: str,
+    initializer: object,
+    worker_exit: object,
+    concurrency_per_worker: int,
+    address: object,
+    client: object,
+) -> None:
+    """What backend='dask' cannot honour, refused with the reason (docs/dask.md)."""
+    if kind != "process":
+        raise ValueError(
+            f"backend='dask' runs tasks on the cluster's workers; kind={kind!r} does not apply "
+            "(leave kind at its default)"
+        )
+    if initializer is not None or worker_exit is not None:
+        raise ValueError(
+            "backend='dask' has no per-worker initializer or worker_exit: Dask workers are "
+            "shared by every client. Use a Dask worker plugin (client.register_plugin)."
+        )
+    if concurrency_per_worker != 1:
+        raise ValueError("concurrency_per_worker does not apply to backend='dask'")
+    if address is not None and client is not None:
+        raise ValueError("give backend='dask' an address= or a client=, not both")
+    if address is not None and not isinstance(address, str):
+        raise TypeError(
+            f"address must be a scheduler address such as 'tcp://host:8786', got {address!r}"
         )
 
 
