@@ -438,7 +438,7 @@ def test_variables_processes_cannot_get_are_skipped_and_logged_once(
             (pool.submit(sh.read_handle).result(TIMEOUT), "")
         ]
 
-    with caplog.at_level(logging.WARNING, logger="workcrew"), Pool(1, start_method="fork") as pool:
+    with caplog.at_level(logging.INFO, logger="workcrew"), Pool(1, start_method="fork") as pool:
         pool.submit(sh.read_both).result(TIMEOUT)
         seen = in_context(lambda: body(pool), request_id="req-2", handle=threading.Lock())
     assert seen == [("req-2", "anonymous")] * 3 + [(sh.UNSET, "")]  # the lock stayed behind

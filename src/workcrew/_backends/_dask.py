@@ -2,7 +2,10 @@
 
 Each workcrew "worker" of this kind is a *slot*: at most one chunk (plus the
 engine's usual prefetch) submitted to the cluster at a time, so ``workers``
-bounds the tasks in flight and the engine keeps doing what it does for every
+bounds the tasks in flight (by default four per CPU of this machine: a Dask
+worker then has its next chunks waiting while results travel back through the
+scheduler; with one slot per Dask thread, 10 ms tasks kept the cluster half
+idle, and the gain stopped at four) and the engine keeps doing what it does for every
 kind: chunking tiny tasks (one Dask task per chunk amortises the scheduler's
 per-task cost), windows over endless input, retries, timeouts, progress,
 statistics.  The cluster is Dask's own business (``distributed``): where the
@@ -47,6 +50,7 @@ from .._core._exceptions import (
 )
 from .._core._execute import Failure, function_name, run_segment, run_segment_timed
 from .._core._options import PoolOptions
+from .._core._system import available_cpu_count
 
 __all__ = ("DaskBackend", "backend_class", "run_chunk")
 
@@ -122,7 +126,7 @@ class DaskBackend(WorkerBackend):
         else:
             if options.dask_address is None:
                 self._own_cluster = distributed.LocalCluster(
-                    n_workers=options.workers,
+                    n_workers=available_cpu_count(),
                     threads_per_worker=1,
                     processes=True,
                     host="127.0.0.1",

@@ -167,7 +167,9 @@ def _skip(var: contextvars.ContextVar[Any], why: str) -> None:
     if len(_reported) >= _CACHE_LIMIT:
         _reported.clear()
     _reported.add(var)
-    log.warning(
+    # INFO, not WARNING: libraries set variables of their own (Dask's current
+    # client, decimal's context) that no task expects to see.
+    log.info(
         "context variable %r is not carried to process workers: %s; tasks there see its default",
         var.name,
         why,

@@ -280,6 +280,8 @@ def default_workers(kind: str) -> int:
         kind = "thread"  # the number reported for an auto pool: its IO concurrency
     if kind == "async":
         return 100
+    if kind == "dask":  # chunks kept on the cluster: four per thread hide Dask's round trips
+        return 4 * cpus
     return min(32, cpus + 4) if kind == "thread" else cpus
 
 
