@@ -30,7 +30,8 @@ def local_map() -> Iterator[MapFn]:
 
 
 @contextlib.contextmanager
-def dask_map(chunksize: int | None = None) -> Iterator[MapFn]:
+def _client() -> Iterator[Any]:
+    """A client of a LocalCluster of WORKERS processes, one thread each, on 127.0.0.1."""
     import distributed
 
     with (
@@ -42,26 +43,20 @@ def dask_map(chunksize: int | None = None) -> Iterator[MapFn]:
             dashboard_address="127.0.0.1:0",
         ) as cluster,
         distributed.Client(cluster) as client,
-        workcrew.Pool(4 * WORKERS, backend="dask", client=client) as pool,
     ):
+        yield client
+
+
+@contextlib.contextmanager
+def dask_map(chunksize: int | None = None) -> Iterator[MapFn]:
+    with _client() as client, workcrew.Pool(4 * WORKERS, backend="dask", client=client) as pool:
         yield lambda fn, items: pool.map(fn, items, chunksize=chunksize)
 
 
 @contextlib.contextmanager
 def raw_dask_map() -> Iterator[MapFn]:
     """Dask alone: one future per item (client.map), the way its docs start."""
-    import distributed
-
-    with (
-        distributed.LocalCluster(
-            n_workers=WORKERS,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
+    with _client() as client:
         yield lambda fn, items: client.gather(client.map(fn, items, pure=False))
 
 
