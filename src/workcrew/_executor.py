@@ -23,10 +23,11 @@ from typing import Any, TypeVar
 from ._backends import open_engine
 from ._core._auto import KindChoice, kind_choices, set_kind
 from ._core._execute import STAR, function_name
-from ._core._jobs import Tally, iterate_results
+from ._core._jobs import iterate_results
 from ._core._options import PoolOptions, check_chunksize
 from ._core._stats import PoolStatistics
-from ._progress import Display, check_progress, open_display
+from ._pool import tally_for, timeline_of
+from ._progress import Display, open_display
 from ._timeline import Timeline
 
 __all__ = ("Executor",)
@@ -124,11 +125,7 @@ class Executor(concurrent.futures.Executor):
 
     def timeline(self) -> Timeline:
         """Every task's span per worker; needs ``Executor(..., timeline=True)``."""
-        if not self._options.timeline:
-            raise ValueError(
-                "this executor records no timeline: create it with Executor(..., timeline=True)"
-            )
-        return Timeline(self._engine.timeline())
+        return timeline_of(self._engine, self._options, "Executor")
 
     def set_kind(self, fn: Callable[..., Any], kind: str) -> None:
         """``kind="auto"`` executors: run ``fn`` on ``kind`` workers, without measuring it."""
@@ -163,10 +160,7 @@ class Executor(concurrent.futures.Executor):
         check_chunksize(chunksize)
         deadline = None if timeout is None else time.monotonic() + timeout
         policy = self._options.policy.override(timeout=task_timeout, retries=retries)
-        tally = None
-        if progress is not False:
-            check_progress(progress)
-            tally = Tally()
+        tally = tally_for(progress)
         job = self._engine.stream(
             fn, STAR, zip(*iterables), chunksize, ordered=True, policy=policy, tally=tally
         )

@@ -52,8 +52,8 @@ from typing import Any
 
 from ._core._exceptions import TaskCancelled
 from ._core._jobs import Tally
-from ._pool import Pool
-from ._progress import Display, check_progress, open_display
+from ._pool import Pool, tally_for
+from ._progress import Display, open_display
 
 __all__ = ("Pipeline", "PipelineRun", "Stage", "StageStatistics")
 
@@ -199,13 +199,12 @@ class Pipeline:
         ``with`` block; leaving either early stops the run and cleans up.
         ``progress=True`` counts the results you read (docs/progress.md).
         """
-        check_progress(progress)
+        tally = tally_for(progress)
         total = len(source) if isinstance(source, Sized) else None
         run = _Run(self._stages, iter(source), self._ordered, self._buffer)
         self._last = run
-        if progress is False:
+        if tally is None:
             return PipelineRun(run)
-        tally = Tally()
         desc = "Pipeline " + " -> ".join(stage.name for stage in self._stages)
         return PipelineRun(run, tally, open_display(progress, tally, total, desc))
 

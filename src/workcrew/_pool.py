@@ -242,11 +242,7 @@ class Pool:
         writes Chrome Trace Event JSON (Perfetto, chrome://tracing);
         ``write_html(path)`` a picture of it; ``text()`` one for a terminal.
         """
-        if not self._options.timeline:
-            raise ValueError(
-                "this pool records no timeline: create it with Pool(..., timeline=True)"
-            )
-        return Timeline(self._engine.timeline())
+        return timeline_of(self._engine, self._options, "Pool")
 
     @property
     def kind(self) -> str:
@@ -448,7 +444,7 @@ class Pool:
     ) -> AsyncResult[list[T]]:
         policy = self._policy(task_timeout, retries)
         items = _as_list(iterable)
-        tally = _tally_for(progress)
+        tally = tally_for(progress)
         future = self._engine.submit_list(
             func, mode, items, _chunksize(chunksize), policy, tally=tally
         )
@@ -471,7 +467,7 @@ class Pool:
         progress: bool | str = False,
     ) -> IMapIterator[T]:
         policy = self._policy(task_timeout, retries)
-        tally = _tally_for(progress)
+        tally = tally_for(progress)
         job = self._engine.stream(
             func, MAP, iterable, _chunksize(chunksize), ordered=ordered, policy=policy, tally=tally
         )
@@ -526,8 +522,20 @@ def _next_or_stop(it: IMapIterator[T]) -> Any:
         return _STOP
 
 
-def _tally_for(progress: bool | str) -> Tally | None:
-    """A tally to count outcomes, only when progress is shown (checked here, at the call)."""
+def timeline_of(engine: Engine | AutoEngine, options: PoolOptions, front: str) -> Timeline:
+    """The recorded spans of a pool or executor; ``ValueError`` if it records none."""
+    if not options.timeline:
+        raise ValueError(
+            f"this {front} records no timeline: create it with {front}(..., timeline=True)"
+        )
+    return Timeline(engine.timeline())
+
+
+def tally_for(progress: bool | str) -> Tally | None:
+    """A tally to count outcomes, only when progress is shown (checked here, at the call).
+
+    Every front end's ``progress=`` goes through it (Pool, Executor, Pipeline).
+    """
     if progress is False:
         return None
     check_progress(progress)
