@@ -160,29 +160,42 @@ class Queue(Generic[T]):
 
     def put(self, item: T, block: bool = True, timeout: float | None = None) -> None:
         """Add ``item``; wait for room if full (``queue.Full`` when not ``block`` or on timeout)."""
+        self._put_data(self._encode(item), block, _deadline(block, timeout))
+
+    def _encode(self, item: Any) -> bytes:
+        """``item`` pickled; ``ValueError`` if it can never fit the ring."""
         data = _pickle_item(item)
         need = LENGTH.size + len(data)
-        capacity, maxsize = self._capacity, self._maxsize
-        if need > capacity:
+        if need > self._capacity:
             raise ValueError(
                 f"the item ({type(item).__qualname__}, {need} bytes pickled) is larger than "
-                f"the queue's buffer of {capacity} bytes: create the queue with a larger "
+                f"the queue's buffer of {self._capacity} bytes: create the queue with a larger "
                 "buffer_size=, or put a path or a smaller piece instead"
             )
-        deadline = _deadline(block, timeout)
+        return data
+
+    def _fits(self, words: Any, need: int) -> bool:
+        """Room for a record of ``need`` bytes now (mutex held)."""
+        maxsize = self._maxsize
+        room = self._capacity - (words[TAIL] - words[HEAD]) >= need
+        return bool((not maxsize or words[COUNT] < maxsize) and room)
+
+    def _put_data(self, data: bytes, block: bool, deadline: float | None) -> None:
+        need = LENGTH.size + len(data)
+        capacity = self._capacity
         words = self._lock()
         try:
             while True:
                 if words[CLOSED]:
                     raise QueueClosed("put() on a closed workcrew.Queue")
-                count, tail = words[COUNT], words[TAIL]
-                if (not maxsize or count < maxsize) and capacity - (tail - words[HEAD]) >= need:
+                if self._fits(words, need):
                     break
                 if not block or not self._wait(self._putters, WAIT_PUT, deadline):
                     raise queue.Full
+            tail = int(words[TAIL])
             self._write(tail % capacity, LENGTH.pack(len(data)) + data, capacity)
             words[TAIL] = tail + need
-            words[COUNT] = count + 1
+            words[COUNT] += 1
             if words[WAIT_GET]:
                 self._notify(words, self._getters, WAIT_GET, 1)
         finally:
@@ -288,16 +301,15 @@ class Queue(Generic[T]):
     async def put_async(self, item: T, timeout: float | None = None) -> None:
         """``put()`` for coroutines: waits for room without blocking the event loop."""
         deadline = _deadline(True, timeout)
-        need = LENGTH.size + len(_pickle_item(item))
+        data = self._encode(item)  # once, not at every try
+        need = LENGTH.size + len(data)
 
         def writable(words: Any) -> bool:
-            maxsize = words[MAXSIZE]
-            room = words[CAPACITY] - (words[TAIL] - words[HEAD]) >= need
-            return bool(words[CLOSED]) or ((not maxsize or words[COUNT] < maxsize) and room)
+            return bool(words[CLOSED]) or self._fits(words, need)
 
         while True:
             with contextlib.suppress(queue.Full):
-                return self.put(item, block=False)
+                return self._put_data(data, False, None)
             await self._wait_async(self._putters, WAIT_PUT, deadline, queue.Full, writable)
 
     async def _wait_async(
