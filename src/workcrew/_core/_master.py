@@ -146,7 +146,7 @@ class Master(Loop, WorkerEvents):
         self._retiring: set[int] = set()  # ids of slots asked to exit
         self._attempts = Attempts()
         self._oom_kills_at_start = oom_kill_count()
-        self.recorder = Recorder(options.kind, options.timeline)
+        self.recorder = Recorder(options.kind)
         self.backend = backend_class(options, self)
         self._register_fds()
         self.thread = threading.Thread(target=self._run, name="workcrew-master", daemon=True)

@@ -121,11 +121,10 @@ class _Worker:
 
 @dataclass
 class Recorder:
-    """The master's running account of its workers (master thread only)."""
+    """The master's running account of its workers: written by the master thread, read by
+    any thread (``snapshot``, ``timeline``), under ``_lock``."""
 
     kind: str
-    #: whether workers time each task (the pool's ``timeline`` option)
-    timed: bool
     created: float = field(default_factory=time.monotonic)
     #: perf_counter at creation: spans measured by workers are relative to it
     origin: float = field(default_factory=time.perf_counter)
@@ -263,7 +262,7 @@ class Recorder:
 def combine(kind: str, parts: list[PoolStatistics]) -> PoolStatistics:
     """One snapshot of several pools (``kind="auto"``: one engine per worker kind)."""
     if not parts:
-        return Recorder(kind, False).snapshot()
+        return Recorder(kind).snapshot()
     sizes = [p.chunk_size for p in parts if p.chunk_size]
     return PoolStatistics(
         kind=kind,
