@@ -60,7 +60,7 @@ def test_ctrl_c_during_map_raises_and_leaves_no_orphans(tmp_path: Path, start_me
 
         if __name__ == "__main__":
             try:
-                with Pool(2, start_method=sys.argv[1]) as pool:
+                with Pool(2, start_method=sys.argv[1], worker_output="tagged") as pool:
                     pool.map(slow, range(4), chunksize=1)
             except KeyboardInterrupt:
                 print("interrupted", flush=True)

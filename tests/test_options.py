@@ -10,13 +10,15 @@ from workcrew import Executor, Pool
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"processes": 0}, ValueError, "workers=0 is invalid"),
-        ({"processes": -2}, ValueError, "at least 1"),
+        ({"processes": 0}, ValueError, "max_workers must be greater than 0, got 0"),
+        ({"processes": -2}, ValueError, "greater than 0, got -2"),
         ({"processes": 2.5}, TypeError, "must be an int"),
         ({"kind": "fiber"}, ValueError, "choose one of"),
         ({"start_method": "teleport"}, ValueError, "not available here"),
         ({"chunksize": 0}, ValueError, "chunksize=0"),
-        ({"maxtasksperchild": 0}, ValueError, "max_tasks_per_worker=0"),
+        ({"maxtasksperchild": 0}, ValueError, "must be a positive int or None, got 0"),
+        ({"maxtasksperchild": 0.5}, ValueError, "must be a positive int or None, got 0.5"),
+        ({"maxtasksperchild": "12"}, ValueError, "must be a positive int or None, got .12."),
         ({"initializer": 42}, TypeError, "initializer must be callable"),
     ],
 )
@@ -26,8 +28,11 @@ def test_bad_pool_options(kwargs: dict[str, object], error: type, match: str) ->
 
 
 def test_bad_executor_options() -> None:
-    with pytest.raises(ValueError, match="workers=0"):
+    # ProcessPoolExecutor's wording, which code and CPython's tests match
+    with pytest.raises(ValueError, match="max_workers must be greater than 0"):
         Executor(max_workers=0)
+    with pytest.raises(ValueError, match="positive int or None"):
+        Executor(max_tasks_per_child=0)
 
 
 def test_bad_call_arguments_leave_pool_usable() -> None:

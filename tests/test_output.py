@@ -36,7 +36,7 @@ def print_lines(task: int) -> int:
 def test_printed_lines_arrive_whole_tagged_before_the_result(
     start_method: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with Pool(3, start_method=start_method) as pool:
+    with Pool(3, start_method=start_method, worker_output="tagged") as pool:
         ran_on = pool.map(print_lines, range(6), chunksize=1)
         # no waiting: a task's lines reach sys.stdout before its result does
         lines = capsys.readouterr().out.splitlines()
@@ -60,7 +60,7 @@ def print_unfinished(text: str) -> None:
 def test_an_unfinished_last_line_arrives_when_the_worker_exits(
     start_method: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with Executor(1, start_method=start_method) as ex:
+    with Executor(1, start_method=start_method, worker_output="tagged") as ex:
         ex.submit(print_unfinished, "no newline at the end").result(TIMEOUT)
         assert capsys.readouterr().out == "[worker 1] done line\n"  # held until its end comes
     assert capsys.readouterr().out == "[worker 1] no newline at the end\n"
@@ -69,7 +69,7 @@ def test_an_unfinished_last_line_arrives_when_the_worker_exits(
 def test_lines_of_consecutive_tasks_join_as_in_one_process(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    with Pool(1, start_method="fork") as pool:
+    with Pool(1, start_method="fork", worker_output="tagged") as pool:
         pool.apply(print_unfinished, ("first ",))
         pool.apply(print_unfinished, ("second",))
     out = capsys.readouterr().out
@@ -84,7 +84,7 @@ def write_stderr(text: str) -> None:
 def test_stderr_lines_are_tagged_and_go_to_the_callers_stderr(
     start_method: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with Pool(1, start_method=start_method) as pool:
+    with Pool(1, start_method=start_method, worker_output="tagged") as pool:
         pool.apply(write_stderr, ("to stderr",))
     out, err = capsys.readouterr()
     assert out == ""
@@ -102,7 +102,10 @@ def test_plain_output_is_untagged(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_the_callers_current_stdout_receives_the_lines() -> None:
     redirected = io.StringIO()
-    with Pool(1, start_method="fork") as pool, contextlib.redirect_stdout(redirected):
+    with (
+        Pool(1, start_method="fork", worker_output="tagged") as pool,
+        contextlib.redirect_stdout(redirected),
+    ):
         pool.apply(print_unfinished, ("",))
     assert redirected.getvalue() == "[worker 1] done line\n"
 
@@ -249,7 +252,13 @@ def log_and_exit(code: int) -> None:
 def test_records_logged_as_a_worker_starts_ends_or_dies_are_not_lost(
     start_method: str, handler: ListHandler, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with Pool(1, start_method=start_method, initializer=log_hello, worker_exit=log_bye) as pool:
+    with Pool(
+        1,
+        start_method=start_method,
+        initializer=log_hello,
+        worker_exit=log_bye,
+        worker_output="tagged",
+    ) as pool:
         with pytest.raises(workcrew.WorkerCrashed) as info:
             pool.apply(log_and_exit, (3,))
         assert pool.apply(helpers.square, (3,)) == 9  # on the replacement, worker 2

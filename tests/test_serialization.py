@@ -82,7 +82,16 @@ def test_argument_that_fails_to_unpickle_in_worker(pool: Pool) -> None:
     assert next(it) == 3
 
 
-def test_unpicklable_initializer_is_refused_at_construction(start_method: str) -> None:
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_unpicklable_initializer_is_refused_at_construction(method: str) -> None:
     lock = threading.Lock()
-    with pytest.raises(workcrew.SerializationError, match="initializer"):
-        Pool(1, initializer=lambda: lock.acquire(), start_method=start_method)
+    with pytest.raises(workcrew.SerializationError, match="initializer") as info:
+        Pool(1, initializer=lambda: lock.acquire(), start_method=method)
+    assert isinstance(info.value, TypeError)  # what pickling the lock raised
+
+
+def test_forked_workers_get_the_initializer_by_inheritance() -> None:
+    # nothing is pickled under fork, as with multiprocessing: the same objects work
+    lock = threading.Lock()
+    with Pool(1, initializer=lambda: lock.acquire(), start_method="fork") as pool:
+        assert pool.apply(helpers.square, (4,)) == 16

@@ -78,7 +78,7 @@ class Executor(concurrent.futures.Executor):
         max_memory_per_worker: int | None = None,
         concurrency_per_worker: int = 1,
         event_loop: str = "auto",
-        worker_output: str = "tagged",
+        worker_output: str = "plain",
         timeline: bool = False,
         backend: str = "local",
         address: str | None = None,

@@ -146,9 +146,9 @@ class Pool:
     at once each: coroutines on an event loop, functions on threads),
     ``event_loop`` (``"auto"``: uvloop when installed, else asyncio's;
     ``"asyncio"``; ``"uvloop"``) for the async kind and hybrid workers,
-    ``worker_output`` (``"tagged"``: process workers' printed lines reach
-    ``sys.stdout``/``sys.stderr`` as ``[worker 3] ...``; ``"plain"``: untagged;
-    see docs/output.md).
+    ``worker_output`` (``"plain"``, the default: process workers' printed lines
+    reach ``sys.stdout``/``sys.stderr`` as printed, like ``multiprocessing``;
+    ``"tagged"``: each line starts ``[worker 3] ``; see docs/output.md).
     ``kind="auto"`` measures each function and routes it (see docs/auto.md).
 
     What ``initializer`` returns is the worker's state, which tasks read with
@@ -187,7 +187,7 @@ class Pool:
         max_memory_per_worker: int | None = None,
         concurrency_per_worker: int = 1,
         event_loop: str = "auto",
-        worker_output: str = "tagged",
+        worker_output: str = "plain",
         timeline: bool = False,
         backend: str = "local",
         address: str | None = None,
@@ -220,6 +220,8 @@ class Pool:
             security=security,
         )
         self._engine = open_engine(self._options, drain_at_exit=False)
+        if initializer is not None and isinstance(self._engine, Engine):
+            self._engine.start_all()  # as multiprocessing.Pool: initializers run at once
         self._finalizer = weakref.finalize(self, _collect, self._engine)
         self._finalizer.atexit = False  # the engine's own exit hook handles interpreter exit
 
@@ -497,6 +499,11 @@ class Pool:
         self._finalizer.detach()
 
     def __enter__(self) -> Pool:
+        if not self._engine.accepting:  # as multiprocessing (bpo-35477)
+            raise ValueError(
+                "Pool not running: this pool was closed or terminated (a `with` block "
+                "ends with close()); create a new Pool"
+            )
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:

@@ -44,12 +44,13 @@ import cloudpickle
 from .._core._backend import Loop, Segment, Sent, WorkerBackend, WorkerEvents, WorkerHandle
 from .._core._exceptions import (
     RemoteTraceback,
-    SerializationError,
     WorkcrewError,
     WorkerCrashed,
+    serialization_error,
 )
 from .._core._execute import Failure, function_name, run_segment, run_segment_timed
 from .._core._options import PoolOptions
+from .._core._pickling import FunctionCache
 from .._core._system import available_cpu_count
 
 __all__ = ("DaskBackend", "backend_class", "run_chunk")
@@ -139,7 +140,7 @@ class DaskBackend(WorkerBackend):
             self.client = distributed.Client(address, **kwargs)
             self._own_client = True
         self._killed_worker: type[BaseException] = distributed.KilledWorker
-        self._blobs: dict[int, tuple[Callable[..., Any], bytes | BaseException]] = {}
+        self._blobs: FunctionCache[bytes | BaseException] = FunctionCache(256)
         self._scattered: dict[int, tuple[Any, Any]] = {}  # id -> (object, its Dask future)
 
     def start_worker(self, worker_id: int, events: WorkerEvents) -> WorkerHandle:
@@ -148,22 +149,8 @@ class DaskBackend(WorkerBackend):
         return handle
 
     def function_blob(self, fn: Callable[..., Any]) -> bytes | BaseException:
-        entry = self._blobs.get(id(fn))
-        if entry is not None and entry[0] is fn:
-            return entry[1]
-        blob: bytes | BaseException
-        try:
-            blob = bytes(cloudpickle.dumps(fn))
-        except Exception as exc:  # noqa: BLE001 - every item of this function reports it
-            blob = SerializationError(
-                f"cannot send function {function_name(fn)} to the Dask cluster: "
-                f"{type(exc).__name__}: {exc}. Define it at module level, importable on the "
-                "cluster's workers."
-            )
-        if len(self._blobs) > 256:
-            self._blobs.clear()
-        self._blobs[id(fn)] = (fn, blob)
-        return blob
+        """The pickle of ``fn`` (or the error pickling it), made once per function."""
+        return self._blobs.get(fn, _pickle_function)
 
     def share(self, items: list[Any]) -> list[Any]:
         """``items`` with large arguments replaced by futures of data scattered once."""
@@ -242,9 +229,10 @@ class DaskHandle(WorkerHandle):
             )
             self._events.on_chunk_error(self, seq, error, ran=True)
             return
-        except Exception as exc:  # noqa: BLE001 - a chunk that could not travel or run
-            error = SerializationError(
-                f"the Dask cluster could not run this chunk: {type(exc).__name__}: {exc}"
+        except BaseException as exc:  # noqa: BLE001 - a chunk that could not travel or run
+            error = serialization_error(
+                f"the Dask cluster could not run this chunk: {type(exc).__name__}: {exc}",
+                loading=True,
             )
             self._events.on_chunk_error(self, seq, error, ran=True)
             return
@@ -273,6 +261,18 @@ class DaskHandle(WorkerHandle):
 
     def join(self, timeout: float | None) -> bool:
         return self._exited
+
+
+def _pickle_function(fn: Callable[..., Any]) -> bytes | BaseException:
+    try:
+        return bytes(cloudpickle.dumps(fn))
+    except BaseException as exc:  # noqa: BLE001 - every item of this function reports it
+        return serialization_error(
+            f"cannot send function {function_name(fn)} to the Dask cluster: "
+            f"{type(exc).__name__}: {exc}. Define it at module level, importable on the "
+            "cluster's workers.",
+            cause=exc,
+        )
 
 
 backend_class = DaskBackend

@@ -188,7 +188,7 @@ def emit_record(payload: bytes, worker_id: int, pid: int | None) -> None:
     """Handle a worker's record with the caller's logger of the same name."""
     try:
         data = pickle.loads(payload)
-    except Exception as exc:  # noqa: BLE001 - e.g. an extra of a class the caller cannot import
+    except BaseException as exc:  # noqa: BLE001 - e.g. an extra of a class the caller cannot import
         data = {
             "name": "workcrew",
             "levelno": logging.WARNING,
@@ -201,7 +201,7 @@ def emit_record(payload: bytes, worker_id: int, pid: int | None) -> None:
     record.worker_pid = pid
     try:
         logging.getLogger(record.name).handle(record)
-    except Exception:  # noqa: BLE001 - a handler of the caller's raised: report as logging does
+    except BaseException:  # noqa: BLE001 - a handler of the caller's raised: report as logging does
         _report_handler_error()
 
 
@@ -286,7 +286,7 @@ class LineForwarder:
             for line in lines:
                 _write_line(stream, f"{self._prefix}{line}\n")
             stream.flush()  # the caller sees worker lines as they come, even through a pipe
-        except Exception:  # noqa: BLE001 - the caller closed or broke its stream: the
+        except BaseException:  # noqa: BLE001 - the caller closed or broke its stream: the
             pass  # lines cannot be shown; the pool must go on (stderr's tail is still kept)
 
 

@@ -16,7 +16,6 @@ import multiprocessing
 import os
 import pickle
 import signal
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -26,13 +25,14 @@ from .._core._backend import Loop, Segment, Sent, WorkerBackend, WorkerEvents, W
 from .._core._exceptions import (
     InitializerError,
     RemoteTraceback,
-    SerializationError,
     TaskFailed,
     WorkcrewError,
+    serialization_error,
 )
 from .._core._execute import Failure, SegmentOutcome, describe_call, function_name, short_repr
 from .._core._fds import master_fds, register_master_fd, unregister_master_fd
 from .._core._options import PoolOptions
+from .._core._pickling import ForChild, FunctionCache
 from .._core._system import available_cpu_count
 from .._sharing._buffers import Exporter, dumps_oob, map_buffers
 from . import _wire
@@ -41,7 +41,7 @@ from ._process_worker import EncodedFailure, worker_main
 
 __all__ = ("ProcessBackend", "backend_class")
 
-#: Functions kept pickled (by identity, with a strong reference) per pool.
+#: Functions kept pickled (by identity, never keeping them alive) per pool.
 FUNCTION_CACHE_SIZE = 256
 #: Lines of a worker's stderr kept for its crash report (a fatal-signal stack
 #: dump can be long; the report shows its top, where the task's frames are).
@@ -67,9 +67,15 @@ class ProcessBackend(WorkerBackend):
         #: caller's settings (docs/worker-kinds.md says how to limit them).
         self.resize_loaded = not self.start_eagerly
         self.threads_spec = (self.native_threads, self.resize_loaded)
-        self._init_blob = self._pickle_initializer(options)
-        self._functions: OrderedDict[int, tuple[Callable[..., Any], int, bytes | BaseException]] = (
-            OrderedDict()
+        #: the initializer and initargs, pickled for each worker as it starts, the way
+        #: multiprocessing pickles a Process's arguments (PoolOptions checked they can be)
+        self.init_hooks = (
+            None
+            if options.initializer is None
+            else ForChild((options.initializer, options.initargs))
+        )
+        self._functions: FunctionCache[tuple[int, bytes | BaseException]] = FunctionCache(
+            FUNCTION_CACHE_SIZE
         )
         self._next_key = 0
         #: large argument buffers go to workers through shared segments, reused
@@ -77,19 +83,6 @@ class ProcessBackend(WorkerBackend):
 
     def close(self) -> None:
         self.exporter.close()
-
-    @staticmethod
-    def _pickle_initializer(options: PoolOptions) -> bytes | None:
-        if options.initializer is None:
-            return None
-        try:
-            return bytes(cloudpickle.dumps((options.initializer, options.initargs)))
-        except Exception as exc:
-            raise SerializationError(
-                f"cannot send initializer {function_name(options.initializer)} with initargs "
-                f"to the worker processes: {type(exc).__name__}: {exc}. Use a module-level "
-                "function and picklable initargs."
-            ) from exc
 
     def start_worker(self, worker_id: int, events: WorkerEvents) -> WorkerHandle:
         handle = ProcessHandle(self, worker_id, events)
@@ -101,24 +94,21 @@ class ProcessBackend(WorkerBackend):
 
     def function_blob(self, fn: Callable[..., Any]) -> tuple[int, bytes | BaseException]:
         """The cache key and pickle of ``fn`` (or the error pickling it)."""
-        entry = self._functions.get(id(fn))
-        if entry is not None and entry[0] is fn:
-            self._functions.move_to_end(id(fn))
-            return entry[1], entry[2]
+        return self._functions.get(fn, self._pickle_function)
+
+    def _pickle_function(self, fn: Callable[..., Any]) -> tuple[int, bytes | BaseException]:
         blob: bytes | BaseException
         try:
             blob = bytes(cloudpickle.dumps(fn, protocol=5))
-        except Exception as exc:  # noqa: BLE001 - reported for every item of this function
-            blob = SerializationError(
+        except BaseException as exc:  # noqa: BLE001 - reported for every item of this function
+            blob = serialization_error(
                 f"cannot send function {function_name(fn)} to a process worker: "
                 f"{type(exc).__name__}: {exc}. Functions that hold locks, sockets, open files "
                 "or similar state cannot be pickled: build that state inside the task (or in "
-                "an initializer), or use kind='thread'."
+                "an initializer), or use kind='thread'.",
+                cause=exc,
             )
         self._next_key += 1
-        self._functions[id(fn)] = (fn, self._next_key, blob)
-        if len(self._functions) > FUNCTION_CACHE_SIZE:
-            self._functions.popitem(last=False)
         return self._next_key, blob
 
 
@@ -163,7 +153,7 @@ class ProcessHandle(WorkerHandle):
             args=(
                 worker_id,
                 child_ends,
-                backend._init_blob,
+                backend.init_hooks,
                 inherited,
                 backend.threads_spec,
                 (
@@ -212,7 +202,7 @@ class ProcessHandle(WorkerHandle):
             wire_segments.append((key, segment.mode, segment.items, segment.skip))
         try:
             body, buffers = dumps_oob((reset, new_functions, wire_segments))
-        except Exception:  # noqa: BLE001 - some argument does not pickle: find it, send the rest
+        except BaseException:  # noqa: BLE001 - some argument does not pickle: find it, send the rest
             wire_segments = [
                 self._strip_unpicklable(s_index, segment, wire, failed)
                 for s_index, (segment, wire) in enumerate(zip(segments, wire_segments))
@@ -223,9 +213,10 @@ class ProcessHandle(WorkerHandle):
         try:
             refs = self._backend.exporter.export(buffers) if buffers else []
         except OSError as exc:  # out of memory or descriptors: fail this chunk, not the pool
-            error = SerializationError(
+            error = serialization_error(
                 f"cannot send the arguments' large buffers to worker {self.worker_id} through "
-                f"shared memory: {exc}. Free memory, or send smaller pieces."
+                f"shared memory: {exc}. Free memory, or send smaller pieces.",
+                cause=exc,
             )
             every = [(s, i) for s, seg in enumerate(segments) for i in range(len(seg.items))]
             return Sent(dict.fromkeys(every, error))
@@ -368,7 +359,9 @@ class ProcessHandle(WorkerHandle):
             seq, message = pickle.loads(payload)
             # The chunk's new functions were lost with it: send them again.
             self._known.clear()
-            self._events.on_chunk_error(self, seq, SerializationError(message), ran=False)
+            self._events.on_chunk_error(
+                self, seq, serialization_error(message, loading=True), ran=False
+            )
         elif tag == _wire.INIT_FAILED:
             failure = self._decode_failure(pickle.loads(payload))
             error = InitializerError(
@@ -387,11 +380,15 @@ class ProcessHandle(WorkerHandle):
         try:
             buffers = map_buffers(refs) if refs else None
             seq, outcomes = pickle.loads(memoryview(payload)[at:], buffers=buffers)
-        except Exception as exc:  # noqa: BLE001 - e.g. a result class the caller cannot import
-            error = SerializationError(
+        # BaseException: unpickling runs code of the task's types (a __reduce__
+        # may even call sys.exit); whatever it raises fails this chunk, never
+        # the master loop.
+        except BaseException as exc:  # noqa: BLE001 - e.g. a result class the caller cannot import
+            error = serialization_error(
                 f"the results sent by worker {self.worker_id} could not be unpickled in the "
                 f"caller: {type(exc).__name__}: {exc}. Make sure every type a task returns "
-                "is importable in the calling process."
+                "is importable in the calling process.",
+                loading=True,
             )
             self._events.on_chunk_error(self, -1, error, ran=True)
             return
@@ -414,11 +411,11 @@ class ProcessHandle(WorkerHandle):
         if blob is not None:
             try:
                 exc = pickle.loads(blob)
-            except Exception:  # noqa: BLE001 - checked in the worker, but environments differ
+            except BaseException:  # noqa: BLE001 - checked in the worker, but environments differ
                 exc = None
         if exc is None:
             if type_name == "workcrew.SerializationError":
-                exc = SerializationError(message)
+                exc = serialization_error(message)
             else:
                 exc = TaskFailed(
                     f"{type_name}: {message} (raised by {call} in worker {self.worker_id}; the "
@@ -434,13 +431,14 @@ def _argument_error(fn: Callable[..., Any], mode: int, item: Any) -> WorkcrewErr
     """The error for an item that does not pickle, naming the offending argument."""
     try:
         _wire.dumps(item)
-    except Exception as exc:  # noqa: BLE001
+    except BaseException as exc:  # noqa: BLE001
         culprit = _find_unpicklable(item, mode)
-        return SerializationError(
+        return serialization_error(
             f"cannot send the arguments of {describe_call(fn, mode, item)} to a process worker: "
             f"{culprit} is not picklable ({type(exc).__name__}: {exc}). Pass data the worker can "
             "rebuild (a path rather than an open file, settings rather than a connection), "
-            "create such objects inside the task or an initializer, or use kind='thread'."
+            "create such objects inside the task or an initializer, or use kind='thread'.",
+            cause=exc,
         )
     return None
 
@@ -457,7 +455,7 @@ def _find_unpicklable(item: Any, mode: int) -> str:
     for label, value in candidates:
         try:
             _wire.dumps(value)
-        except Exception:  # noqa: BLE001
+        except BaseException:  # noqa: BLE001
             return f"{label} {short_repr(value)} of type {type(value).__qualname__}"
     return "an argument"
 

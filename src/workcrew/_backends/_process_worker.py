@@ -37,6 +37,7 @@ import cloudpickle
 
 from .._core._context import ENV_WORKER
 from .._core._engine import shutdown_all
+from .._core._exceptions import serialization_error
 from .._core._execute import (
     Failure,
     add_note,
@@ -47,6 +48,7 @@ from .._core._execute import (
     run_segment_timed,
     timer,
 )
+from .._core._pickling import ForChild, PickledForChild
 from .._core._state import WorkerState, bind_process
 from .._sharing._buffers import BufferRef, Exporter, Imported, dumps_oob
 from .._sharing._locks import release_holds
@@ -66,7 +68,7 @@ ORPHAN_EXIT = 70
 def worker_main(
     worker_id: int,
     conns: tuple[Any, Any, Any, Any, Any],
-    init_blob: bytes | None,
+    init: ForChild | PickledForChild | None,
     inherited_fds: list[int],
     native_threads: tuple[int, bool],
     hybrid: tuple[int, str, bool],
@@ -108,7 +110,7 @@ def worker_main(
         # Under fork this thread holds the context variables of the thread that
         # forked it: tasks submitted without variables must not see those.
         fresh = contextvars.Context()
-        fresh.run(worker.run, init_blob)
+        fresh.run(worker.run, init)
         fresh.run(worker.end_state)  # only after a graceful end (STOP): not after a kill or crash
     finally:
         # A pool a task left open must end before multiprocessing's exit code
@@ -194,8 +196,8 @@ class _Worker:
         self._exporter = Exporter(reuse=False)  # result buffers, until the master maps them
         self._results_out: dict[int, list[int]] = {}  # first segment id -> segment ids
 
-    def run(self, init_blob: bytes | None) -> None:
-        if not self._initialize(init_blob):
+    def run(self, init: ForChild | PickledForChild | None) -> None:
+        if not self._initialize(init):
             return
         _wire.write_frame(self.result_fd, _wire.READY, pickle.dumps(self.pid))
         self._base_context = contextvars.copy_context()
@@ -219,9 +221,9 @@ class _Worker:
     #: this process's worker state (see _core/_state.py); None until the initializer ran
     state: WorkerState | None = None
 
-    def _initialize(self, init_blob: bytes | None) -> bool:
+    def _initialize(self, init: ForChild | PickledForChild | None) -> bool:
         try:
-            hooks = (None, ()) if init_blob is None else cloudpickle.loads(init_blob)
+            hooks = (None, ()) if init is None else init.load()
             state = WorkerState.begin(*hooks)
             if inspect.isawaitable(state.value):  # an async initializer: on this worker's loop
                 state.value = self._event_loop().run_until_complete(state.value)
@@ -277,7 +279,7 @@ class _Worker:
         """(values, encoded failures or None), and each item's span if ``timed``."""
         fn = self.functions[key]
         if isinstance(fn, BaseException):
-            failure = _encode_plain(fn, "")
+            failure = _encode_error(fn, "")
             return [None] * len(items), dict.fromkeys(range(len(items)), failure)
         outcome: tuple[Any, ...]
         if self.concurrency > 1 or inspect.iscoroutinefunction(fn):
@@ -329,7 +331,9 @@ class _Worker:
         """The RESULT body, and the refs of large result buffers written to segments."""
         try:
             body, buffers = dumps_oob((seq, outcomes))
-        except Exception:  # noqa: BLE001 - find the values that do not pickle, fail only those
+        # BaseException: a result whose pickling raises SystemExit must fail
+        # that task, not end this worker (the standard library sends it back).
+        except BaseException:  # noqa: BLE001 - find the values that do not pickle, fail only those
             outcomes = [
                 (*self._isolate_results(outcome[0], outcome[1], seg), *outcome[2:])
                 for outcome, seg in zip(outcomes, segments)
@@ -349,7 +353,7 @@ class _Worker:
         for i, value in enumerate(values):
             try:
                 _wire.dumps(value)
-            except Exception as exc:  # noqa: BLE001 - this value is the culprit
+            except BaseException as exc:  # noqa: BLE001 - this value is the culprit
                 values[i] = None
                 fn = self.functions[key]
                 call = describe_call(fn, mode, items[i]) if callable(fn) else "the task"
@@ -359,7 +363,7 @@ class _Worker:
                     "Return plain data (numbers, strings, lists, dicts, dataclasses), "
                     "or make the type picklable."
                 )
-                failures[i] = (None, "workcrew.SerializationError", message, "", call)
+                failures[i] = _encode_error(serialization_error(message, cause=exc), call)
         return values, failures
 
 
@@ -367,20 +371,22 @@ def _load_function(blob: bytes) -> Callable[..., Any] | BaseException:
     try:
         fn: Callable[..., Any] = cloudpickle.loads(blob)
     except BaseException as exc:  # noqa: BLE001 - every task of this function reports it
-        return _LoadError(
+        return serialization_error(
             f"could not unpickle the task's function in the worker: {_describe(exc)}. "
             "Define the function in an importable module (not only in an interactive "
-            "session), and make sure the worker can import everything it uses."
+            "session), and make sure the worker can import everything it uses.",
+            loading=True,
         )
     return fn
 
 
-class _LoadError(Exception):
-    pass
-
-
-def _encode_plain(exc: BaseException, call: str) -> EncodedFailure:
-    return None, "workcrew.SerializationError", str(exc), "", call
+def _encode_error(exc: BaseException, call: str) -> EncodedFailure:
+    """A workcrew error made here, sent as itself (or as text if it will not pickle)."""
+    try:
+        blob: bytes | None = _wire.dumps(exc)
+    except Exception:  # noqa: BLE001 - e.g. the original error's type is local to a function
+        blob = None
+    return blob, "workcrew.SerializationError", str(exc), "", call
 
 
 def _flush_stdio() -> None:

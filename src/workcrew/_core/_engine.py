@@ -43,6 +43,8 @@ __all__ = (
 )
 
 _live: weakref.WeakSet[Engine] = weakref.WeakSet()
+#: set once the interpreter exits (the exit hook below ran): refusals then say so
+_exiting = False
 
 
 class Engine:
@@ -87,10 +89,7 @@ class Engine:
         job = CallJob(carry(fn, context), args, kwargs, task_key(fn))
         job.policy = policy or self.options.policy
         if self._master.backend.can_kill:
-            master = self._master
-            job.future.cancel_running = lambda: master.call_soon_threadsafe(
-                lambda: master.cancel_running(job)
-            )
+            job.future.cancel_running = _canceller(self._master, weakref.ref(job))
         self._post(job)
         return job.future
 
@@ -168,13 +167,33 @@ class Engine:
         """Every task's span so far (the pool's ``timeline`` option records them)."""
         return self._master.recorder.timeline()
 
+    def start_all(self) -> None:
+        """Start every worker now rather than on demand.
+
+        ``Pool`` does this when it has an ``initializer``, as
+        ``multiprocessing.Pool`` starts its workers at once: the initializer's
+        effects (a counter, a log line, a connection) are then there even if
+        no task ever runs.
+        """
+        with self._lock:
+            self._check_open()
+            master = self._master
+            if master.backend.start_eagerly:
+                self._fork_workers(self.options.workers)
+            else:
+                master.call_soon_threadsafe(master.start_all)
+
     def _start_workers_for(self, job: Job) -> None:
         """Fork the workers ``job`` can use, from this (the caller's) thread.
 
         One more per single call, as many as items for a map, up to the pool
         size; the master adopts them (under the lock: in order with the job).
         """
-        want = 1 if isinstance(job, CallJob) else (job.remaining or self.options.workers)
+        self._fork_workers(
+            1 if isinstance(job, CallJob) else (job.remaining or self.options.workers)
+        )
+
+    def _fork_workers(self, want: int) -> None:
         master = self._master
         while self._forked < self.options.workers and want > 0:
             handle = master.backend.prepare_worker(master.next_worker_id(), master)
@@ -234,8 +253,31 @@ class Engine:
             self.terminate()
 
 
-def pool_closed() -> PoolClosedError:
-    """The error for work submitted after close(), terminate() or shutdown()."""
+def _canceller(master: Master, job: weakref.ref[CallJob]) -> Callable[[], None]:
+    """What a running task's ``future.cancel()`` calls: kill its worker.
+
+    The future must not hold its job: the job holds the function and its
+    arguments, and a future the caller keeps would keep them alive (a cycle
+    through the job would keep them until a garbage collection).
+    """
+
+    def cancel_running() -> None:
+        target = job()
+        if target is not None:  # else it finished and was dropped: nothing runs
+            master.call_soon_threadsafe(lambda: master.cancel_running(target))
+
+    return cancel_running
+
+
+def pool_closed() -> Exception:
+    """The error for work submitted after close(), terminate() or shutdown().
+
+    Once the interpreter is exiting (the pools were shut down by the exit
+    hook), a plain ``RuntimeError`` in concurrent.futures' own words, which
+    code (and CPython's tests) match exactly.
+    """
+    if _exiting:
+        return RuntimeError("cannot schedule new futures after interpreter shutdown")
     return PoolClosedError(
         "the pool is closed: no new tasks are accepted after close(), terminate() or "
         "shutdown(); create a new pool"
@@ -271,6 +313,8 @@ def task_key(fn: Callable[..., Any]) -> Hashable:
 
 def shutdown_all() -> None:
     """Shut down every pool this process created (exit hook; also run by workers)."""
+    global _exiting
+    _exiting = True
     for engine in list(_live):
         # A forked child (a worker, or any fork of the caller) inherits this
         # registry but none of the threads or pipes behind it: only the

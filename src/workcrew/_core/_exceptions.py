@@ -1,30 +1,46 @@
 """The exceptions workcrew raises.
 
-Hierarchy::
+Hierarchy (the standard-library classes on the right are bases too, so code
+written for ``multiprocessing`` and ``concurrent.futures`` still catches them;
+docs/errors.md has the table)::
 
     WorkcrewError                   base of every error the engine itself raises
     ├── PoolClosedError             you closed / shut down the pool, then used it
-    │                               (also a ValueError, as multiprocessing raises,
-    │                               and a RuntimeError, as concurrent.futures raises)
+    │                               + ValueError (multiprocessing), RuntimeError
+    │                               (concurrent.futures)
     ├── BrokenPoolError             something outside your calls broke the pool:
     │   │                           workers cannot start; see ``__cause__``
+    │   │                           + BrokenProcessPool, BrokenThreadPool
+    │   │                           (so BrokenExecutor and RuntimeError)
     │   └── InitializerError        the ``initializer`` raised in a worker
     ├── WorkerCrashed               the worker running a task died (segfault,
     │                               os._exit, SIGKILL, OOM kill); the pool lives on
-    ├── TaskTimeout                 a task ran past its task_timeout; its process
+    │                               + BrokenProcessPool
+    ├── TimeoutError                a wait ran out of time
+    │   │                           + multiprocessing.TimeoutError,
+    │   │                           concurrent.futures.TimeoutError (builtin 3.11+)
+    │   └── TaskTimeout             a task ran past its task_timeout; its process
     │                               worker was killed and replaced
     ├── TaskCancelled               the task was dropped before it ran
-    │                               (terminate(), or its map was abandoned)
+    │                               + concurrent.futures.CancelledError
     ├── SerializationError          a function, argument or result could not be
     │                               pickled or unpickled; names the object and phase
+    │                               + pickle.PickleError; per phase, see below
     ├── TaskFailed                  a task raised an exception that could not be
     │                               sent back as itself; carries its type and text
     ├── DeadlockError               workcrew locks were taken in a cycle; this
     │                               waiter gave up so the others can go on
-    ├── QueueClosed                 put on a closed workcrew.Queue, or get on one
-    │                               that is closed and empty
-    └── TimeoutError                a wait ran out of time (also multiprocessing's
-                                    and concurrent.futures' TimeoutError)
+    └── QueueClosed                 put on a closed workcrew.Queue, or get on one
+                                    that is closed and empty
+
+A :class:`SerializationError` is raised as an instance of a subclass made for
+its phase (:func:`serialization_error`): a *pickling* failure (your arguments in
+the caller, your result in the worker) is also a ``pickle.PicklingError`` and
+an instance of the exception pickling raised (``TypeError``, ``RuntimeError``,
+...), as the standard library would have raised it; an *unpickling* failure
+(the task in the worker, the result in the caller) is also a
+``pickle.UnpicklingError`` and a ``BrokenProcessPool``, what
+``ProcessPoolExecutor`` raises there, although here only that task fails.
 
 A task's own exception is never wrapped: it re-raises in the caller with its
 own type, and for process workers the worker-side traceback is chained as
@@ -38,6 +54,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
+import pickle
+from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures.thread import BrokenThreadPool
 from typing import Any
 
 __all__ = (
@@ -55,6 +74,7 @@ __all__ = (
     "TimeoutError",
     "WorkcrewError",
     "WorkerCrashed",
+    "serialization_error",
 )
 
 
@@ -83,13 +103,17 @@ class PoolClosedError(WorkcrewError, ValueError, RuntimeError):
     """
 
 
-class BrokenPoolError(WorkcrewError):
+class BrokenPoolError(WorkcrewError, BrokenProcessPool, BrokenThreadPool):
     """The pool cannot run work any more, for a reason outside your calls.
 
     Raised for every pending and future task once workers cannot be started
     (for example the start method failed repeatedly).  The cause is chained as
     ``__cause__``.  A single crashing task never breaks the pool: that is a
     :class:`WorkerCrashed` for that task alone.
+
+    It is a ``concurrent.futures`` ``BrokenProcessPool`` and ``BrokenThreadPool``
+    (so a ``BrokenExecutor`` and a ``RuntimeError``) whatever the worker kind:
+    ``except`` clauses written for either executor catch it.
     """
 
 
@@ -102,13 +126,17 @@ class InitializerError(BrokenPoolError):
     """
 
 
-class WorkerCrashed(WorkcrewError):
+class WorkerCrashed(WorkcrewError, BrokenProcessPool):
     """The worker running this task died before returning a result.
 
     Typical causes: a segfault in an extension, ``os._exit()``, a ``SIGKILL``,
     or the kernel's out-of-memory killer.  Only the task that was running fails;
     tasks queued behind it are handed to other workers, and the dead worker is
     replaced.
+
+    It is a ``BrokenProcessPool`` (what ``ProcessPoolExecutor`` raises for every
+    pending task when a worker dies), so ``except BrokenProcessPool`` and
+    ``except BrokenExecutor`` still catch it; unlike there, the pool goes on.
 
     Attributes: ``worker_id``, ``pid``, ``exitcode`` (negative: killed by that
     signal number).
@@ -132,26 +160,6 @@ class WorkerCrashed(WorkcrewError):
         self.exitcode = exitcode
 
 
-class TaskTimeout(WorkcrewError):
-    """The task ran longer than its ``task_timeout``.
-
-    A process worker running it is killed (SIGTERM, then SIGKILL after a grace
-    period) and replaced.  A thread cannot be killed: the task is failed, the
-    thread is retired and replaced, and it ends on its own when the call
-    returns (its result is dropped).
-
-    Attributes: ``timeout`` (seconds), ``worker_id``.
-    """
-
-    timeout: float
-    worker_id: int
-
-    def __init__(self, message: str, *, timeout: float = 0.0, worker_id: int = -1) -> None:
-        super().__init__(message)
-        self.timeout = timeout
-        self.worker_id = worker_id
-
-
 class TaskCancelled(WorkcrewError, concurrent.futures.CancelledError):
     """The task was dropped before it produced a result.
 
@@ -160,14 +168,90 @@ class TaskCancelled(WorkcrewError, concurrent.futures.CancelledError):
     """
 
 
-class SerializationError(WorkcrewError):
+class SerializationError(WorkcrewError, pickle.PickleError):
     """A function, its arguments or its result could not cross to or from a process.
 
     The message names the object, the phase (pickling the task in the caller,
     unpickling it in the worker, pickling the result in the worker, unpickling
     the result in the caller) and what to do.  Only the affected task fails;
     the pool keeps working.
+
+    What is raised is an instance of a subclass for its phase (see the module
+    docstring and :func:`serialization_error`): a pickling failure is also a
+    ``pickle.PicklingError`` and of the original error's type, an unpickling
+    failure a ``pickle.UnpicklingError`` and a ``BrokenProcessPool``.
     """
+
+    def __str__(self) -> str:
+        # Some bases a phase adds (UnicodeError, OSError) format their own
+        # fields; the message is always the first argument.
+        return str(self.args[0]) if self.args else ""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        extra = _PHASE_CLASSES.get(type(self), ())
+        return (_rebuild_serialization_error, (extra, self.args, self.__dict__))
+
+
+#: Phase subclasses of SerializationError made so far, and their extra bases.  Two
+#: threads may race to make the same one; both classes then work (isinstance).
+_PHASE_CLASSES: dict[type[SerializationError], tuple[type[BaseException], ...]] = {}
+_BY_BASES: dict[tuple[type[BaseException], ...], type[SerializationError]] = {}
+
+
+def serialization_error(
+    message: str, *, loading: bool = False, cause: BaseException | None = None
+) -> SerializationError:
+    """The :class:`SerializationError` to raise for a failed pickle or unpickle.
+
+    Pickling (``loading=False``): also a ``pickle.PicklingError`` and an
+    instance of ``type(cause)``, as ``pickle`` raised it.  Unpickling
+    (``loading=True``): also a ``pickle.UnpicklingError`` and a
+    ``BrokenProcessPool``.  Where Python cannot combine the types (an
+    incompatible layout, a final class), the extra type is left out.
+    """
+    extra: tuple[type[BaseException], ...]
+    if loading:
+        extra = (pickle.UnpicklingError, BrokenProcessPool)
+    else:
+        extra = (pickle.PicklingError,)
+        if cause is not None and not isinstance(cause, WorkcrewError):
+            extra += (type(cause),)
+    cls = _phase_class(extra)
+    try:
+        error = cls.__new__(cls, message)
+    except Exception:  # noqa: BLE001 - a base with an unusual __new__: the plain class
+        error = SerializationError.__new__(SerializationError, message)
+    Exception.__init__(error, message)
+    return error
+
+
+def _phase_class(extra: tuple[type[BaseException], ...]) -> type[SerializationError]:
+    # Keep only the most derived bases: a base listed before its own subclass
+    # has no consistent method resolution order.
+    extra = tuple(b for b in extra if not any(o is not b and issubclass(o, b) for o in extra))
+    extra = tuple(b for b in dict.fromkeys(extra) if not issubclass(SerializationError, b))
+    cls = _BY_BASES.get(extra)
+    if cls is not None:
+        return cls
+    try:
+        cls = type("SerializationError", (SerializationError, *extra), {"__module__": "workcrew"})
+    except TypeError:  # e.g. "multiple bases have instance lay-out conflict"
+        return _phase_class(extra[:-1]) if extra else SerializationError
+    cls.__qualname__ = "SerializationError"
+    cls.__doc__ = SerializationError.__doc__
+    _BY_BASES[extra] = cls
+    _PHASE_CLASSES[cls] = extra
+    return cls
+
+
+def _rebuild_serialization_error(
+    extra: tuple[type[BaseException], ...], args: tuple[Any, ...], state: dict[str, Any]
+) -> SerializationError:
+    cls = _phase_class(extra) if extra else SerializationError
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class TaskFailed(WorkcrewError):
@@ -221,7 +305,34 @@ class TimeoutError(WorkcrewError, multiprocessing.TimeoutError, concurrent.futur
     It is both ``multiprocessing.TimeoutError`` and
     ``concurrent.futures.TimeoutError`` (the builtin ``TimeoutError`` on 3.11+),
     so existing ``except`` clauses keep working.  The task itself goes on.
+    Its subclass :class:`TaskTimeout` is a task that ran past its
+    ``task_timeout``.
     """
+
+
+class TaskTimeout(TimeoutError):
+    """The task ran longer than its ``task_timeout``.
+
+    A process worker running it is killed (SIGTERM, then SIGKILL after a grace
+    period) and replaced.  A thread cannot be killed: the task is failed, the
+    thread is retired and replaced, and it ends on its own when the call
+    returns (its result is dropped).
+
+    It is a :class:`TimeoutError` (so the builtin ``TimeoutError``,
+    ``concurrent.futures.TimeoutError`` and ``multiprocessing.TimeoutError``),
+    as a timed-out task is in asyncio and pebble; catch ``TaskTimeout`` first
+    to tell it from a wait for a result that ran out of time.
+
+    Attributes: ``timeout`` (seconds), ``worker_id``.
+    """
+
+    timeout: float
+    worker_id: int
+
+    def __init__(self, message: str, *, timeout: float = 0.0, worker_id: int = -1) -> None:
+        super().__init__(message)
+        self.timeout = timeout
+        self.worker_id = worker_id
 
 
 class NestedPoolWarning(RuntimeWarning):

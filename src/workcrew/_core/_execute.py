@@ -80,23 +80,25 @@ def short_repr(value: Any) -> str:
     """``repr(value)`` abbreviated for messages; never raises."""
     try:
         return _repr.repr(value)
-    except Exception:  # noqa: BLE001 - a broken __repr__ must not hide the real error
+    # BaseException: messages are built on the master thread, which a
+    # __repr__ raising SystemExit must not end.
+    except BaseException:  # noqa: BLE001 - a broken __repr__ must not hide the real error
         return f"<{type(value).__qualname__} object>"
 
 
 def describe_call(fn: Callable[..., Any], mode: int, item: Any) -> str:
     """``fn(arg, ...)`` with arguments abbreviated, as shown in error messages."""
     if mode == MAP:
-        inner = _repr.repr(item)
+        inner = short_repr(item)
     elif mode == STAR:
         inner = (
-            ", ".join(_repr.repr(a) for a in item)
+            ", ".join(short_repr(a) for a in item)
             if isinstance(item, Sequence)
-            else "*" + _repr.repr(item)
+            else "*" + short_repr(item)
         )
     else:
         args, kwargs = item
-        parts = [_repr.repr(a) for a in args] + [f"{k}={_repr.repr(v)}" for k, v in kwargs.items()]
+        parts = [short_repr(a) for a in args] + [f"{k}={short_repr(v)}" for k, v in kwargs.items()]
         inner = ", ".join(parts)
     return f"{function_name(fn)}({inner})"
 

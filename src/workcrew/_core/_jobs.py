@@ -16,6 +16,7 @@ condition variable; the master never holds two job locks at once.
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
 from collections import deque
@@ -39,6 +40,8 @@ __all__ = (
     "iterate_results",
     "resolve",
 )
+
+_log = logging.getLogger("concurrent.futures")
 
 #: Outcomes of a run of consecutive items: values, and failures by index.
 Run = tuple[list[Any], dict[int, BaseException] | None]
@@ -136,6 +139,12 @@ def resolve(future: Future[Any], value: Any, exc: BaseException | None) -> None:
             future.set_exception(exc)
     except InvalidStateError:
         pass  # cancelled by the caller, or aborted: nothing to deliver
+    except BaseException:  # noqa: BLE001 - see below
+        # A done-callback raised something concurrent.futures does not catch
+        # (SystemExit, KeyboardInterrupt: it logs only Exception).  The future
+        # is settled already; this runs on the master thread, which user code
+        # must never end, so it is logged as concurrent.futures logs the rest.
+        _log.exception("exception calling callback for %r", future)
 
 
 class TaskFuture(Future[Any]):
@@ -330,12 +339,20 @@ class StreamJob(Job):
         want = self.window - (self._fed - self._consumed)
         if want <= 0:
             return
+        # Whole chunks of an explicit chunksize, so that every batch starts on
+        # a chunk boundary (see below).
+        step = self.chunksize or 1
+        want = -(-want // step) * step
         error: BaseException | None = None
         batch: list[Any] = []
         try:
             batch.extend(itertools.islice(source, want))
         except Exception as exc:  # noqa: BLE001 - the caller's generator raised: a result
             error = exc
+            # As multiprocessing: the error takes the place of the chunk the
+            # input was filling, whose items read so far never run (with
+            # chunksize 1 or adaptive chunks: the failing item's own place).
+            del batch[len(batch) // step * step :]
         with self._cond:
             start = self._fed
             if batch:
@@ -482,11 +499,13 @@ class ResultIterator:
             except BaseException as exc:  # noqa: BLE001 - timeout, abort, Ctrl-C: raised by the reader
                 yield _Raised(exc)
                 continue
-            if not errors:
-                yield from values
-            else:
+            if errors:
                 for i, value in enumerate(values):
+                    values[i] = None  # handed over: this iterator keeps no reference
                     yield _Raised(errors[i]) if i in errors else value
+            else:
+                yield from _handed_over(values)
+            del values
 
     def __iter__(self) -> ResultIterator:
         return self
@@ -503,6 +522,22 @@ class ResultIterator:
     __next__ = next_before  # the hot path of imap: one call per result
 
 
+_END: Any = object()
+
+
+def _handed_over(values: list[Any]) -> Iterator[Any]:
+    """``values`` one by one, each forgotten once yielded, at C speed.
+
+    A result the caller has taken and dropped must be freed (CPython's
+    test_free_reference): ``yield from values`` would keep every one alive
+    until the whole run is read.  The list is emptied in place; nobody else
+    holds it once its run was handed to the reader.
+    """
+    values.append(_END)
+    values.reverse()
+    return iter(values.pop, _END)
+
+
 def iterate_results(job: RunSource, deadline: float | None) -> Iterator[Any]:
     """Results of ``job`` as a generator that ends at the first failure (concurrent.futures)."""
     try:
@@ -512,11 +547,12 @@ def iterate_results(job: RunSource, deadline: float | None) -> Iterator[Any]:
             except StopIteration:
                 return
             if not errors:
-                yield from values
+                yield from _handed_over(values)
                 continue
             for i, value in enumerate(values):
                 if i in errors:
                     raise errors[i]
+                values[i] = None  # handed over: the iterator keeps no reference
                 yield value
     finally:
         job.cancel()  # closed or dropped early: unstarted items are not run

@@ -308,8 +308,8 @@ class Master(Loop, WorkerEvents):
         # Workers start on demand: one more whenever work is left and all are busy.
         target = self._adopted if self.backend.start_eagerly else self.options.workers
         while len(self._slots) - len(self._retiring) < target:
-            slot = self._start_worker()
-            if not self._send_next(slot, prefetch=False):
+            new = self._start_worker()
+            if new is None or not self._send_next(new, prefetch=False):
                 return
         for slot in candidates:
             if (
@@ -318,6 +318,12 @@ class Master(Loop, WorkerEvents):
                 and slot.inflight[0].job.policy.timeout is None
                 and not self._send_next(slot, prefetch=True)
             ):
+                return
+
+    def start_all(self) -> None:
+        """Master thread: start every worker now, not on demand (see Engine.start_all)."""
+        while self.state is State.RUNNING and len(self._slots) < self.options.workers:
+            if self._start_worker() is None:
                 return
 
     def next_worker_id(self) -> int:
@@ -475,10 +481,12 @@ class Master(Loop, WorkerEvents):
             errors = {i: timeout if _is_cancel(e) else e for i, e in errors.items()}
         if chunk.unsent:
             errors = {**(errors or {}), **chunk.unsent}
+        # Counted before delivery: from then on the reader owns (and empties) the list.
+        count = len(values)
         self._settle(chunk.job, chunk.start, chunk.items, values, errors)
-        self._scheduler.record(chunk.job.key, len(values), duration)
+        self._scheduler.record(chunk.job.key, count, duration)
         if slot.quota is not None:
-            slot.quota -= len(values)
+            slot.quota -= count
             if slot.quota <= 0 and not slot.inflight:
                 self._retire(slot)
         self._check_memory(slot, chunk)
@@ -636,9 +644,19 @@ class Master(Loop, WorkerEvents):
 
     # -- workers ---------------------------------------------------------------------------
 
-    def _start_worker(self) -> _Slot:
+    def _start_worker(self) -> _Slot | None:
+        """A new worker, or None if none can start (the pool is then broken)."""
         worker_id = self.next_worker_id()
-        handle = self.backend.start_worker(worker_id, self)
+        try:
+            handle = self.backend.start_worker(worker_id, self)
+        except Exception as exc:  # noqa: BLE001 - out of processes, descriptors or memory
+            error = BrokenPoolError(
+                f"cannot start worker {worker_id}: {type(exc).__name__}: {exc}. The machine "
+                "may be out of processes, file descriptors or memory."
+            )
+            error.__cause__ = exc
+            self._break(error)
+            return None
         slot = self._slots[worker_id] = _Slot(handle, self.options.max_tasks_per_worker)
         self.recorder.started(worker_id, getattr(handle, "pid", None))
         return slot
@@ -658,7 +676,14 @@ class Master(Loop, WorkerEvents):
                 job.seal()  # lazy input still unread will never be read: don't wait for it
 
     def cancel_pending(self) -> None:
-        """Master thread: drop every job's unstarted items; running chunks finish."""
+        """Master thread: drop every job's unstarted items; running chunks finish.
+
+        Work that idle workers can take now is handed out first: it was
+        submitted before the shutdown, and concurrent.futures runs what its
+        workers had picked up (here the jobs and this call may arrive in one
+        batch, before any dispatch).
+        """
+        self._dispatch()
         cancelled = TaskCancelled("cancelled by shutdown(cancel_futures=True) before it started")
         for job in self._scheduler.jobs:
             job.cancel_pending(cancelled)

@@ -6,16 +6,21 @@ given and what is accepted: nothing is discovered later inside a worker.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ._exceptions import serialization_error
 from ._execute import EVENT_LOOPS
+from ._pickling import check_for_child
 from ._state import WorkerHooks
 from ._system import available_cpu_count
 
 __all__ = ("PoolOptions", "TaskPolicy", "available_cpu_count", "default_start_method")
+
+_log = logging.getLogger("workcrew")
 
 #: Worker kinds that exist today; later kinds register in workcrew._backends.
 #: "dask" is chosen with ``backend="dask"`` rather than ``kind=``.
@@ -127,8 +132,8 @@ class PoolOptions:
     event_loop: str = "auto"
     #: record every task's span (worker, start, end) for ``pool.timeline()``
     timeline: bool = False
-    #: process workers' printed lines: "tagged" (``[worker 3] ...``) or "plain"
-    worker_output: str = "tagged"
+    #: process workers' printed lines: "plain" (as printed) or "tagged" (``[worker 3] ...``)
+    worker_output: str = "plain"
     #: backend="dask": the scheduler's address (None: a local cluster), or a Client, and
     #: distributed.Security for TLS
     dask_address: str | None = None
@@ -161,7 +166,7 @@ class PoolOptions:
         concurrency_per_worker: int = 1,
         event_loop: str = "auto",
         timeline: bool = False,
-        worker_output: str = "tagged",
+        worker_output: str = "plain",
         backend: str = "local",
         address: str | None = None,
         client: Any = None,
@@ -180,7 +185,8 @@ class PoolOptions:
         requested_workers = workers
         if workers is None:
             workers = default_workers(kind)
-        _check_positive_int("workers", workers, "the number of workers")
+        check_workers(workers)
+        chosen = start_method is not None
         if start_method is None:
             start_method = default_start_method()
         if start_method not in multiprocessing.get_all_start_methods():
@@ -199,8 +205,10 @@ class PoolOptions:
                     f"got {worker_exit!r}"
                 )
             initializer = WorkerHooks(initializer, worker_exit)
+        if initializer is not None and kind in ("process", "auto"):
+            start_method = start_method_for(initializer, tuple(initargs), start_method, chosen)
         if max_tasks_per_worker is not None:
-            _check_positive_int("max_tasks_per_worker", max_tasks_per_worker, "tasks per worker")
+            check_max_tasks(max_tasks_per_worker)
         if chunksize is not None:
             check_chunksize(chunksize)
         if isinstance(retry_on, type):
@@ -297,6 +305,67 @@ def check_event_loop(event_loop: str) -> None:
                 "event_loop='uvloop' needs the uvloop package: pip install 'workcrew[uvloop]' "
                 "(or use event_loop='auto', which falls back to asyncio's loop)"
             ) from exc
+
+
+def check_workers(workers: object) -> None:
+    """The worker count, in the standard library's words (``max_workers must be ...``)."""
+    if isinstance(workers, bool) or not isinstance(workers, int):
+        raise TypeError(
+            f"max_workers must be an int (the number of workers: Pool's processes, "
+            f"Executor's max_workers), got {workers!r}"
+        )
+    if workers < 1:
+        raise ValueError(
+            f"max_workers must be greater than 0, got {workers} (the number of workers: "
+            "Pool's processes, Executor's max_workers; None for the kind's default)"
+        )
+
+
+def check_max_tasks(max_tasks: object) -> None:
+    """``maxtasksperchild``: ValueError for anything but a positive int, as multiprocessing."""
+    if isinstance(max_tasks, bool) or not isinstance(max_tasks, int) or max_tasks < 1:
+        raise ValueError(
+            f"maxtasksperchild (max_tasks_per_child) must be a positive int or None, "
+            f"got {max_tasks!r}"
+        )
+
+
+def start_method_for(
+    hooks: Callable[..., object], initargs: tuple[Any, ...], start_method: str, chosen: bool
+) -> str:
+    """The start method whose workers can receive the initializer and ``initargs``.
+
+    They are pickled for each spawn or forkserver worker the way
+    ``multiprocessing`` pickles a ``Process``'s arguments, so its queues,
+    locks and values pass (see _pickling.py).  What cannot pass (a
+    ``multiprocessing.Queue`` made in the default fork context on Python <= 3.13,
+    a lock of ``threading``) reaches forked workers by inheritance: a pool whose
+    start method was not chosen then uses ``fork``, as ``multiprocessing.Pool``
+    does; one whose method was chosen gets a SerializationError saying why.
+    """
+    if start_method == "fork":
+        return start_method
+    try:
+        check_for_child((hooks, initargs))
+    except BaseException as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        if not chosen and "fork" in multiprocessing.get_all_start_methods():
+            _log.info(
+                "initargs cannot be pickled for %s workers (%s); this pool starts its "
+                "workers with fork, which passes them by inheritance as multiprocessing.Pool "
+                "does. Pass start_method= to choose.",
+                start_method,
+                reason,
+            )
+            return "fork"
+        raise serialization_error(
+            f"cannot send initializer {getattr(hooks, '__qualname__', hooks)!r} with initargs "
+            f"to {start_method} worker processes: {reason}. Create multiprocessing objects "
+            f"from the pool's start method (multiprocessing.get_context({start_method!r})"
+            ".Queue()), use start_method='fork', or pass picklable initargs.",
+            cause=exc,
+        ) from exc
+    return start_method
 
 
 def check_chunksize(chunksize: int | None) -> None:

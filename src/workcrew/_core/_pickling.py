@@ -1,13 +1,35 @@
-"""The pickling rule every transport shares: the standard pickle, then cloudpickle."""
+"""The pickling rules: the standard pickle, then cloudpickle; and what a new process gets.
+
+:func:`dumps` is what every transport uses for tasks and results.
+:func:`dumps_for_child` and :class:`ForChild` carry a process worker's start-up
+arguments (the initializer and ``initargs``) the way ``multiprocessing``
+carries a ``Process``'s arguments, so objects it passes only "through
+inheritance" (its queues, locks, values, manager proxies) reach the workers.
+"""
 
 from __future__ import annotations
 
+import io
 import pickle
-from typing import Any
+import weakref
+from collections import ChainMap, OrderedDict
+from collections.abc import Callable
+from multiprocessing import context as mp_context
+from multiprocessing.reduction import ForkingPickler
+from typing import Any, ClassVar, Generic, TypeVar
 
 import cloudpickle
 
-__all__ = ("dumps",)
+V = TypeVar("V")
+
+__all__ = (
+    "ForChild",
+    "FunctionCache",
+    "PickledForChild",
+    "check_for_child",
+    "dumps",
+    "dumps_for_child",
+)
 
 
 def dumps(obj: Any) -> bytes:
@@ -21,3 +43,126 @@ def dumps(obj: Any) -> bytes:
         return pickle.dumps(obj, protocol=5)
     except Exception:  # noqa: BLE001 - any refusal: let cloudpickle try, it raises the real error
         return bytes(cloudpickle.dumps(obj, protocol=5))
+
+
+def dumps_for_child(obj: Any) -> bytes:
+    """cloudpickle ``obj`` as ``multiprocessing`` pickles a new process's arguments.
+
+    Called while a child process is being started (inside ``Process.start``,
+    where ``multiprocessing`` sets its "spawning popen"), objects that may only
+    travel "through inheritance" pickle: ``multiprocessing`` queues, locks,
+    events, values, connections and manager proxies (with their authkey), their
+    descriptors handed to that child as for ``Process(args=...)``.
+    """
+    buffer = io.BytesIO()
+    _ChildPickler(buffer, protocol=5).dump(obj)
+    return buffer.getvalue()
+
+
+class _ChildPickler(cloudpickle.Pickler):  # type: ignore[misc]  # untyped base
+    # multiprocessing's reducers (Connection, socket, heap arenas, ...) after
+    # cloudpickle's own.  _extra_reducers is the live registry behind
+    # multiprocessing.reduction.register (private, unchanged since 3.4): a copy
+    # would miss the reducers modules such as multiprocessing.heap add when
+    # first imported.  The C pickler reads dispatch_table once, at __init__,
+    # so it must be a class attribute.
+    dispatch_table: ClassVar[ChainMap[type, Any]] = ChainMap(
+        cloudpickle.Pickler.dispatch_table,
+        ForkingPickler._extra_reducers,  # type: ignore[attr-defined]  # private, see above
+    )
+
+
+def check_for_child(obj: Any) -> None:
+    """Raise what pickling ``obj`` for a spawned child process would raise.
+
+    A dry run of :func:`dumps_for_child` outside any process start: descriptors
+    are not duplicated, only checked.
+    """
+    previous = mp_context.get_spawning_popen()
+    mp_context.set_spawning_popen(_DryRun())  # type: ignore[arg-type]  # duck-typed Popen
+    try:
+        dumps_for_child(obj)
+    finally:
+        mp_context.set_spawning_popen(previous)
+
+
+class _DryRun:
+    """Stands in for a starting process's Popen while objects are checked."""
+
+    @staticmethod
+    def duplicate_for_child(fd: int) -> int:
+        return fd
+
+    @staticmethod
+    def DupFd(fd: int) -> int:  # the name multiprocessing.reduction calls
+        return fd
+
+
+class ForChild:
+    """A value for a new process, pickled only while that process starts.
+
+    A process worker's ``Process`` arguments hold one: under ``fork`` the child
+    gets it by inheritance, unpickled; under spawn and forkserver it becomes a
+    :class:`PickledForChild` made by :func:`dumps_for_child`.  Either way the
+    child calls ``load()``.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (PickledForChild, (dumps_for_child(self.value),))
+
+    def load(self) -> Any:
+        """The value."""
+        return self.value
+
+
+class PickledForChild:
+    """A :class:`ForChild` as it reaches a spawned child: unpickled on ``load()``.
+
+    Unpickling waits for ``load()`` so that the worker can report a failure
+    (an initializer it cannot import) instead of dying while it starts.
+    """
+
+    __slots__ = ("blob",)
+
+    def __init__(self, blob: bytes) -> None:
+        self.blob = blob
+
+    def load(self) -> Any:
+        """The value, unpickled."""
+        return pickle.loads(self.blob)
+
+
+class FunctionCache(Generic[V]):
+    """What a backend made of each function it sent (its pickle), by identity.
+
+    It holds no function alive: entries keep a weak reference, so a bound
+    method's object (or a closure's captured data) is freed once the caller
+    and its jobs drop it (CPython's test_no_stale_references).  A dead entry
+    whose id is reused never matches the new function; callables that take no
+    weak reference are not cached (made again for every use).
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._entries: OrderedDict[int, tuple[weakref.ref[Any], V]] = OrderedDict()
+
+    def get(self, fn: Callable[..., Any], make: Callable[[Callable[..., Any]], V]) -> V:
+        """The cached value for ``fn``, or ``make(fn)``, cached."""
+        entry = self._entries.get(id(fn))
+        if entry is not None and entry[0]() is fn:
+            self._entries.move_to_end(id(fn))
+            return entry[1]
+        value = make(fn)
+        try:
+            ref = weakref.ref(fn)
+        except TypeError:  # e.g. an instance of a class with __slots__ and __call__
+            return value
+        self._entries[id(fn)] = (ref, value)
+        if len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+        return value

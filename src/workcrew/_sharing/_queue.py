@@ -33,7 +33,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from threading import get_native_id
 from typing import Any, Generic, TypeVar
 
-from .._core._exceptions import QueueClosed, SerializationError
+from .._core._exceptions import QueueClosed, serialization_error
 from .._core._execute import short_repr
 from .._core._pickling import dumps
 from ._memory import SEM_VALUE_MAX, SEMAPHORE, Segment, SegmentRef, lock_mutex, make_semaphore
@@ -370,11 +370,12 @@ def _pickle_item(item: Any) -> bytes:
     try:
         return dumps(item)
     except Exception as exc:
-        raise SerializationError(
+        raise serialization_error(
             f"{short_repr(item)} ({type(item).__qualname__}) cannot be put on a workcrew.Queue: "
             f"it does not pickle ({type(exc).__name__}: {exc}). Queues carry data between "
             "processes: put plain data (numbers, strings, lists, dicts, arrays), not locks, "
-            "sockets or open files."
+            "sockets or open files.",
+            cause=exc,
         ) from exc
 
 
