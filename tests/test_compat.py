@@ -72,7 +72,7 @@ def test_unpicklable_argument_raises_what_pickle_raised(method: str) -> None:
         assert isinstance(error, workcrew.SerializationError)
         assert isinstance(error, pickle.PicklingError)
         assert "cannot send the arguments of" in str(error)  # the diagnosis is kept
-        with pytest.raises(TypeError, match="_thread.lock"):
+        with pytest.raises(TypeError, match=r"_thread\.lock"):
             pool.apply(square, (threading.Lock(),))
         assert pool.map(square, [3]) == [9]
 
@@ -351,6 +351,6 @@ def test_a_worker_that_cannot_start_breaks_the_pool_with_a_reason() -> None:
         raise OSError(24, "Too many open files")
 
     pool._engine._master.backend.start_worker = refuse  # type: ignore[union-attr, method-assign]
-    with pytest.raises(workcrew.BrokenPoolError, match="cannot start worker .* open files"):
+    with pytest.raises(workcrew.BrokenPoolError, match=r"cannot start worker .* open files"):
         pool.apply(square, (2,))
     pool.terminate()
