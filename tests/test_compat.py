@@ -354,3 +354,8 @@ def test_a_worker_that_cannot_start_breaks_the_pool_with_a_reason() -> None:
     with pytest.raises(workcrew.BrokenPoolError, match=r"cannot start worker .* open files"):
         pool.apply(square, (2,))
     pool.terminate()
+
+
+def test_thread_name_prefix_names_thread_workers_as_thread_pool_executor() -> None:
+    with Executor(1, kind="thread", thread_name_prefix="io") as ex:
+        assert ex.submit(lambda: threading.current_thread().name).result(TIMEOUT) == "io_0"

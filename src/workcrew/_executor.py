@@ -38,7 +38,9 @@ T = TypeVar("T")
 class Executor(concurrent.futures.Executor):
     """A pool of process (or thread) workers behind the ``concurrent.futures`` API.
 
-    Takes ``ProcessPoolExecutor``'s arguments and the ``Pool`` keywords
+    Takes ``ProcessPoolExecutor``'s arguments (and ``ThreadPoolExecutor``'s
+    ``thread_name_prefix``, by keyword: thread workers are then named
+    ``<prefix>_0``, ``<prefix>_1``, ...) and the ``Pool`` keywords
     (``kind``, ``start_method``, ``chunksize``, ``task_timeout``, ...).  What
     ``initializer`` returns is the worker's state (:func:`workcrew.worker_state`);
     ``worker_exit`` is called with it when a worker ends gracefully (see
@@ -80,6 +82,7 @@ class Executor(concurrent.futures.Executor):
         event_loop: str = "auto",
         worker_output: str = "plain",
         timeline: bool = False,
+        thread_name_prefix: str = "",
         backend: str = "local",
         address: str | None = None,
         client: Any = None,
@@ -105,6 +108,7 @@ class Executor(concurrent.futures.Executor):
             event_loop=event_loop,
             worker_output=worker_output,
             timeline=timeline,
+            thread_name_prefix=thread_name_prefix,
             backend=backend,
             address=address,
             client=client,

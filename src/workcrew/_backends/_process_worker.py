@@ -321,7 +321,7 @@ class _Worker:
         try:
             blob = _wire.dumps(exc)
             pickle.loads(blob)  # the caller must be able to rebuild it, not just us to write it
-        except Exception:  # noqa: BLE001 - sent as text instead; TaskFailed carries it
+        except BaseException:  # noqa: BLE001 - sent as text instead; TaskFailed carries it
             blob = None
         return blob, _qualname(type(exc)), _safe_str(exc), tb, failure.call
 

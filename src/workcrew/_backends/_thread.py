@@ -61,9 +61,9 @@ class ThreadHandle(WorkerHandle):
         self._backend = backend
         self._events = events
         self._inbox: queue.SimpleQueue[tuple[int, list[Segment]] | None] = queue.SimpleQueue()
-        self.thread = threading.Thread(
-            target=self._main, name=f"workcrew-worker-{worker_id}", daemon=True
-        )
+        prefix = backend.options.thread_name_prefix
+        name = f"{prefix}_{worker_id - 1}" if prefix else f"workcrew-worker-{worker_id}"
+        self.thread = threading.Thread(target=self._main, name=name, daemon=True)
         self.thread.start()
 
     def send_chunk(self, seq: int, segments: list[Segment]) -> Sent:

@@ -52,9 +52,11 @@ process boundaries themselves.
 
 from __future__ import annotations
 
+import builtins
 import concurrent.futures
 import multiprocessing
 import pickle
+import sys
 from concurrent.futures.process import BrokenProcessPool
 from concurrent.futures.thread import BrokenThreadPool
 from typing import Any
@@ -299,15 +301,31 @@ class QueueClosed(WorkcrewError):
     """
 
 
-class TimeoutError(WorkcrewError, multiprocessing.TimeoutError, concurrent.futures.TimeoutError):
-    """A wait for a result ran out of time.
+_TIMEOUT_DOC = """A wait for a result ran out of time.
 
-    It is both ``multiprocessing.TimeoutError`` and
-    ``concurrent.futures.TimeoutError`` (the builtin ``TimeoutError`` on 3.11+),
+    It is the builtin ``TimeoutError``, ``multiprocessing.TimeoutError`` and
+    ``concurrent.futures.TimeoutError`` (one class with the builtin from 3.11),
     so existing ``except`` clauses keep working.  The task itself goes on.
     Its subclass :class:`TaskTimeout` is a task that ran past its
     ``task_timeout``.
     """
+
+if sys.version_info >= (3, 11):  # concurrent.futures.TimeoutError is the builtin one
+
+    class TimeoutError(
+        WorkcrewError, multiprocessing.TimeoutError, concurrent.futures.TimeoutError
+    ):
+        __doc__ = _TIMEOUT_DOC
+
+else:  # Python 3.10: three distinct classes, all of them bases
+
+    class TimeoutError(
+        WorkcrewError,
+        multiprocessing.TimeoutError,
+        concurrent.futures.TimeoutError,
+        builtins.TimeoutError,
+    ):
+        __doc__ = _TIMEOUT_DOC
 
 
 class TaskTimeout(TimeoutError):

@@ -132,6 +132,8 @@ class PoolOptions:
     event_loop: str = "auto"
     #: record every task's span (worker, start, end) for ``pool.timeline()``
     timeline: bool = False
+    #: names of thread workers: "<prefix>_<n>" as ThreadPoolExecutor, or workcrew-worker-<id>
+    thread_name_prefix: str = ""
     #: process workers' printed lines: "plain" (as printed) or "tagged" (``[worker 3] ...``)
     worker_output: str = "plain"
     #: backend="dask": the scheduler's address (None: a local cluster), or a Client, and
@@ -166,6 +168,7 @@ class PoolOptions:
         concurrency_per_worker: int = 1,
         event_loop: str = "auto",
         timeline: bool = False,
+        thread_name_prefix: str = "",
         worker_output: str = "plain",
         backend: str = "local",
         address: str | None = None,
@@ -224,6 +227,8 @@ class PoolOptions:
                 "`processes` of a thread or async pool instead"
             )
         check_event_loop(event_loop)
+        if not isinstance(thread_name_prefix, str):
+            raise TypeError(f"thread_name_prefix must be a str, got {thread_name_prefix!r}")
         if not isinstance(timeline, bool):
             raise TypeError(f"timeline must be True or False, got {timeline!r}")
         if worker_output not in WORKER_OUTPUT:
@@ -244,6 +249,7 @@ class PoolOptions:
             chunksize=chunksize,
             concurrency_per_worker=concurrency_per_worker,
             timeline=timeline,
+            thread_name_prefix=thread_name_prefix,
             worker_output=worker_output,
             dask_address=address,
             dask_client=client,

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import io
 import pickle
+import sys
 import weakref
 from collections import ChainMap, OrderedDict
 from collections.abc import Callable
 from multiprocessing import context as mp_context
 from multiprocessing.reduction import ForkingPickler
+from multiprocessing.synchronize import SemLock as _SemLock
 from typing import Any, ClassVar, Generic, TypeVar
 
 import cloudpickle
@@ -70,6 +72,21 @@ class _ChildPickler(cloudpickle.Pickler):  # type: ignore[misc]  # untyped base
         cloudpickle.Pickler.dispatch_table,
         ForkingPickler._extra_reducers,  # type: ignore[attr-defined]  # private, see above
     )
+
+    if sys.version_info < (3, 11):
+
+        def reducer_override(self, obj: Any) -> Any:
+            # Python 3.10 lacks the check 3.11 added to SemLock.__getstate__:
+            # a lock made in a fork context has no name (it was unlinked at
+            # once), and a spawned child would rebuild it from the parent's
+            # raw pointer.  Refuse with 3.11's words.
+            if isinstance(obj, _SemLock) and obj._semlock.name is None:  # type: ignore[attr-defined]
+                raise RuntimeError(
+                    "A SemLock created in a fork context is being shared with a process in "
+                    "a spawn context. This is not supported. Please use the same context to "
+                    "create multiprocessing objects and Process."
+                )
+            return super().reducer_override(obj)
 
 
 def check_for_child(obj: Any) -> None:
