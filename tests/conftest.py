@@ -12,13 +12,14 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from helpers import TIMEOUT
+from helpers import TIMEOUT, helper_pids
 
 #: (kind, start method) pairs every contract test runs under.
 KINDS = [
     pytest.param(("thread", None), id="thread"),
     pytest.param(("process", "fork"), id="process-fork"),
     pytest.param(("process", "spawn"), id="process-spawn"),
+    pytest.param(("process", "forkserver"), id="process-forkserver"),
 ]
 
 
@@ -32,23 +33,10 @@ def pool_kw(request: pytest.FixtureRequest) -> dict[str, object]:
     return kw
 
 
-@pytest.fixture(params=["fork", "spawn"])
+@pytest.fixture(params=["fork", "spawn", "forkserver"])
 def start_method(request: pytest.FixtureRequest) -> str:
     """A process start method."""
     return str(request.param)
-
-
-def _helper_pids() -> set[int]:
-    """Long-lived multiprocessing helpers that are not pool workers."""
-    pids = set()
-    from multiprocessing import forkserver, resource_tracker
-
-    server = getattr(forkserver._forkserver, "_forkserver_pid", None)
-    tracker = getattr(resource_tracker._resource_tracker, "_pid", None)
-    for pid in (server, tracker):
-        if pid:
-            pids.add(pid)
-    return pids
 
 
 @pytest.fixture(autouse=True)
@@ -65,7 +53,7 @@ def no_leaks() -> Iterator[None]:
         thread.join(TIMEOUT)
     alive = [t.name for t in stray if t.is_alive()]
     assert not alive, f"threads outlived the test: {alive}"
-    helpers = _helper_pids()
+    helpers = helper_pids()
     children = [
         p
         for p in me.children(recursive=True)

@@ -15,6 +15,19 @@ TIMEOUT = 30.0
 _state: dict[str, Any] = {}
 
 
+def helper_pids() -> set[int]:
+    """Long-lived multiprocessing helpers that are not pool workers (forkserver, tracker)."""
+    pids = set()
+    from multiprocessing import forkserver, resource_tracker
+
+    server = getattr(forkserver._forkserver, "_forkserver_pid", None)
+    tracker = getattr(resource_tracker._resource_tracker, "_pid", None)
+    for pid in (server, tracker):
+        if pid:
+            pids.add(pid)
+    return pids
+
+
 def square(x: int) -> int:
     return x * x
 
