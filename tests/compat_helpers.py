@@ -108,3 +108,9 @@ def wait_then_square(event: Any, x: int) -> int:
 
 async def asquare(x: int) -> int:
     return x * x
+
+
+def set_on(namespace: Any, value: Any) -> Any:
+    """Set ``namespace.value`` (a manager proxy passed as a task argument)."""
+    namespace.value = value
+    return value

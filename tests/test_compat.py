@@ -37,6 +37,7 @@ from compat_helpers import (
     remember,
     say,
     segfault,
+    set_on,
     use_remembered,
     wait_then_square,
 )
@@ -359,3 +360,41 @@ def test_a_worker_that_cannot_start_breaks_the_pool_with_a_reason() -> None:
 def test_thread_name_prefix_names_thread_workers_as_thread_pool_executor() -> None:
     with Executor(1, kind="thread", thread_name_prefix="io") as ex:
         assert ex.submit(lambda: threading.current_thread().name).result(TIMEOUT) == "io_0"
+
+
+class _Sealed(Exception):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        raise TypeError("this class takes no subclasses")
+
+
+def test_a_pickling_error_whose_type_cannot_be_combined_keeps_the_rest() -> None:
+    from workcrew._core._exceptions import serialization_error
+
+    error = serialization_error("cannot send it", cause=_Sealed())
+    assert isinstance(error, pickle.PicklingError)
+    assert not isinstance(error, _Sealed)
+    assert str(error) == "cannot send it"
+    unicode = serialization_error("text", cause=UnicodeEncodeError("utf-8", "x", 0, 1, "bad"))
+    assert isinstance(unicode, UnicodeEncodeError)
+    assert str(unicode) == "text"  # not UnicodeEncodeError's own formatting
+
+
+def test_manager_proxies_travel_as_task_arguments(method: str) -> None:
+    with multiprocessing.get_context(method).Manager() as manager:
+        namespace = manager.Namespace()
+        with Pool(2, start_method=method) as pool:
+            assert pool.apply(set_on, (namespace, method)) == method
+        assert namespace.value == method
+
+
+def test_a_multiprocessing_queue_as_a_task_argument_is_refused_as_multiprocessing_does() -> None:
+    queue = multiprocessing.get_context("spawn").Queue()
+    with Pool(1, start_method="spawn") as pool:
+        # multiprocessing: "Queue objects should only be shared between processes through
+        # inheritance": the same RuntimeError, with what to do
+        with pytest.raises(RuntimeError, match="through inheritance") as info:
+            pool.apply(put_on, (queue, 1))
+        assert "initializer" in str(info.value)
+        assert pool.apply(square, (2,)) == 4
+    queue.close()
+    queue.join_thread()

@@ -232,13 +232,15 @@ def _phase_class(extra: tuple[type[BaseException], ...]) -> type[SerializationEr
     # has no consistent method resolution order.
     extra = tuple(b for b in extra if not any(o is not b and issubclass(o, b) for o in extra))
     extra = tuple(b for b in dict.fromkeys(extra) if not issubclass(SerializationError, b))
+    if not extra:
+        return SerializationError
     cls = _BY_BASES.get(extra)
     if cls is not None:
         return cls
     try:
         cls = type("SerializationError", (SerializationError, *extra), {"__module__": "workcrew"})
     except TypeError:  # e.g. "multiple bases have instance lay-out conflict"
-        return _phase_class(extra[:-1]) if extra else SerializationError
+        return _phase_class(extra[:-1])
     cls.__qualname__ = "SerializationError"
     cls.__doc__ = SerializationError.__doc__
     _BY_BASES[extra] = cls
@@ -249,7 +251,7 @@ def _phase_class(extra: tuple[type[BaseException], ...]) -> type[SerializationEr
 def _rebuild_serialization_error(
     extra: tuple[type[BaseException], ...], args: tuple[Any, ...], state: dict[str, Any]
 ) -> SerializationError:
-    cls = _phase_class(extra) if extra else SerializationError
+    cls = _phase_class(extra)
     error = cls.__new__(cls, *args)
     error.args = args
     error.__dict__.update(state)
