@@ -151,3 +151,37 @@ def test_code_from_command_line_runs_under_spawn() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[2, 4]"
+
+
+def test_a_forked_worker_never_closes_a_reused_descriptor_number() -> None:
+    # The master descriptors are listed before a fork; another pool may close one
+    # and the number be reused (by the fork's own sentinel pipe) before the child
+    # closes the list.  Only a number that still names the registered file closes.
+    from workcrew._core._fds import (
+        close_inherited,
+        master_fds,
+        register_master_fd,
+        unregister_master_fd,
+    )
+
+    old_r, old_w = os.pipe()
+    register_master_fd(old_r)
+    snapshot = [entry for entry in master_fds() if entry[0] == old_r]
+    unregister_master_fd(old_r)
+    os.close(old_r)
+    new_r, new_w = os.pipe()  # the lowest free number: the one just closed
+    try:
+        assert new_r == old_r
+        close_inherited(snapshot, keep=set())
+        os.fstat(new_r)  # still open: it names another pipe than the one registered
+        register_master_fd(new_r)
+        close_inherited([e for e in master_fds() if e[0] == new_r], keep=set())
+        with pytest.raises(OSError):
+            os.fstat(new_r)  # the registered file itself is closed
+    finally:
+        unregister_master_fd(new_r)
+        for fd in (old_w, new_r, new_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass

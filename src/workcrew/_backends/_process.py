@@ -30,7 +30,7 @@ from .._core._exceptions import (
     serialization_error,
 )
 from .._core._execute import Failure, SegmentOutcome, describe_call, function_name, short_repr
-from .._core._fds import master_fds, register_master_fd, unregister_master_fd
+from .._core._fds import Inherited, master_fds, register_master_fd, unregister_master_fd
 from .._core._options import PoolOptions
 from .._core._pickling import ForChild, FunctionCache
 from .._core._system import available_cpu_count
@@ -144,7 +144,7 @@ class ProcessHandle(WorkerHandle):
             register_master_fd(conn.fileno())
         # Only a forked child shares our descriptor numbers; under spawn and
         # forkserver the same numbers name other files in the child.
-        inherited: list[int] = []
+        inherited: list[Inherited] = []
         if backend.options.start_method == "fork":
             inherited = master_fds()
         child_ends = (task_r, result_w, stdout_w, stderr_w, lifeline_r)

@@ -48,6 +48,7 @@ from .._core._execute import (
     run_segment_timed,
     timer,
 )
+from .._core._fds import Inherited, close_inherited
 from .._core._pickling import ForChild, PickledForChild
 from .._core._state import WorkerState, bind_process
 from .._sharing._buffers import BufferRef, Exporter, Imported, dumps_oob
@@ -69,7 +70,7 @@ def worker_main(
     worker_id: int,
     conns: tuple[Any, Any, Any, Any, Any],
     init: ForChild | PickledForChild | None,
-    inherited_fds: list[int],
+    inherited_fds: list[Inherited],
     native_threads: tuple[int, bool],
     hybrid: tuple[int, str, bool],
     log_levels: LogLevels,
@@ -83,13 +84,7 @@ def worker_main(
     # Under fork the child inherits the master's ends of every pipe of every
     # pool in this process; holding them would keep pipes open after the
     # master dies, so drop them first.
-    own = {conn.fileno() for conn in conns}
-    for fd in inherited_fds:
-        if fd not in own:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+    close_inherited(inherited_fds, keep={conn.fileno() for conn in conns})
     # stdout and stderr go to the master, which writes them line by line to
     # the caller's sys.stdout and sys.stderr and keeps stderr's last lines for
     # crash reports; faulthandler writes the Python stack to stderr on a fatal

@@ -6,31 +6,67 @@ selectors.  If a child kept them, a pipe would stay open after its owner
 died, and end-of-file (how a worker notices its master is gone) would never
 come.  Every pool registers its master-side descriptors here; forked workers
 close them all except their own.
+
+Race: the list is taken before the fork, and another pool's thread may close
+one of its descriptors in between, so that the number names a new file at
+the moment of the fork (the fork's own sentinel pipe, say).  A child closing
+it by number would close its own pipe: its parent then sees the sentinel fire
+while it still runs.  So each descriptor is recorded with the identity of the
+file it named (device, inode), and the child closes only a number that still
+names that file (:func:`close_inherited`).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 
-__all__ = ("master_fds", "register_master_fd", "unregister_master_fd")
+__all__ = ("close_inherited", "master_fds", "register_master_fd", "unregister_master_fd")
 
-_FDS: set[int] = set()
+#: A descriptor, and the (device, inode) of the file it named when registered.
+Inherited = tuple[int, tuple[int, int]]
+
+_FDS: dict[int, tuple[int, int]] = {}
 _LOCK = threading.Lock()
 
 
 def register_master_fd(fd: int) -> None:
     """Record a descriptor that forked workers must close."""
-    with _LOCK:
-        _FDS.add(fd)
+    identity = _identity(fd)
+    if identity is not None:
+        with _LOCK:
+            _FDS[fd] = identity
 
 
 def unregister_master_fd(fd: int) -> None:
     """Forget a descriptor (call before closing it)."""
     with _LOCK:
-        _FDS.discard(fd)
+        _FDS.pop(fd, None)
 
 
-def master_fds() -> list[int]:
-    """A snapshot of the registered descriptors."""
+def master_fds() -> list[Inherited]:
+    """A snapshot of the registered descriptors, with the files they named."""
     with _LOCK:
-        return sorted(_FDS)
+        return sorted(_FDS.items())
+
+
+def close_inherited(inherited: list[Inherited], keep: set[int]) -> None:
+    """In a forked child: close the master descriptors of ``inherited`` but ``keep``.
+
+    A number that names another file than the one registered (closed and
+    reused by the parent since the snapshot) is left alone.
+    """
+    for fd, identity in inherited:
+        if fd not in keep and _identity(fd) == identity:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _identity(fd: int) -> tuple[int, int] | None:
+    try:
+        stat = os.fstat(fd)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
