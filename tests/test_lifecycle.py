@@ -176,7 +176,7 @@ def test_a_forked_worker_never_closes_a_reused_descriptor_number() -> None:
         os.fstat(new_r)  # still open: it names another pipe than the one registered
         register_master_fd(new_r)
         close_inherited([e for e in master_fds() if e[0] == new_r], keep=set())
-        with pytest.raises(OSError):
+        with pytest.raises(OSError, match="Bad file descriptor"):
             os.fstat(new_r)  # the registered file itself is closed
     finally:
         unregister_master_fd(new_r)
