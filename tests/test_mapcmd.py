@@ -180,3 +180,19 @@ def test_version() -> None:
     )
     assert proc.returncode == 0
     assert proc.stdout.decode().startswith("workcrew ")
+
+
+@pytest.mark.parametrize(
+    ("spec", "says"),
+    [
+        (".:x", "absolute module name"),
+        (".x:y", "absolute module name"),
+        ("nosuchmod:f", "nosuchmod"),
+    ],
+)
+def test_an_unusable_function_is_a_one_line_usage_error(spec: str, says: str) -> None:
+    proc = _workcrew(spec, stdin=b"1\n")
+    assert proc.returncode == 2
+    err = proc.stderr.decode()
+    assert "Traceback" not in err
+    assert says in err.splitlines()[-1]

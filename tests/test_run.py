@@ -389,3 +389,20 @@ def test_interrupt_kills_the_running_jobs(tmp_path: Path, signum: int, status: i
     assert b"interrupted; running jobs killed" in err
     assert not _alive(job_pid)
     assert _joblog(tmp_path / "log") == []  # a killed job did not run: --resume reruns it
+
+
+@pytest.mark.parametrize(
+    ("joblog", "why"),
+    [
+        ("/nonexistent/x.tsv", "No such file or directory"),
+        ("/dev/full", "No space left on device"),
+        (".", "Is a directory"),
+    ],
+)
+def test_an_unusable_joblog_is_a_one_line_usage_error(joblog: str, why: str) -> None:
+    proc = _workcrew("--joblog", joblog, "echo", ":::", "1")
+    assert proc.returncode == 2  # a usage error, not "one job failed"
+    assert proc.stdout == b""  # no job ran
+    err = proc.stderr.decode()
+    assert "Traceback" not in err
+    assert f"error: --joblog {joblog}: cannot write it: {why}" in err

@@ -27,9 +27,17 @@ def load_function(spec: str) -> Callable[..., Any]:
     module_name, sep, name = spec.partition(":")
     if not sep or not module_name or not name:
         raise ValueError(f"expected MODULE:FUNCTION, got {spec!r} (for example mypkg.jobs:resize)")
+    if module_name.startswith("."):
+        raise ValueError(
+            f"expected MODULE:FUNCTION with an absolute module name, got {spec!r} "
+            "(for example mypkg.jobs:resize)"
+        )
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    module = importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except TypeError as exc:  # a name importlib cannot take (relative, malformed)
+        raise ValueError(f"cannot import module {module_name!r}: {exc}") from exc
     fn: Callable[..., Any] | None = getattr(module, name, None)
     if fn is None or not callable(fn):
         raise ValueError(f"{module_name} has no function {name!r}")

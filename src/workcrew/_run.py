@@ -379,9 +379,14 @@ def read_joblog(path: str) -> dict[int, bool]:
 def open_joblog(path: str, append: bool) -> IO[bytes]:
     """The joblog, appended to when resuming, else started afresh with GNU parallel's header."""
     log = open(path, "ab" if append else "wb")  # noqa: SIM115 - closed by main's ExitStack
-    if log.tell() == 0:
-        log.write(JOBLOG_HEADER)
-        log.flush()
+    try:
+        if log.tell() == 0:
+            log.write(JOBLOG_HEADER)
+            log.flush()  # a full disk (/dev/full) says so now, before any job runs
+    except OSError:
+        with contextlib.suppress(OSError):
+            log.close()
+        raise
     return log
 
 
@@ -599,7 +604,10 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         )
     skip: set[int] = set()
     if args.resume or args.resume_failed:
-        logged = read_joblog(args.joblog)
+        try:
+            logged = read_joblog(args.joblog)
+        except OSError as exc:
+            parser.error(f"--joblog {args.joblog}: cannot read it: {exc.strerror or exc}")
         skip = set(logged) if args.resume else {seq for seq, ok in logged.items() if ok}
     slots = args.jobs or workcrew.available_cpu_count()
     inputs = combine(sources, colsep)
@@ -612,7 +620,12 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     with contextlib.ExitStack() as stack:
         log = None
         if args.joblog:
-            log = stack.enter_context(open_joblog(args.joblog, args.resume or args.resume_failed))
+            try:
+                log = stack.enter_context(
+                    open_joblog(args.joblog, args.resume or args.resume_failed)
+                )
+            except OSError as exc:  # a usage error: one line, exit status 2, no job run
+                parser.error(f"--joblog {args.joblog}: cannot write it: {exc.strerror or exc}")
         try:
             return run_all(runner, todo, slots, args.keep_order, args.bar, log)
         except KeyboardInterrupt as exc:

@@ -142,34 +142,43 @@ class AsyncHandle(WorkerHandle):
             self._finish()
             return
         master.call_soon_threadsafe(lambda: self._events.on_ready(self))
-        while (message := await self._inbox.get()) is not _STOP:
-            seq, segments = message
-            start = timer()
-            outcomes: list[Any] = []
-            run = run_segment_async_timed if self._backend.options.timeline else run_segment_async
-            for segment in segments:
-                self._current = asyncio.ensure_future(
-                    run(segment.fn, segment.mode, segment.items, segment.skip)
-                )
-                spans = None
-                try:
-                    values, failures, *spans = await self._current
-                except asyncio.CancelledError:  # only the slot's current task is ever cancelled
-                    values, failures = [None] * len(segment.items), None
-                if failures:
-                    for failure in failures.values():
-                        add_note(
-                            failure.exc,
-                            f"workcrew: raised in async worker {self.worker_id} by {failure.call}",
-                        )
-                if spans:  # timed: (values, failures, spans)
-                    outcomes.append((values, failures, spans[0]))
-                else:
-                    outcomes.append((values, failures))
-            self._current = None
-            duration = timer() - start
-            master.call_soon_threadsafe(Report(self._events, self, seq, duration, outcomes))
+        while True:
+            message = await self._inbox.get()
+            if message is _STOP:
+                break
+            await self._answer(*message)
+            # This coroutine waits for the next message for as long as the pool
+            # lives: it must not keep the last chunk's arguments alive.
+            del message
         self._finish()
+
+    async def _answer(self, seq: int, segments: list[Segment]) -> None:
+        """Run one chunk's segments and report their outcomes to the master."""
+        start = timer()
+        outcomes: list[Any] = []
+        run = run_segment_async_timed if self._backend.options.timeline else run_segment_async
+        for segment in segments:
+            self._current = asyncio.ensure_future(
+                run(segment.fn, segment.mode, segment.items, segment.skip)
+            )
+            spans = None
+            try:
+                values, failures, *spans = await self._current
+            except asyncio.CancelledError:  # only the slot's current task is ever cancelled
+                values, failures = [None] * len(segment.items), None
+            if failures:
+                for failure in failures.values():
+                    add_note(
+                        failure.exc,
+                        f"workcrew: raised in async worker {self.worker_id} by {failure.call}",
+                    )
+            if spans:  # timed: (values, failures, spans)
+                outcomes.append((values, failures, spans[0]))
+            else:
+                outcomes.append((values, failures))
+        self._current = None
+        duration = timer() - start
+        self._backend.loop.call_soon_threadsafe(Report(self._events, self, seq, duration, outcomes))
 
     def _finish(self) -> None:
         self._done.set()

@@ -37,6 +37,7 @@ import contextvars
 import functools
 import inspect
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -48,7 +49,14 @@ from typing import Any, Protocol
 import cloudpickle
 
 from ._backend import WorkerBackend
-from ._engine import Engine, check_callable, pool_closed, task_key, warn_if_nested
+from ._engine import (
+    Engine,
+    check_callable,
+    check_owner,
+    pool_closed,
+    task_key,
+    warn_if_nested,
+)
 from ._exceptions import TaskCancelled, TaskTimeout, TimeoutError
 from ._execute import MAP, function_name
 from ._jobs import Run, RunSource, Tally, resolve
@@ -262,6 +270,7 @@ class AutoEngine:
         self._routes: dict[Hashable, Route] = {}
         self._units: set[_Unit] = set()
         self._accepting = True
+        self._pid = os.getpid()
         self._subs_closed = False  # the per-kind engines were closed: none may be created
 
     # -- routes --------------------------------------------------------------------------
@@ -362,6 +371,7 @@ class AutoEngine:
             self._close_subs()
 
     def _check_open(self) -> None:
+        check_owner(self._pid)
         if not self._accepting:
             raise pool_closed()
 

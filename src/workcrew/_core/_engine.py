@@ -36,6 +36,7 @@ from ._stats import PoolStatistics, TaskSpan
 __all__ = (
     "Engine",
     "check_callable",
+    "check_owner",
     "pool_closed",
     "shutdown_all",
     "task_key",
@@ -202,6 +203,7 @@ class Engine:
             master.call_soon_threadsafe(functools.partial(master.adopt, handle))
 
     def _check_open(self) -> None:
+        check_owner(self.pid)
         broken = self._master.broken
         if broken is not None:
             cls = type(broken) if isinstance(broken, BrokenPoolError) else BrokenPoolError
@@ -267,6 +269,20 @@ def _canceller(master: Master, job: weakref.ref[CallJob]) -> Callable[[], None]:
             master.call_soon_threadsafe(lambda: master.cancel_running(target))
 
     return cancel_running
+
+
+def check_owner(pid: int) -> None:
+    """PoolClosedError in a process forked from the one that created the pool (``pid``).
+
+    The child has a copy of the pool's objects but none of its threads: work
+    posted there would never run, and a wait for it would never end.
+    """
+    if os.getpid() != pid:
+        raise PoolClosedError(
+            f"this pool belongs to process {pid}, which created it; process {os.getpid()} "
+            "is a child forked from it and cannot use it (the child has none of the pool's "
+            "threads or workers). Create a new pool in the child."
+        )
 
 
 def pool_closed() -> Exception:

@@ -97,6 +97,9 @@ def _rebuild(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, A
 class PoolClosedError(WorkcrewError, ValueError, RuntimeError):
     """Work was submitted after ``close()``, ``terminate()`` or ``shutdown()``.
 
+    Also raised when a pool is used in a child process forked from the one
+    that created it: a pool belongs to its process.
+
     You get it only from your own calls on a pool you closed; a pool broken by
     failing workers raises :class:`BrokenPoolError` instead.  It is a
     ``ValueError`` (what ``multiprocessing.Pool`` raises) and a ``RuntimeError``

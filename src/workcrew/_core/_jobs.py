@@ -320,6 +320,7 @@ class StreamJob(Job):
         self._fed = 0  # items pulled from the source
         self._consumed = 0  # items handed back to the caller
         self._aborted: BaseException | None = None
+        self._abort_raised = False  # the reader has seen _aborted (it is raised once)
         self._sealed = False  # the pool closed: input not yet pulled is never run
         self._starved = False  # master found the buffer empty: wake it on the next feed
         self._workers = workers
@@ -382,6 +383,11 @@ class StreamJob(Job):
                         self._consumed += len(run[0])
                         return run
                     if self._aborted is not None:
+                        # Raised once; then the results end, as an iterator's
+                        # must: a loop that catches and goes on terminates.
+                        if self._abort_raised:
+                            raise StopIteration
+                        self._abort_raised = True
                         raise self._aborted
                     if self._source is None and self._consumed >= self._fed:
                         raise StopIteration
