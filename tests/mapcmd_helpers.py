@@ -50,3 +50,15 @@ def crash(code: int) -> str:
 
 async def anap(value: Any) -> Any:
     return value
+
+
+def chatty(line: str) -> str:
+    """Prints, writes to fd 1 and starts a program that prints: none of it is a record."""
+    import os
+    import subprocess
+    import sys
+
+    print(f"printed {line}", flush=True)
+    os.write(1, f"fd1 {line}\n".encode())
+    subprocess.run([sys.executable, "-c", f"print('child {line}')"], check=True)
+    return line.upper()

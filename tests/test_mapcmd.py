@@ -196,3 +196,14 @@ def test_an_unusable_function_is_a_one_line_usage_error(spec: str, says: str) ->
     err = proc.stderr.decode()
     assert "Traceback" not in err
     assert says in err.splitlines()[-1]
+
+
+@pytest.mark.parametrize("kind", ["process", "thread"])
+def test_stdout_carries_only_the_records_what_the_function_prints_goes_to_stderr(
+    kind: str,
+) -> None:
+    proc = _workcrew("--kind", kind, "-j", "2", "mapcmd_helpers:chatty", stdin=b"a\nb\n")
+    assert proc.returncode == 0, proc.stderr
+    assert _records(proc.stdout) == [{"input": "a", "output": "A"}, {"input": "b", "output": "B"}]
+    err = sorted(proc.stderr.decode().splitlines())
+    assert err == ["child a", "child b", "fd1 a", "fd1 b", "printed a", "printed b"]

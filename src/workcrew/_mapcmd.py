@@ -174,19 +174,43 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         stream = open_input(args.input)
     except (ValueError, ImportError, OSError) as exc:
         parser.error(str(exc))
+    out = records_only_on_stdout()
+    records_fd = out.fileno()
     try:
-        with stream, workcrew.Pool(args.jobs, kind=args.kind) as pool:
-            return map_all(pool, fn, stream, args)
+        with out, stream, workcrew.Pool(args.jobs, kind=args.kind) as pool:
+            return map_all(pool, fn, stream, args, out)
     except KeyboardInterrupt:
         print("workcrew map: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `workcrew map ... | head`: stop quietly, as SIGPIPE would
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        os.dup2(os.open(os.devnull, os.O_WRONLY), records_fd)
         return 128 + signal.SIGPIPE
 
 
+def records_only_on_stdout() -> IO[bytes]:
+    """The real stdout, for the records; from now on file descriptor 1 is stderr.
+
+    Whatever else would reach stdout (the function's ``print`` on any worker
+    kind, a program it starts, a C library) goes to stderr, so the records
+    stay valid JSON lines for ``| jq``.  Done at the descriptor level: thread
+    workers and their subprocesses share this process's fd 1.
+    """
+    sys.stdout.flush()
+    try:
+        stdout, stderr = sys.stdout.fileno(), sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # streams without descriptors (embedded)
+        return sys.stdout.buffer
+    out = os.fdopen(os.dup(stdout), "wb")
+    os.dup2(stderr, stdout)
+    return out
+
+
 def map_all(
-    pool: workcrew.Pool, fn: Callable[..., Any], stream: IO[str], args: argparse.Namespace
+    pool: workcrew.Pool,
+    fn: Callable[..., Any],
+    stream: IO[str],
+    args: argparse.Namespace,
+    out: IO[bytes],
 ) -> int:
     """Write one record per input, in order; return the number of failures (capped)."""
     pending: collections.deque[_Entry] = collections.deque()
@@ -194,7 +218,6 @@ def map_all(
     results = pool.imap(
         fn, values, task_timeout=args.timeout, retries=args.retries, progress=args.bar
     )
-    out = sys.stdout.buffer
     failed = 0
     while True:
         try:
