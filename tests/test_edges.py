@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import gc
 import multiprocessing
+import os
+import signal
+import threading
 import time
 import weakref
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import workcrew
-from helpers import TIMEOUT, square
+from edge_helpers import fork_then
+from helpers import TIMEOUT, square, wait_for_fifo
 from workcrew import Pool
 
 
@@ -80,3 +85,44 @@ def test_a_pool_used_in_a_forked_child_refuses_at_once(kind: str) -> None:
         assert "belongs to process" in answer.get()
         assert pool.apply(square, (5,)) == 25  # the parent's pool is untouched
     answer.close()
+
+
+@pytest.fixture
+def started(tmp_path: Path) -> str:
+    path = str(tmp_path / "started")
+    os.mkfifo(path)
+    return path
+
+
+def _grandchild(started: str) -> int:
+    return int(wait_for_fifo(started))
+
+
+@pytest.mark.parametrize("then", ["crash", "hang"])
+def test_a_grandchild_that_outlives_its_task_delays_nothing(
+    start_method: str, started: str, then: str
+) -> None:
+    timeout = 0.5 if then == "hang" else None
+    expected = workcrew.WorkerCrashed if then == "crash" else workcrew.TaskTimeout
+    with Pool(1, start_method=start_method, task_timeout=timeout) as pool:
+        result = pool.apply_async(fork_then, (started, then))
+        grandchild = _grandchild(started)
+        try:
+            with pytest.raises(expected):
+                result.get(TIMEOUT)  # not when the grandchild ends: it never does by itself
+            assert pool.apply(square, (3,)) == 9
+        finally:
+            os.kill(grandchild, signal.SIGKILL)
+
+
+def test_terminate_returns_while_a_grandchild_lives_on(start_method: str, started: str) -> None:
+    pool = Pool(1, start_method=start_method)
+    pool.apply_async(fork_then, (started, "hang"))
+    grandchild = _grandchild(started)
+    try:
+        stopper = threading.Thread(target=pool.terminate)
+        stopper.start()
+        stopper.join(TIMEOUT)
+        assert not stopper.is_alive(), "terminate() waited for the task's grandchild"
+    finally:
+        os.kill(grandchild, signal.SIGKILL)

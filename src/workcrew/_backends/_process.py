@@ -174,7 +174,29 @@ class ProcessHandle(WorkerHandle):
             os.set_blocking(conn.fileno(), False)
         self._writer = _wire.FrameWriter(task_w.fileno())
         self._reader = _wire.FrameReader(result_r.fileno())
-        self._sentinel = self.process.sentinel
+        self._pidfd: int | None = None
+        self._sentinel = self._exit_sentinel(backend.options.start_method)
+
+    def _exit_sentinel(self, start_method: str) -> int:
+        """A descriptor that becomes readable when the worker process exits.
+
+        multiprocessing's sentinel under fork and spawn is a pipe the worker
+        holds open until it exits, and a grandchild that a task forks inherits
+        it: the pipe would stay open after the worker died, and crash reports,
+        timeouts, terminate() and join() would wait for the grandchild.  A
+        pidfd (Linux 5.3+) is readable when the worker itself exits.  The
+        forkserver's sentinel is a socket to the server, which no grandchild
+        holds.
+        """
+        pidfd_open = getattr(os, "pidfd_open", None)
+        if start_method == "forkserver" or pidfd_open is None or self.pid is None:
+            return int(self.process.sentinel)
+        try:
+            self._pidfd = pidfd_open(self.pid)
+        except OSError:  # an older kernel: the pipe sentinel, with its limit
+            return int(self.process.sentinel)
+        register_master_fd(self._pidfd)
+        return self._pidfd
 
     def attach(self) -> None:
         """Start watching the worker's pipes and sentinel (master thread)."""
@@ -346,6 +368,10 @@ class ProcessHandle(WorkerHandle):
             self._loop.remove_reader(fd)
             unregister_master_fd(fd)
             conn.close()
+        if self._pidfd is not None:
+            unregister_master_fd(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
         self.process.close()
 
     def _dispatch(self, tag: int, payload: bytes) -> None:
