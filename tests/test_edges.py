@@ -6,18 +6,23 @@ import gc
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import weakref
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 import workcrew
 from edge_helpers import fork_then
 from helpers import TIMEOUT, square, wait_for_fifo
 from workcrew import Pool
+
+SRC = str(Path(__file__).resolve().parent.parent / "src")
 
 
 def sleep_long(_: object) -> None:
@@ -126,3 +131,65 @@ def test_terminate_returns_while_a_grandchild_lives_on(start_method: str, starte
         assert not stopper.is_alive(), "terminate() waited for the task's grandchild"
     finally:
         os.kill(grandchild, signal.SIGKILL)
+
+
+ORPHAN_SCRIPT = """
+import os, re, signal, sys
+from multiprocessing import forkserver, resource_tracker
+from workcrew import Pool
+
+def pid(_):
+    return os.getpid()
+
+def hold_the_gil(started):
+    with open(started, "w") as fifo:
+        fifo.write("gil ")
+    re.match(r"(a|aa)*c", "a" * 60)  # one C call, for far longer than the test
+
+def stop_myself(started):
+    with open(started, "w") as fifo:
+        fifo.write("stopped ")
+    os.kill(os.getpid(), signal.SIGSTOP)
+
+if __name__ == "__main__":
+    started = sys.argv[2]
+    pool = Pool(2, start_method=sys.argv[1])
+    pids = set(pool.map(pid, range(50), chunksize=1))
+    pool.apply_async(hold_the_gil, (started,))
+    pool.apply_async(stop_myself, (started,))
+    seen = ""
+    while seen.count(" ") < 2:  # both tasks said so (one read may carry both words)
+        with open(started) as fifo:
+            seen += fifo.read()
+    helpers = [
+        getattr(forkserver._forkserver, "_forkserver_pid", None),
+        getattr(resource_tracker._resource_tracker, "_pid", None),
+    ]
+    pids.update(p for p in helpers if p)
+    print(" ".join(map(str, pids)), flush=True)
+    sys.stdin.read()  # wait to be killed
+"""
+
+
+def test_every_workcrew_process_ends_with_a_killed_caller_even_mid_c_call_or_stopped(
+    tmp_path: Path, start_method: str, started: str
+) -> None:
+    script = tmp_path / "victim.py"
+    script.write_text(ORPHAN_SCRIPT)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), start_method, started],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": SRC},
+    )
+    assert proc.stdout is not None
+    pids = [int(p) for p in proc.stdout.readline().split()]
+    assert len(pids) >= 2, "the workers did not report"
+    processes = [psutil.Process(pid) for pid in pids]
+    proc.kill()
+    proc.communicate(timeout=TIMEOUT)
+    _, alive = psutil.wait_procs(processes, timeout=TIMEOUT)
+    for process in alive:  # do not leave them for the next test
+        process.kill()
+    assert not alive, f"outlived their SIGKILLed caller: {alive}"

@@ -151,7 +151,15 @@ def _watch_lifeline(fd: int) -> None:
     Only the master holds the write end of the lifeline pipe and never writes
     to it: a read returns only at end of file, when the master process died
     (SIGKILL included) or let go of this worker.
+
+    A thread waiting for that cannot run while a task holds the GIL in a long
+    C call, nor while this process is stopped (SIGSTOP).  So on Linux the
+    kernel itself is asked to end this process: the lifeline is put in
+    asynchronous mode with SIGKILL as its signal, which the kernel sends when
+    the pipe's last writer closes (SIGKILL reaches stopped processes too).
+    The thread stays for the platforms without F_SETSIG.
     """
+    _kill_me_when_closed(fd)
 
     def watch() -> None:
         while True:
@@ -165,6 +173,21 @@ def _watch_lifeline(fd: int) -> None:
         os._exit(ORPHAN_EXIT)
 
     threading.Thread(target=watch, name="workcrew-lifeline", daemon=True).start()
+
+
+def _kill_me_when_closed(fd: int) -> None:
+    """Have the kernel SIGKILL this process when the pipe ``fd`` reads from loses its writer."""
+    import fcntl
+
+    set_signal = getattr(fcntl, "F_SETSIG", None)
+    if set_signal is None:  # not Linux: the watchdog thread alone
+        return
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETOWN, os.getpid())
+        fcntl.fcntl(fd, set_signal, signal.SIGKILL)
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_ASYNC)
+    except OSError:  # a kernel that refuses: the watchdog thread alone
+        pass
 
 
 class _Worker:
