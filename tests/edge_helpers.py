@@ -19,3 +19,11 @@ def fork_then(started: str, then: str) -> None:
     if then == "crash":
         os._exit(3)
     time.sleep(3600)  # stopped by the pool: task_timeout or terminate()
+
+
+def segfault_at_start() -> None:
+    """An initializer that crashes its worker before it is ready."""
+    import faulthandler
+
+    faulthandler.disable()
+    faulthandler._sigsegv()

@@ -18,8 +18,8 @@ import psutil
 import pytest
 
 import workcrew
-from edge_helpers import fork_then
-from helpers import TIMEOUT, square, wait_for_fifo
+from edge_helpers import fork_then, segfault_at_start
+from helpers import TIMEOUT, helper_pids, square, wait_for_fifo
 from workcrew import Pool
 
 SRC = str(Path(__file__).resolve().parent.parent / "src")
@@ -193,3 +193,51 @@ def test_every_workcrew_process_ends_with_a_killed_caller_even_mid_c_call_or_sto
     for process in alive:  # do not leave them for the next test
         process.kill()
     assert not alive, f"outlived their SIGKILLed caller: {alive}"
+
+
+# More deaths before start-up than the pool once tolerated (20) under spawn, whose workers
+# take longest to become ready; a shorter storm under forkserver.
+@pytest.mark.parametrize(("method", "storm"), [("spawn", 21), ("forkserver", 10)])
+def test_a_kill_storm_on_starting_workers_does_not_break_the_pool(method: str, storm: int) -> None:
+    me = psutil.Process()
+    seen: set[int] = set()
+    stop = threading.Event()
+    kills = 0
+
+    def killer() -> None:  # kill every new worker the moment it shows up, `storm` times
+        nonlocal kills
+        while kills < storm and not stop.wait(0.002):
+            spared = helper_pids()
+            for child in me.children(recursive=True):
+                if child.pid not in seen and child.pid not in spared:
+                    seen.add(child.pid)
+                    try:
+                        child.kill()
+                        kills += 1
+                    except psutil.Error:
+                        pass
+
+    thread = threading.Thread(target=killer)
+    with Pool(2, start_method=method) as pool:
+        thread.start()
+        try:
+            assert pool.map(square, range(200), chunksize=1) == [x * x for x in range(200)]
+        finally:
+            stop.set()
+            thread.join(TIMEOUT)
+        stats = pool.statistics()
+    assert kills > 0
+    assert stats.workers_started > 2  # killed ones were replaced
+
+
+def test_workers_crashing_while_they_start_break_the_pool_saying_so() -> None:
+    pool = Pool(1, start_method="spawn", initializer=segfault_at_start)
+    with pytest.raises(workcrew.BrokenPoolError) as info:
+        pool.apply(square, (2,))
+    message = str(info.value)
+    assert (
+        "3 workers in a row ended before becoming ready: the last was killed by SIGSEGV" in message
+    )
+    assert "A crash while starting" in message
+    assert "main module" in message  # where such a crash comes from
+    pool.terminate()

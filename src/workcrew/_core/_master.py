@@ -34,6 +34,7 @@ import itertools
 import logging
 import os
 import selectors
+import signal
 import threading
 import time
 from collections import deque
@@ -42,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._backend import Loop, Segment, WorkerBackend, WorkerEvents, WorkerHandle
-from ._crash import crash_report
+from ._crash import crash_report, describe_exit
 from ._exceptions import (
     BrokenPoolError,
     TaskCancelled,
@@ -63,13 +64,17 @@ __all__ = ("Master", "State")
 
 _log = logging.getLogger("workcrew")
 
-#: Workers that exit with an error before ever becoming ready, in a row, before
-#: the pool is declared broken (a start method that cannot work must not
-#: respawn forever) ...
+#: Workers that fail before ever becoming ready, in a row, before the pool is
+#: declared broken: a start method, main module or environment that cannot work
+#: must not respawn forever.  Killed from outside (below) does not count.
 MAX_STARTUP_FAILURES = 3
-#: ... or that die before becoming ready in any other way (killed by a signal,
-#: exit status 0).
-MAX_STARTUP_SIGNAL_DEATHS = 20
+#: Signals by which other processes stop a process (kill, kill -9, Ctrl-C,
+#: hang-up): a worker they end before it is ready was not broken, only
+#: unlucky, and it is started again after a backoff rather than counted.
+OUTSIDE_SIGNALS = frozenset({signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+#: The backoff after such a death: from the first delay, doubled per death in
+#: a row, up to the last; a worker that becomes ready resets it.
+STARTUP_BACKOFF = (0.02, 0.5)
 #: After ``terminate()``, seconds a process worker has to exit after SIGTERM
 #: before it gets SIGKILL.
 KILL_GRACE = 0.5
@@ -140,7 +145,10 @@ class Master(Loop, WorkerEvents):
         self._slots: dict[int, _Slot] = {}
         self._worker_ids = itertools.count(1)
         self._seq = itertools.count(1)
-        self._startup_failures = 0.0
+        self._startup_failures = 0
+        self._start_delay = 0.0  # backoff after workers killed from outside while starting
+        self._start_not_before = 0.0  # no new worker before this (time.monotonic())
+        self._start_timer = False  # a wake-up is set for _start_not_before
         self._rescan = True  # look at every worker on the next dispatch
         self._touched: dict[int, _Slot] = {}  # workers whose load changed since
         self._retiring: set[int] = set()  # ids of slots asked to exit
@@ -308,6 +316,8 @@ class Master(Loop, WorkerEvents):
         # Workers start on demand: one more whenever work is left and all are busy.
         target = self._adopted if self.backend.start_eagerly else self.options.workers
         while len(self._slots) - len(self._retiring) < target:
+            if self._backing_off():
+                break
             new = self._start_worker()
             if new is None or not self._send_next(new, prefetch=False):
                 return
@@ -325,6 +335,21 @@ class Master(Loop, WorkerEvents):
         while self.state is State.RUNNING and len(self._slots) < self.options.workers:
             if self._start_worker() is None:
                 return
+
+    def _backing_off(self) -> bool:
+        """True while no worker may start (see STARTUP_BACKOFF); wakes the loop when it may."""
+        wait = self._start_not_before - time.monotonic()
+        if wait <= 0:
+            return False
+        if not self._start_timer:
+            self._start_timer = True
+
+            def resume() -> None:
+                self._start_timer = False
+                self._rescan = True
+
+            self.call_later(wait, resume)
+        return True
 
     def next_worker_id(self) -> int:
         """A fresh worker id (any thread: itertools.count is atomic under the GIL)."""
@@ -463,6 +488,7 @@ class Master(Loop, WorkerEvents):
         if slot is not None:
             slot.ready = True
             self._startup_failures = 0
+            self._start_delay = 0.0
             self._touch(slot)  # it may now take timed tasks
 
     def on_result(
@@ -582,20 +608,38 @@ class Master(Loop, WorkerEvents):
         # workers), so they need a longer run to count.
         accepting_work = self.state in (State.RUNNING, State.CLOSING)
         if not slot.ready and not slot.retiring and accepting_work:
-            error_exit = exitcode is not None and exitcode > 0
-            self._startup_failures += 1 if error_exit else 1 / MAX_STARTUP_SIGNAL_DEATHS * 3
-            if self._startup_failures >= MAX_STARTUP_FAILURES:
-                self._break(
-                    BrokenPoolError(
-                        f"{MAX_STARTUP_FAILURES} workers in a row exited before becoming ready "
-                        f"(last exit code {exitcode}, start method {self.options.start_method!r}); "
-                        "the pool cannot start workers. Check that the main module is importable "
-                        "(guard it with `if __name__ == '__main__':`) and that the machine has "
-                        "resources for new processes."
-                    )
-                )
-                return
+            self._died_starting(exitcode)
         # No replacement here: _dispatch starts a worker when work needs one.
+
+    def _died_starting(self, exitcode: int | None) -> None:
+        """A worker ended before it was ready: back off, or count it towards a broken pool."""
+        if self._killed_from_outside(exitcode):
+            first, last = STARTUP_BACKOFF
+            self._start_delay = min(last, self._start_delay * 2 if self._start_delay else first)
+            self._start_not_before = time.monotonic() + self._start_delay
+            return
+        self._startup_failures += 1
+        if self._startup_failures < MAX_STARTUP_FAILURES:
+            return
+        how = describe_exit(exitcode)
+        self._break(
+            BrokenPoolError(
+                f"{MAX_STARTUP_FAILURES} workers in a row ended before becoming ready: the last "
+                f"{how} (start method {self.options.start_method!r}); the pool cannot start "
+                f"workers. {_startup_hint(exitcode)}"
+            )
+        )
+
+    def _killed_from_outside(self, exitcode: int | None) -> bool:
+        if exitcode is None or exitcode >= 0 or -exitcode not in OUTSIDE_SIGNALS:
+            return False
+        # The kernel's OOM killer also sends SIGKILL: that is the environment.
+        oom_now = oom_kill_count()
+        return (
+            oom_now is None
+            or self._oom_kills_at_start is None
+            or (oom_now <= self._oom_kills_at_start)
+        )
 
     def _exit_kind(self, slot: _Slot, exitcode: int | None) -> str:
         if slot.killed_for or slot.expired or self.state is State.TERMINATING:
@@ -704,8 +748,6 @@ class Master(Loop, WorkerEvents):
                 self._terminate_process(slot.handle)
 
     def _terminate_process(self, handle: WorkerHandle) -> None:
-        import signal
-
         pid = handle.pid
         if pid is not None:
             try:
@@ -763,6 +805,20 @@ class Master(Loop, WorkerEvents):
         self._selector.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
+
+
+def _startup_hint(exitcode: int | None) -> str:
+    """What to check, for a worker that keeps failing before it is ready."""
+    if exitcode is not None and exitcode < 0:
+        return (
+            "A crash while starting: a C extension imported by the main module or the "
+            "initializer (see the worker's stderr above), or the machine's limits."
+        )
+    return (
+        "Check that the main module is importable (guard it with `if __name__ == "
+        "'__main__':`), that the initializer does not exit, and that the machine has "
+        "resources for new processes."
+    )
 
 
 def _is_cancel(exc: BaseException) -> bool:
