@@ -75,6 +75,10 @@ OUTSIDE_SIGNALS = frozenset({signal.SIGKILL, signal.SIGTERM, signal.SIGINT, sign
 #: The backoff after such a death: from the first delay, doubled per death in
 #: a row, up to the last; a worker that becomes ready resets it.
 STARTUP_BACKOFF = (0.02, 0.5)
+#: ... unless such deaths go on this many seconds with no worker becoming ready:
+#: then something kills every worker as it starts (an initializer killing its own
+#: worker looks the same), and the pool breaks rather than let its tasks wait forever.
+STARTUP_KILL_WINDOW = 30.0
 #: After ``terminate()``, seconds a process worker has to exit after SIGTERM
 #: before it gets SIGKILL.
 KILL_GRACE = 0.5
@@ -149,6 +153,8 @@ class Master(Loop, WorkerEvents):
         self._start_delay = 0.0  # backoff after workers killed from outside while starting
         self._start_not_before = 0.0  # no new worker before this (time.monotonic())
         self._start_timer = False  # a wake-up is set for _start_not_before
+        self._killed_since: float | None = None  # first of the kills in a row (before ready)
+        self._kills = 0  # workers killed before ready since the last ready one
         self._rescan = True  # look at every worker on the next dispatch
         self._touched: dict[int, _Slot] = {}  # workers whose load changed since
         self._retiring: set[int] = set()  # ids of slots asked to exit
@@ -489,6 +495,8 @@ class Master(Loop, WorkerEvents):
             slot.ready = True
             self._startup_failures = 0
             self._start_delay = 0.0
+            self._killed_since = None
+            self._kills = 0
             self._touch(slot)  # it may now take timed tasks
 
     def on_result(
@@ -613,20 +621,35 @@ class Master(Loop, WorkerEvents):
 
     def _died_starting(self, exitcode: int | None) -> None:
         """A worker ended before it was ready: back off, or count it towards a broken pool."""
+        how = describe_exit(exitcode)
+        method = self.options.start_method
         if self._killed_from_outside(exitcode):
+            now = time.monotonic()
+            self._kills += 1
+            if self._killed_since is None:
+                self._killed_since = now
+            elif now - self._killed_since >= STARTUP_KILL_WINDOW:
+                self._break(
+                    BrokenPoolError(
+                        f"for {STARTUP_KILL_WINDOW:g} s every worker was killed before it became "
+                        f"ready ({self._kills} workers; the last {how}, start method {method!r}): "
+                        "something kills the workers as they start (another process, the "
+                        "machine's limits, or an initializer that kills its own worker)."
+                    )
+                )
+                return
             first, last = STARTUP_BACKOFF
             self._start_delay = min(last, self._start_delay * 2 if self._start_delay else first)
-            self._start_not_before = time.monotonic() + self._start_delay
+            self._start_not_before = now + self._start_delay
             return
         self._startup_failures += 1
         if self._startup_failures < MAX_STARTUP_FAILURES:
             return
-        how = describe_exit(exitcode)
         self._break(
             BrokenPoolError(
                 f"{MAX_STARTUP_FAILURES} workers in a row ended before becoming ready: the last "
-                f"{how} (start method {self.options.start_method!r}); the pool cannot start "
-                f"workers. {_startup_hint(exitcode)}"
+                f"{how} (start method {method!r}); the pool cannot start workers. "
+                f"{_startup_hint(exitcode)}"
             )
         )
 
