@@ -241,3 +241,43 @@ def test_workers_crashing_while_they_start_break_the_pool_saying_so() -> None:
     assert "A crash while starting" in message
     assert "main module" in message  # where such a crash comes from
     pool.terminate()
+
+
+DAEMON_SCRIPT = """
+import os, sys, time
+from workcrew import Pool
+
+def leave_a_daemon(pid_file):
+    pid = os.fork()
+    if pid == 0:  # holds every descriptor the worker had, the helpers' pipes included
+        time.sleep(3600)
+        os._exit(0)
+    with open(pid_file, "w") as f:
+        f.write(str(pid))
+
+if __name__ == "__main__":
+    with Pool(1, start_method=sys.argv[1]) as pool:
+        pool.apply(leave_a_daemon, (sys.argv[2],))
+    print("done", flush=True)
+"""
+
+
+def test_a_task_s_daemon_does_not_keep_the_caller_s_stdout_open(
+    tmp_path: Path, start_method: str
+) -> None:
+    # `python script.py | cat` must end when the script does
+    script, pid_file = tmp_path / "daemon.py", tmp_path / "daemon.pid"
+    script.write_text(DAEMON_SCRIPT)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), start_method, str(pid_file)],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": SRC},
+    )
+    try:
+        out, _ = proc.communicate(timeout=TIMEOUT)  # end of file on its stdout, and its exit
+        assert out == b"done\n"
+    finally:
+        proc.kill()
+        proc.communicate()
+        if pid_file.exists():
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)

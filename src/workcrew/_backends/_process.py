@@ -16,6 +16,7 @@ import multiprocessing
 import os
 import pickle
 import signal
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -58,6 +59,8 @@ class ProcessBackend(WorkerBackend):
     def __init__(self, options: PoolOptions, loop: Loop) -> None:
         super().__init__(options, loop)
         self.context: Any = multiprocessing.get_context(options.start_method)
+        if options.start_method != "fork":
+            start_helpers_without_stdout(options.start_method)
         self.start_eagerly = options.start_method == "fork"
         #: BLAS/OpenMP threads per worker: the CPUs shared out among the workers.
         self.native_threads = max(1, available_cpu_count() // options.workers)
@@ -110,6 +113,40 @@ class ProcessBackend(WorkerBackend):
             )
         self._next_key += 1
         return self._next_key, blob
+
+
+def start_helpers_without_stdout(start_method: str) -> None:
+    """Start multiprocessing's resource tracker (and forkserver) with /dev/null as stdout.
+
+    These helpers live as long as any process holds their pipes, and a
+    grandchild a task forks inherits those: had they the caller's stdout,
+    ``python script.py | cat`` would wait for that grandchild to end.  Their
+    stderr stays the caller's (the tracker reports leaks there).  They are
+    started once per process, from the thread creating the first pool; while
+    they start (a few milliseconds) another thread's writes to file
+    descriptor 1 go to /dev/null.
+    """
+    from multiprocessing import forkserver, resource_tracker
+
+    tracker_running = getattr(resource_tracker._resource_tracker, "_pid", None) is not None
+    server_running = getattr(forkserver._forkserver, "_forkserver_pid", None) is not None
+    if tracker_running and (server_running or start_method != "forkserver"):
+        return
+    try:
+        sys.stdout.flush()
+    except Exception:  # noqa: BLE001 - a closed or replaced stdout: nothing to flush
+        pass
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        resource_tracker.ensure_running()
+        if start_method == "forkserver":
+            forkserver.ensure_running()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
 
 
 class ProcessHandle(WorkerHandle):
