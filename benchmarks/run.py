@@ -78,6 +78,7 @@ class Sizes:
     skewed_tasks: int = 200
     skewed_mean_seconds: float = 0.010
     startup_reps: int = 20
+    submits: int = 10_000
     stream_small: int = 1_000_000
     stream_large: int = 10_000_000
     repeats: int = 3
@@ -90,6 +91,7 @@ class Sizes:
             cpu_tasks=40,
             skewed_tasks=40,
             startup_reps=5,
+            submits=1_000,
             stream_small=100_000,
             stream_large=1_000_000,
             repeats=1,
@@ -411,6 +413,60 @@ def bench_startup(sizes: Sizes) -> Table:
     )
 
 
+def submit_workcrew_executor(n: int) -> list[int]:
+    with workcrew.Executor(WORKERS, start_method="fork") as ex:
+        ex.submit(square, 7).result()  # workers up
+        start = time.perf_counter()
+        futures = [ex.submit(square, i) for i in range(n)]
+        results = [f.result() for f in futures]
+        return [time.perf_counter() - start, *results]  # type: ignore[list-item]
+
+
+def submit_ppe(n: int) -> list[int]:
+    with concurrent.futures.ProcessPoolExecutor(WORKERS, mp_context=FORK) as ex:
+        ex.submit(square, 7).result()
+        start = time.perf_counter()
+        futures = [ex.submit(square, i) for i in range(n)]
+        results = [f.result() for f in futures]
+        return [time.perf_counter() - start, *results]  # type: ignore[list-item]
+
+
+def submit_mp_pool(n: int) -> list[int]:
+    with FORK.Pool(WORKERS) as pool:
+        pool.apply(square, (7,))
+        start = time.perf_counter()
+        pending = [pool.apply_async(square, (i,)) for i in range(n)]
+        results = [r.get() for r in pending]
+        return [time.perf_counter() - start, *results]  # type: ignore[list-item]
+
+
+SUBMITTERS: list[tuple[str, Callable[[int], list[int]], bool, str]] = [
+    ("workcrew Executor", submit_workcrew_executor, True, "submit + result"),
+    ("ProcessPoolExecutor", submit_ppe, False, "submit + result"),
+    ("multiprocessing Pool", submit_mp_pool, False, "apply_async + get"),
+]
+
+
+def bench_submits(sizes: Sizes) -> Table:
+    n = sizes.submits
+    results = []
+    for name, run, is_workcrew, note in SUBMITTERS:
+        rates = []
+        for _ in range(sizes.repeats):
+            seconds, *values = run(n)
+            check(name, values, [square(i) for i in range(n)])
+            rates.append(n / seconds)
+        rate = max(rates)
+        results.append(Result(name, rate, is_workcrew, note))
+        progress(f"submits {name}: {rate:,.0f}/s")
+    notes = [
+        f"{n:,} single calls of `x*x` submitted one by one, then every result read; "
+        f"{WORKERS} workers (fork), started before the timed region; best of {sizes.repeats}.",
+        "per-task overhead when work arrives call by call (no map to batch it).",
+    ]
+    return comparison_table("Single submits: tasks/s", "tasks/s", True, results, notes)
+
+
 class RssSampler:
     """Peak RSS growth of this process, sampled in a background thread."""
 
@@ -537,6 +593,7 @@ WORKLOADS: dict[str, Callable[[Sizes], Table]] = {
     "cpu": bench_cpu,
     "skewed": bench_skewed,
     "startup": bench_startup,
+    "submits": bench_submits,
     "memory": bench_memory,
     "io": kinds_workload("io"),
     "hybrid": kinds_workload("hybrid"),

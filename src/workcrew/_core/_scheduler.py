@@ -57,6 +57,10 @@ PREFETCH_TAIL = 1
 #: arguments are cheap to compute on but costly to hold and move, and the
 #: read-ahead window of a lazy map is a few chunks per worker.
 CHUNK_BYTES = 4 << 20
+#: A prefetch (a second chunk for a busy worker) considers at most this many
+#: jobs: single calls never prefetch, and a scan of thousands per busy worker
+#: would make many pending submits quadratic.
+PREFETCH_LOOKS = 8
 #: Learned durations are kept for this many functions.
 MAX_ESTIMATES = 1024
 #: Weight of the newest measurement in the moving average.
@@ -99,8 +103,13 @@ class Scheduler:
         return list(self._jobs) + [job for job, _, _ in self._requeued]
 
     def idle(self) -> bool:
-        """True when no job can ever give another item."""
-        self._drop_exhausted()
+        """True when no job can ever give another item.
+
+        Amortised O(1): only exhausted jobs at the front are dropped; a job
+        there that is not exhausted already answers "not idle".  (A full scan
+        per loop turn made thousands of pending submits quadratic.)
+        """
+        self._drop_exhausted_front()
         return not self._jobs and not self._requeued
 
     def next_chunk(
@@ -121,18 +130,28 @@ class Scheduler:
                     self._requeued.appendleft((job, start + limit, items[limit:]))
                     items = items[:limit]
                 return job, start, items
-        for _ in range(len(self._jobs)):
+        # A prefetch looks at a few jobs only: thousands of single calls (which
+        # never prefetch) would otherwise be scanned for every busy worker.
+        looks = min(len(self._jobs), PREFETCH_LOOKS if prefetch else len(self._jobs))
+        for _ in range(looks):
+            if not self._jobs:  # every job looked at has left the queue
+                break
             job = self._jobs[0]
-            self._jobs.rotate(-1)
-            if prefetch and not self.can_prefetch(job):
+            if (prefetch and not self.can_prefetch(job)) or (
+                not timed_ok and job.policy.timeout is not None  # timed: ready workers only
+            ):
+                self._jobs.rotate(-1)
                 continue
-            if not timed_ok and job.policy.timeout is not None:
-                continue  # a timed task goes only to a ready worker: its clock starts at once
             size = self.chunk_size(job)
             taken = job.take(size if limit is None else min(size, limit))
+            if job.exhausted():  # leaves the queue now, not at a later scan
+                self._jobs.popleft()
+                self.forget(job)
+            else:
+                self._jobs.rotate(-1)
             if taken is not None:
                 return job, taken[0], taken[1]
-        self._drop_exhausted()
+        self._drop_exhausted_front()
         return None
 
     def chunk_size(self, job: Job) -> int:
@@ -193,10 +212,6 @@ class Scheduler:
         """Drop per-job state once the job has left the queue."""
         self._last_size.pop(id(job), None)
 
-    def _drop_exhausted(self) -> None:
-        for _ in range(len(self._jobs)):
-            job = self._jobs.popleft()
-            if job.exhausted():
-                self.forget(job)
-            else:
-                self._jobs.append(job)
+    def _drop_exhausted_front(self) -> None:
+        while self._jobs and self._jobs[0].exhausted():
+            self.forget(self._jobs.popleft())
