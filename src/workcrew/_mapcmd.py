@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import builtins
 import collections
+import contextlib
 import io
 import json
 import os
@@ -174,21 +175,26 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         stream = open_input(args.input)
     except (ValueError, ImportError, OSError) as exc:
         parser.error(str(exc))
-    out = records_only_on_stdout()
-    records_fd = out.fileno()
+    out, own = records_only_on_stdout()
     try:
-        with out, stream, workcrew.Pool(args.jobs, kind=args.kind) as pool:
+        with stream, workcrew.Pool(args.jobs, kind=args.kind) as pool:
             return map_all(pool, fn, stream, args, out)
     except KeyboardInterrupt:
         print("workcrew map: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `workcrew map ... | head`: stop quietly, as SIGPIPE would
-        os.dup2(os.open(os.devnull, os.O_WRONLY), records_fd)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
         return 128 + signal.SIGPIPE
+    finally:
+        if own:  # our duplicate of the real stdout (sys.stdout itself is never closed)
+            with contextlib.suppress(OSError):
+                out.close()
 
 
-def records_only_on_stdout() -> IO[bytes]:
-    """The real stdout, for the records; from now on file descriptor 1 is stderr.
+def records_only_on_stdout() -> tuple[IO[bytes], bool]:
+    """The real stdout, for the records, and whether it is a duplicate this call made.
+
+    From now on file descriptor 1 is stderr.
 
     Whatever else would reach stdout (the function's ``print`` on any worker
     kind, a program it starts, a C library) goes to stderr, so the records
@@ -199,10 +205,10 @@ def records_only_on_stdout() -> IO[bytes]:
     try:
         stdout, stderr = sys.stdout.fileno(), sys.stderr.fileno()
     except (AttributeError, OSError, ValueError):  # streams without descriptors (embedded)
-        return sys.stdout.buffer
+        return sys.stdout.buffer, False
     out = os.fdopen(os.dup(stdout), "wb")
     os.dup2(stderr, stdout)
-    return out
+    return out, True
 
 
 def map_all(
