@@ -70,12 +70,13 @@ _log = logging.getLogger("workcrew")
 MAX_STARTUP_FAILURES = 3
 #: Signals by which other processes stop a process (kill, kill -9, Ctrl-C,
 #: hang-up): a worker they end before it is ready was not broken, only
-#: unlucky, and it is started again after a backoff rather than counted.
+#: unlucky; it is not counted, and the next one starts at once.  (No backoff:
+#: under kills at a steady rate, fewer workers starting at once means fewer
+#: ever become ready; measured, a backoff made the chaos tests slower and let
+#: a retried item be killed on every attempt.)
 OUTSIDE_SIGNALS = frozenset({signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
-#: The backoff after such a death: from the first delay, doubled per death in
-#: a row, up to the last; a worker that becomes ready resets it.
-STARTUP_BACKOFF = (0.02, 0.5)
-#: ... unless such deaths go on this many seconds with no worker becoming ready:
+#: Such deaths break the pool only if they go on this many seconds with no worker
+#: becoming ready:
 #: then something kills every worker as it starts (an initializer killing its own
 #: worker looks the same), and the pool breaks rather than let its tasks wait forever.
 STARTUP_KILL_WINDOW = 30.0
@@ -150,9 +151,6 @@ class Master(Loop, WorkerEvents):
         self._worker_ids = itertools.count(1)
         self._seq = itertools.count(1)
         self._startup_failures = 0
-        self._start_delay = 0.0  # backoff after workers killed from outside while starting
-        self._start_not_before = 0.0  # no new worker before this (time.monotonic())
-        self._start_timer = False  # a wake-up is set for _start_not_before
         self._killed_since: float | None = None  # first of the kills in a row (before ready)
         self._kills = 0  # workers killed before ready since the last ready one
         self._rescan = True  # look at every worker on the next dispatch
@@ -322,8 +320,6 @@ class Master(Loop, WorkerEvents):
         # Workers start on demand: one more whenever work is left and all are busy.
         target = self._adopted if self.backend.start_eagerly else self.options.workers
         while len(self._slots) - len(self._retiring) < target:
-            if self._backing_off():
-                break
             new = self._start_worker()
             if new is None or not self._send_next(new, prefetch=False):
                 return
@@ -341,21 +337,6 @@ class Master(Loop, WorkerEvents):
         while self.state is State.RUNNING and len(self._slots) < self.options.workers:
             if self._start_worker() is None:
                 return
-
-    def _backing_off(self) -> bool:
-        """True while no worker may start (see STARTUP_BACKOFF); wakes the loop when it may."""
-        wait = self._start_not_before - time.monotonic()
-        if wait <= 0:
-            return False
-        if not self._start_timer:
-            self._start_timer = True
-
-            def resume() -> None:
-                self._start_timer = False
-                self._rescan = True
-
-            self.call_later(wait, resume)
-        return True
 
     def next_worker_id(self) -> int:
         """A fresh worker id (any thread: itertools.count is atomic under the GIL)."""
@@ -494,7 +475,6 @@ class Master(Loop, WorkerEvents):
         if slot is not None:
             slot.ready = True
             self._startup_failures = 0
-            self._start_delay = 0.0
             self._killed_since = None
             self._kills = 0
             self._touch(slot)  # it may now take timed tasks
@@ -620,7 +600,7 @@ class Master(Loop, WorkerEvents):
         # No replacement here: _dispatch starts a worker when work needs one.
 
     def _died_starting(self, exitcode: int | None) -> None:
-        """A worker ended before it was ready: back off, or count it towards a broken pool."""
+        """A worker ended before it was ready: count it towards a broken pool, unless killed."""
         how = describe_exit(exitcode)
         method = self.options.start_method
         if self._killed_from_outside(exitcode):
@@ -637,10 +617,6 @@ class Master(Loop, WorkerEvents):
                         "machine's limits, or an initializer that kills its own worker)."
                     )
                 )
-                return
-            first, last = STARTUP_BACKOFF
-            self._start_delay = min(last, self._start_delay * 2 if self._start_delay else first)
-            self._start_not_before = now + self._start_delay
             return
         self._startup_failures += 1
         if self._startup_failures < MAX_STARTUP_FAILURES:
