@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import gc
+import logging
 import multiprocessing
 import os
+import queue
 import signal
 import subprocess
 import sys
 import threading
 import time
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 
+import edge_helpers
 import workcrew
 from edge_helpers import fork_then, segfault_at_start
-from helpers import TIMEOUT, helper_pids, square, wait_for_fifo
+from helpers import TIMEOUT, helper_pids, release_fifo, square, wait_for_fifo
 from workcrew import Pool
 
 SRC = str(Path(__file__).resolve().parent.parent / "src")
@@ -196,9 +200,17 @@ def test_every_workcrew_process_ends_with_a_killed_caller_even_mid_c_call_or_sto
 
 
 # More deaths before start-up than the pool once tolerated (20) under spawn, whose workers
-# take longest to become ready; a shorter storm under forkserver.
-@pytest.mark.parametrize(("method", "storm"), [("spawn", 21), ("forkserver", 10)])
-def test_a_kill_storm_on_starting_workers_does_not_break_the_pool(method: str, storm: int) -> None:
+# take longest to become ready; a shorter storm under forkserver.  With an initializer
+# argument larger than a pipe's buffer, Process.start() is still writing the start-up data
+# when the kill lands, and raises BrokenPipeError (which once broke the pool as if the
+# machine were out of processes): the worker must be reaped and replaced like the others.
+@pytest.mark.parametrize(
+    ("method", "storm", "init_bytes"),
+    [("spawn", 21, 0), ("forkserver", 10, 0), ("forkserver", 10, 1 << 20)],
+)
+def test_a_kill_storm_on_starting_workers_does_not_break_the_pool(
+    method: str, storm: int, init_bytes: int
+) -> None:
     me = psutil.Process()
     seen: set[int] = set()
     stop = threading.Event()
@@ -218,7 +230,10 @@ def test_a_kill_storm_on_starting_workers_does_not_break_the_pool(method: str, s
                         pass
 
     thread = threading.Thread(target=killer)
-    with Pool(2, start_method=method) as pool:
+    init: dict[str, Any] = {}
+    if init_bytes:
+        init = {"initializer": edge_helpers.check_size, "initargs": (b"x" * init_bytes,)}
+    with Pool(2, start_method=method, **init) as pool:
         thread.start()
         try:
             assert pool.map(square, range(200), chunksize=1) == [x * x for x in range(200)]
@@ -281,3 +296,84 @@ def test_a_task_s_daemon_does_not_keep_the_caller_s_stdout_open(
         proc.communicate()
         if pid_file.exists():
             os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+# -- 10. a result slow to unpickle holds back nothing else ---------------------------
+
+
+@pytest.fixture
+def slow_results() -> Iterator[None]:
+    """Results of ``edge_helpers.slow_to_load`` unpickle once the test sets MAY_FINISH."""
+    edge_helpers.UNPICKLING.clear()
+    edge_helpers.MAY_FINISH.clear()
+    yield
+    edge_helpers.MAY_FINISH.set()  # a failed test must not leave the pool stuck
+
+
+@pytest.mark.usefixtures("slow_results")
+def test_a_result_slow_to_unpickle_holds_back_no_other_worker(start_method: str) -> None:
+    with workcrew.Executor(2, kind="process", start_method=start_method) as ex:
+        slow = ex.submit(edge_helpers.slow_to_load)
+        assert edge_helpers.UNPICKLING.wait(TIMEOUT)
+        # While that result is being unpickled, the other worker's come through.
+        assert [f.result(timeout=TIMEOUT) for f in [ex.submit(pow, 2, n) for n in range(5)]] == [
+            1,
+            2,
+            4,
+            8,
+            16,
+        ]
+        assert not slow.done()
+        edge_helpers.MAY_FINISH.set()
+        assert isinstance(slow.result(timeout=TIMEOUT), edge_helpers.SlowToLoad)
+
+
+@pytest.mark.usefixtures("slow_results")
+def test_a_result_still_unpickling_at_its_deadline_is_no_timeout() -> None:
+    with workcrew.Executor(2, kind="process", start_method="forkserver", task_timeout=0.5) as ex:
+        slow = ex.submit(edge_helpers.slow_to_load)
+        assert edge_helpers.UNPICKLING.wait(TIMEOUT)
+        # Its deadline comes before this one's, so it has passed once this fails.
+        with pytest.raises(workcrew.TaskTimeout):
+            ex.submit(edge_helpers.run_until_stopped).result(timeout=TIMEOUT)
+        edge_helpers.MAY_FINISH.set()
+        pid = slow.result(timeout=TIMEOUT).pid
+        (worker,) = [w for w in ex.statistics().workers if w.pid == pid]
+        assert worker.exit != "killed"  # it answered in time: not stopped for its deadline
+
+
+class Records(logging.Handler):
+    """Hands every record to the test through a queue."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: queue.Queue[logging.LogRecord] = queue.Queue()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.put(record)
+
+
+@pytest.mark.usefixtures("slow_results")
+def test_a_worker_s_log_records_wait_for_its_result_being_unpickled(tmp_path: Path) -> None:
+    go, logged = str(tmp_path / "go"), str(tmp_path / "logged")
+    os.mkfifo(go)
+    os.mkfifo(logged)
+    handler = Records()
+    logger = logging.getLogger("edge")
+    logger.addHandler(handler)
+    logger.setLevel("INFO")  # before the worker starts: it copies our levels
+    try:
+        with workcrew.Executor(1, kind="process", start_method="forkserver") as ex:
+            slow = ex.submit(edge_helpers.slow_to_load_then_log, go, logged)
+            assert edge_helpers.UNPICKLING.wait(TIMEOUT)  # its result was sent
+            release_fifo(go)  # now a thread of the worker logs a record
+            wait_for_fifo(logged)  # and has written it to us
+            with pytest.raises(queue.Empty):  # it waits for the result before it
+                handler.records.get_nowait()
+            edge_helpers.MAY_FINISH.set()
+            slow.result(timeout=TIMEOUT)
+            record = handler.records.get(timeout=TIMEOUT)
+            assert record.getMessage() == "after the slow result"
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel("NOTSET")

@@ -16,9 +16,11 @@ Master side (on the master thread):
   complete line, with its tag, to the caller's *current* ``sys.stdout`` or
   ``sys.stderr`` in one ``write`` (captures, notebooks and redirections see it);
   a line without its newline waits for it, or for the worker's exit.
-* ``emit_record`` hands a worker's record to ``logging.getLogger(name).handle``
-  with ``worker_id`` and ``worker_pid`` added: the caller's handlers, filters
-  and formatters decide what is written, and where.
+* ``load_record`` unpickles a record (on a decoder thread when its extras
+  could run code, see ``_decoding.py``) and ``emit_record`` hands it to
+  ``logging.getLogger(name).handle`` with ``worker_id`` and ``worker_pid``
+  added: the caller's handlers, filters and formatters decide what is
+  written, and where.
 
 Both write in the master thread: a slow ``sys.stdout`` or handler slows the
 pool down (workers wait on full pipes) but cannot deadlock it, as long as
@@ -45,6 +47,7 @@ __all__ = (
     "emit_record",
     "forward_logging",
     "line_prefix",
+    "load_record",
 )
 
 #: A line longer than this (bytes) is forwarded in pieces of this size, so a
@@ -184,10 +187,10 @@ def _pickles(value: object) -> bool:
 # -- master side ----------------------------------------------------------------------
 
 
-def emit_record(payload: bytes, worker_id: int, pid: int | None) -> None:
-    """Handle a worker's record with the caller's logger of the same name."""
+def load_record(payload: bytes, worker_id: int) -> dict[str, Any]:
+    """A worker's record's attributes (any thread: unpickling may run code of its extras)."""
     try:
-        data = pickle.loads(payload)
+        data: dict[str, Any] = pickle.loads(payload)
     except BaseException as exc:  # noqa: BLE001 - e.g. an extra of a class the caller cannot import
         data = {
             "name": "workcrew",
@@ -196,6 +199,11 @@ def emit_record(payload: bytes, worker_id: int, pid: int | None) -> None:
             "msg": f"worker {worker_id} sent a log record that cannot be unpickled here: "
             f"{type(exc).__name__}: {exc}",
         }
+    return data
+
+
+def emit_record(data: dict[str, Any], worker_id: int, pid: int | None) -> None:
+    """Handle a worker's record (see :func:`load_record`) with the caller's logger of its name."""
     record = logging.makeLogRecord(data)
     record.worker_id = worker_id
     record.worker_pid = pid

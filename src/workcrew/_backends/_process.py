@@ -17,7 +17,9 @@ import os
 import pickle
 import signal
 import sys
+import traceback
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import cloudpickle
@@ -37,7 +39,8 @@ from .._core._pickling import ForChild, FunctionCache
 from .._core._system import available_cpu_count
 from .._sharing._buffers import Exporter, dumps_oob, map_buffers
 from . import _wire
-from ._output import LineForwarder, caller_log_levels, emit_record, line_prefix
+from ._decoding import Decoders, Delivery, InOrder, needs_decoder
+from ._output import LineForwarder, caller_log_levels, emit_record, line_prefix, load_record
 from ._process_worker import EncodedFailure, worker_main
 
 __all__ = ("ProcessBackend", "backend_class")
@@ -49,6 +52,8 @@ FUNCTION_CACHE_SIZE = 256
 STDERR_TAIL_LINES = 200
 #: A worker's function table is reset once it holds this many functions.
 WORKER_FUNCTION_LIMIT = 512
+#: Seconds to learn how a child that died at birth ended (it is already dead).
+_REAP_TIMEOUT = 5.0
 
 
 class ProcessBackend(WorkerBackend):
@@ -83,9 +88,12 @@ class ProcessBackend(WorkerBackend):
         self._next_key = 0
         #: large argument buffers go to workers through shared segments, reused
         self.exporter = Exporter(reuse=True)
+        #: threads that unpickle results which may be slow (see _decoding.py)
+        self.decoders = Decoders()
 
     def close(self) -> None:
         self.exporter.close()
+        self.decoders.close()
 
     def start_worker(self, worker_id: int, events: WorkerEvents) -> WorkerHandle:
         handle = ProcessHandle(self, worker_id, events)
@@ -113,6 +121,46 @@ class ProcessBackend(WorkerBackend):
             )
         self._next_key += 1
         return self._next_key, blob
+
+
+def _reap_unstarted(exc: BaseException, start_method: str) -> tuple[int | None, int | None]:
+    """The pid and exit status of a child that died before it read its start-up data.
+
+    multiprocessing raises ``BrokenPipeError`` from ``Process.start()`` when
+    the new child is gone before the parent has written it its preparation
+    data, and drops the ``Popen`` it made.  We find that ``Popen`` in the
+    exception's frames (``_launch``, in every Python we support) to reap a
+    spawned child (else it stays a zombie) and to learn how it ended, so that
+    a kill from outside is told apart from a broken environment.  A forkserver
+    child is reaped by the server, which reports its pid and status.
+    ``(None, None)`` if either cannot be learned within a bounded wait.
+    """
+    from multiprocessing.connection import wait
+
+    popen = next(
+        (
+            frame.f_locals.get("self")
+            for frame, _ in traceback.walk_tb(exc.__traceback__)
+            if frame.f_code.co_name == "_launch"
+        ),
+        None,
+    )
+    sentinel = getattr(popen, "sentinel", None)
+    if popen is None or sentinel is None:
+        return None, None
+    try:
+        if start_method == "forkserver":
+            from multiprocessing import forkserver
+
+            fields: list[int] = []
+            for _ in range(2):  # the pid, then the exit status once the server reaped it
+                if not wait([sentinel], _REAP_TIMEOUT):
+                    return (fields[0] if fields else None), None
+                fields.append(forkserver.read_signed(sentinel))
+            return fields[0], fields[1]
+        return popen.pid, popen.wait(_REAP_TIMEOUT)
+    except (OSError, EOFError):
+        return getattr(popen, "pid", None), None
 
 
 def start_helpers_without_stdout(start_method: str) -> None:
@@ -166,7 +214,8 @@ class ProcessHandle(WorkerHandle):
         self._loop = backend.loop
         self._known: set[int] = set()  # function keys this worker has been sent
         self._lent: set[int] = set()  # buffer segments this worker may still map
-        self._exited = False
+        self._incoming = InOrder(self._loop, backend.decoders)  # frames, in order
+        self.exited = False
         self.exitcode: int | None = None
         task_r, task_w = multiprocessing.Pipe(duplex=False)
         result_r, result_w = multiprocessing.Pipe(duplex=False)
@@ -203,15 +252,26 @@ class ProcessHandle(WorkerHandle):
             name=f"workcrew-worker-{worker_id}",
             daemon=False,  # workers may start pools of their own
         )
-        self.process.start()
-        self.pid = self.process.pid
+        self._stillborn = False
+        try:
+            self.process.start()
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            # The child died before it read its start-up data (killed from
+            # outside at birth): a worker that exited before it was ready.
+            self.pid, self.exitcode = _reap_unstarted(exc, backend.options.start_method)
+            self._stillborn = True
+        else:
+            self.pid = self.process.pid
         for conn in child_ends:
             conn.close()  # the child's ends: only the child may hold them
-        for conn in (task_w, result_r, stdout_r, stderr_r):
-            os.set_blocking(conn.fileno(), False)
         self._writer = _wire.FrameWriter(task_w.fileno())
         self._reader = _wire.FrameReader(result_r.fileno())
         self._pidfd: int | None = None
+        if self._stillborn:
+            self._close()
+            return
+        for conn in (task_w, result_r, stdout_r, stderr_r):
+            os.set_blocking(conn.fileno(), False)
         self._sentinel = self._exit_sentinel(backend.options.start_method)
 
     def _exit_sentinel(self, start_method: str) -> int:
@@ -237,6 +297,9 @@ class ProcessHandle(WorkerHandle):
 
     def attach(self) -> None:
         """Start watching the worker's pipes and sentinel (master thread)."""
+        if self._stillborn:  # reported once the master holds this handle
+            self._loop.call_soon_threadsafe(partial(self._events.on_exit, self, self.exitcode))
+            return
         self._loop.add_reader(self._reader.fd, self._on_readable)
         self._loop.add_reader(self._sentinel, self._on_sentinel)
         self._loop.add_reader(self._stdout.fd, self._on_stdout)
@@ -306,7 +369,7 @@ class ProcessHandle(WorkerHandle):
         return key, mode, items, frozenset(bad) or None
 
     def _write(self, tag: int, payload: bytes) -> None:
-        if self._exited:
+        if self.exited:
             return
         try:
             self._writer.send(tag, payload)
@@ -327,19 +390,22 @@ class ProcessHandle(WorkerHandle):
         self._write(_wire.STOP, b"")
 
     def kill(self) -> None:
-        if not self._exited:
+        if not self.exited:
             try:
                 os.kill(self.pid or 0, signal.SIGKILL)
             except ProcessLookupError:
                 pass
 
     def join(self, timeout: float | None) -> bool:
-        if self._exited:
+        if self.exited:
             return True
         self.process.join(timeout)
         return self.process.exitcode is not None
 
     # -- receiving -----------------------------------------------------------------
+
+    def answers_in_transit(self) -> int:
+        return self._incoming.answers
 
     def _on_readable(self) -> None:
         frames, eof = self._reader.read()
@@ -349,7 +415,7 @@ class ProcessHandle(WorkerHandle):
             self._on_stdout()
             self._on_stderr()
         for tag, payload in frames:
-            self._dispatch(tag, payload)
+            self._take(tag, payload)
         if eof:
             self._loop.remove_reader(self._reader.fd)
 
@@ -361,7 +427,9 @@ class ProcessHandle(WorkerHandle):
         self.process.join()
         self.exitcode = self.process.exitcode
         self._close()
-        self._events.on_exit(self, self.exitcode)
+        # Reported after the results read above, some of which may still be
+        # decoding (until then ``exited`` keeps new chunks away from us).
+        self._incoming.when_idle(partial(self._events.on_exit, self, self.exitcode))
 
     def _on_stdout(self) -> None:
         self._output(self._stdout)
@@ -377,6 +445,8 @@ class ProcessHandle(WorkerHandle):
     def memory(self) -> int | None:
         import psutil
 
+        if self.pid is None:
+            return None
         try:
             return int(psutil.Process(self.pid).memory_info().rss)
         except psutil.Error:
@@ -389,9 +459,9 @@ class ProcessHandle(WorkerHandle):
         return [*tail, partial] if partial else tail
 
     def _close(self) -> None:
-        if self._exited:
+        if self.exited:
             return
-        self._exited = True
+        self.exited = True
         # The process is gone and its mappings with it: the segments are free.
         self._backend.exporter.release(list(self._lent))
         self._lent.clear()
@@ -409,64 +479,104 @@ class ProcessHandle(WorkerHandle):
             unregister_master_fd(self._pidfd)
             os.close(self._pidfd)
             self._pidfd = None
-        self.process.close()
+        if not self._stillborn:  # a Process whose start failed cannot be closed
+            self.process.close()
 
-    def _dispatch(self, tag: int, payload: bytes) -> None:
+    def _take(self, tag: int, payload: bytes) -> None:
+        """Master thread: one frame, reported in its order, decoded where it fits."""
+        incoming = self._incoming
         if tag == _wire.RESULT:
-            self._on_result(payload)
+            decode, at = self._open_result(payload)
+            incoming.add(decode, offload=needs_decoder(payload, at), answer=True)
         elif tag == _wire.READY:
-            self._events.on_ready(self)
+            incoming.add(self._ready, offload=False)
         elif tag == _wire.LOG:
-            emit_record(payload, self.worker_id, self.pid)
+            incoming.add(partial(self._load_log, payload), offload=needs_decoder(payload, 0))
         elif tag == _wire.LOAD_FAILED:
-            seq, message = pickle.loads(payload)
-            # The chunk's new functions were lost with it: send them again.
-            self._known.clear()
-            self._events.on_chunk_error(
-                self, seq, serialization_error(message, loading=True), ran=False
+            incoming.add(
+                partial(self._load_failed, payload), offload=needs_decoder(payload, 0), answer=True
             )
         elif tag == _wire.INIT_FAILED:
-            failure = self._decode_failure(pickle.loads(payload))
-            error = InitializerError(
-                f"the pool's initializer raised in worker {self.worker_id} (pid {self.pid}): "
-                f"{type(failure.exc).__name__}: {failure.exc}; the pool cannot start workers."
-            )
-            error.__cause__ = failure.exc
-            self._events.on_init_failed(self, error)
+            incoming.add(partial(self._init_failed, payload), offload=needs_decoder(payload, 0))
 
-    def _on_result(self, payload: bytes) -> None:
+    # The decoders below run on the master thread or on a decoder thread: they
+    # touch no state of the handle, and return what the master thread does.
+
+    def _ready(self) -> Delivery:
+        return partial(self._events.on_ready, self)
+
+    def _load_log(self, payload: bytes) -> Delivery:
+        return partial(emit_record, load_record(payload, self.worker_id), self.worker_id, self.pid)
+
+    def _load_failed(self, payload: bytes) -> Delivery:
+        seq, message = pickle.loads(payload)  # (int, str), written by our worker code
+        return partial(self._chunk_not_loaded, seq, serialization_error(message, loading=True))
+
+    def _chunk_not_loaded(self, seq: int, error: WorkcrewError) -> None:
+        # The chunk's new functions were lost with it: send them again.
+        self._known.clear()
+        self._events.on_chunk_error(self, seq, error, ran=False)
+
+    def _init_failed(self, payload: bytes) -> Delivery:
+        failure = self._decode_failure(pickle.loads(payload))
+        error = InitializerError(
+            f"the pool's initializer raised in worker {self.worker_id} (pid {self.pid}): "
+            f"{type(failure.exc).__name__}: {failure.exc}; the pool cannot start workers."
+        )
+        error.__cause__ = failure.exc
+        return partial(self._events.on_init_failed, self, error)
+
+    def _open_result(self, payload: bytes) -> tuple[Callable[[], Delivery], int]:
+        """Master thread, as the frame arrives: free what it releases, map its buffers.
+
+        Mapping needs the worker alive (its segments are reached through its
+        descriptors), and the worker runs nothing more until it has our
+        RELEASE: so this is done now, however long the unpickling waits.
+        Returns the decoder of the rest and where its pickle starts.
+        """
         (duration,) = _wire.DURATION.unpack_from(payload)
         released, refs, at = _wire.unpack_sidecar(payload, _wire.DURATION.size)
         if released:
             self._backend.exporter.release(released)
             self._lent.difference_update(released)
+        if not refs:
+            return partial(self._decode_result, payload, at, None, duration), at
         try:
-            buffers = map_buffers(refs) if refs else None
+            buffers = map_buffers(refs)
+        except Exception as exc:  # noqa: BLE001 - the worker died before we mapped its segments
+            return partial(self._result_lost, exc), at
+        finally:  # mapped (or failed): the worker may close its segments
+            self._write(_wire.RELEASE, _wire.SEQ.pack(refs[0].id))
+        return partial(self._decode_result, payload, at, buffers, duration), at
+
+    def _decode_result(
+        self, payload: bytes, at: int, buffers: list[Any] | None, duration: float
+    ) -> Delivery:
+        try:
             seq, outcomes = pickle.loads(memoryview(payload)[at:], buffers=buffers)
+            decoded: list[SegmentOutcome] = [
+                (
+                    values,
+                    {i: self._decode_failure(f) for i, f in failures.items()} if failures else None,
+                    *timed,  # each item's span, when the pool records a timeline
+                )
+                for values, failures, *timed in outcomes
+            ]
         # BaseException: unpickling runs code of the task's types (a __reduce__
         # may even call sys.exit); whatever it raises fails this chunk, never
         # the master loop.
         except BaseException as exc:  # noqa: BLE001 - e.g. a result class the caller cannot import
-            error = serialization_error(
-                f"the results sent by worker {self.worker_id} could not be unpickled in the "
-                f"caller: {type(exc).__name__}: {exc}. Make sure every type a task returns "
-                "is importable in the calling process.",
-                loading=True,
-            )
-            self._events.on_chunk_error(self, -1, error, ran=True)
-            return
-        finally:
-            if refs:  # mapped (or failed): the worker may close its segments
-                self._write(_wire.RELEASE, _wire.SEQ.pack(refs[0].id))
-        decoded: list[SegmentOutcome] = [
-            (
-                values,
-                {i: self._decode_failure(f) for i, f in failures.items()} if failures else None,
-                *timed,  # each item's span, when the pool records a timeline
-            )
-            for values, failures, *timed in outcomes
-        ]
-        self._events.on_result(self, seq, duration, decoded)
+            return self._result_lost(exc)
+        return partial(self._events.on_result, self, seq, duration, decoded)
+
+    def _result_lost(self, exc: BaseException) -> Delivery:
+        error = serialization_error(
+            f"the results sent by worker {self.worker_id} could not be unpickled in the "
+            f"caller: {type(exc).__name__}: {exc}. Make sure every type a task returns "
+            "is importable in the calling process.",
+            loading=True,
+        )
+        return partial(self._events.on_chunk_error, self, -1, error, ran=True)
 
     def _decode_failure(self, encoded: EncodedFailure) -> Failure:
         blob, type_name, message, tb, call = encoded

@@ -112,6 +112,9 @@ class WorkerHandle(ABC):
 
     worker_id: int
     pid: int | None = None
+    #: True once the worker is known to be gone, which may be before
+    #: ``on_exit`` (its last results are still being decoded): send it nothing.
+    exited: bool = False
 
     @abstractmethod
     def send_chunk(self, seq: int, segments: list[Segment]) -> Sent:
@@ -143,6 +146,10 @@ class WorkerHandle(ABC):
         The cancelled task reports ``CancelledError`` as its outcome.
         """
         return False
+
+    def answers_in_transit(self) -> int:
+        """Chunks the worker has answered whose answers are not reported yet (being decoded)."""
+        return 0
 
     def memory(self) -> int | None:
         """Resident memory of the worker in bytes, if the kind can measure it."""

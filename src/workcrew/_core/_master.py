@@ -374,8 +374,8 @@ class Master(Loop, WorkerEvents):
 
     def _send_next(self, slot: _Slot, prefetch: bool) -> bool:
         allowance = slot.allowance
-        if allowance is not None and allowance <= 0:
-            return True  # this worker is full; others may not be
+        if (allowance is not None and allowance <= 0) or slot.handle.exited:
+            return True  # this worker is full (or gone, exit not yet reported); others may not be
         chunk = self._scheduler.next_chunk(allowance, prefetch, timed_ok=slot.ready)
         if chunk is None:
             return False
@@ -402,6 +402,8 @@ class Master(Loop, WorkerEvents):
         slot = self._slots.get(worker_id)
         if slot is None or not slot.inflight or slot.inflight[0].seq != seq:
             return  # finished in time (or its worker is gone already)
+        if slot.handle.answers_in_transit():
+            return  # answered in time: its result is being unpickled (answers come in order)
         slot.expired = seq
         if slot.handle.cancel_current():
             return  # the coroutine is cancelled; on_result turns that into TaskTimeout
