@@ -26,12 +26,12 @@ from ._core._options import default_start_method
 from ._core._state import worker_state
 from ._core._stats import PoolStatistics, TaskSpan, WorkerStatistics
 from ._core._system import available_cpu_count
-from ._executor import Executor
-from ._pipeline import Pipeline, PipelineRun, Stage, StageStatistics
-from ._pool import AsyncResult, IMapIterator, Pool
+from ._display._timeline import Timeline
+from ._front._executor import Executor
+from ._front._pipeline import Pipeline, PipelineRun, Stage, StageStatistics
+from ._front._pool import AsyncResult, IMapIterator, Pool
 from ._sharing._locks import Lock, RLock, Value
 from ._sharing._queue import Queue
-from ._timeline import Timeline
 
 __version__ = "0.1.0"
 

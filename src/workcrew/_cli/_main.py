@@ -5,7 +5,7 @@ EDGE module: uses only the public ``workcrew`` API.  Commands::
     workcrew demo [--lang en|zh] [--lesson NAME ...] [--start-method M]
     workcrew advise MODULE:FUNCTION [--inputs FILE] [--tasks N]
     workcrew run [OPTIONS] [COMMAND ...] [::: INPUT ... | :::: FILE ...]...   (_run.py)
-    workcrew map MODULE:FUNCTION [INPUT] [--json] [--kind K] [-j N] ...      (_mapcmd.py)
+    workcrew map MODULE:FUNCTION [INPUT] [--json] [--kind K] [-j N] ...      (_map.py)
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import workcrew
 
 from ._demo import LESSONS, run_demo
-from ._mapcmd import add_parser as add_map_parser
+from ._map import add_parser as add_map_parser
 from ._run import add_parser as add_run_parser
 from ._run import split_sources
 

@@ -27,16 +27,17 @@ from concurrent.futures import CancelledError, Future, InvalidStateError
 from concurrent.futures import TimeoutError as FuturesTimeout
 from typing import Any, Generic, TypeVar
 
-from ._backends import open_engine
-from ._core._auto import AutoEngine, KindChoice, kind_choices, set_kind
-from ._core._engine import Engine
-from ._core._exceptions import TaskCancelled, TimeoutError
-from ._core._execute import MAP, STAR, function_name
-from ._core._jobs import ResultIterator, RunSource, Tally
-from ._core._options import PoolOptions, TaskPolicy
-from ._core._stats import PoolStatistics
-from ._progress import Display, check_progress, open_display
-from ._timeline import Timeline
+from .._backends import open_engine
+from .._core._auto import AutoEngine, KindChoice, kind_choices, set_kind
+from .._core._engine import Engine
+from .._core._exceptions import TaskCancelled, TimeoutError
+from .._core._execute import MAP, STAR, function_name
+from .._core._jobs import ResultIterator, RunSource
+from .._core._options import PoolOptions, TaskPolicy
+from .._core._stats import PoolStatistics
+from .._display._progress import Display, open_display
+from .._display._timeline import Timeline
+from ._shared import tally_for, timeline_of
 
 __all__ = ("AsyncResult", "IMapIterator", "Pool")
 
@@ -529,26 +530,6 @@ def _next_or_stop(it: IMapIterator[T]) -> Any:
         return _STOP
 
 
-def timeline_of(engine: Engine | AutoEngine, options: PoolOptions, front: str) -> Timeline:
-    """The recorded spans of a pool or executor; ``ValueError`` if it records none."""
-    if not options.timeline:
-        raise ValueError(
-            f"this {front} records no timeline: create it with {front}(..., timeline=True)"
-        )
-    return Timeline(engine.timeline())
-
-
-def tally_for(progress: bool | str) -> Tally | None:
-    """A tally to count outcomes, only when progress is shown (checked here, at the call).
-
-    Every front end's ``progress=`` goes through it (Pool, Executor, Pipeline).
-    """
-    if progress is False:
-        return None
-    check_progress(progress)
-    return Tally()
-
-
 class _ShownResult(AsyncResult[T]):
     """An AsyncResult whose map draws progress; ``get`` returns after the last line is drawn."""
 
@@ -607,7 +588,7 @@ def _as_list(iterable: Iterable[Any]) -> list[Any]:
 
 
 def _chunksize(chunksize: int | None) -> int | None:
-    from ._core._options import check_chunksize
+    from .._core._options import check_chunksize
 
     check_chunksize(chunksize)
     return chunksize

@@ -50,10 +50,11 @@ from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._core._exceptions import TaskCancelled
-from ._core._jobs import Tally
-from ._pool import Pool, tally_for
-from ._progress import Display, open_display
+from .._core._exceptions import TaskCancelled
+from .._core._jobs import Tally
+from .._display._progress import Display, open_display
+from ._pool import Pool
+from ._shared import tally_for
 
 __all__ = ("Pipeline", "PipelineRun", "Stage", "StageStatistics")
 

@@ -20,15 +20,15 @@ from collections.abc import Callable, Iterable, Iterator, Sized
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from ._backends import open_engine
-from ._core._auto import KindChoice, kind_choices, set_kind
-from ._core._execute import STAR, function_name
-from ._core._jobs import iterate_results
-from ._core._options import PoolOptions, check_chunksize
-from ._core._stats import PoolStatistics
-from ._pool import tally_for, timeline_of
-from ._progress import Display, open_display
-from ._timeline import Timeline
+from .._backends import open_engine
+from .._core._auto import KindChoice, kind_choices, set_kind
+from .._core._execute import STAR, function_name
+from .._core._jobs import iterate_results
+from .._core._options import PoolOptions, check_chunksize
+from .._core._stats import PoolStatistics
+from .._display._progress import Display, open_display
+from .._display._timeline import Timeline
+from ._shared import tally_for, timeline_of
 
 __all__ = ("Executor",)
 

@@ -1,0 +1,1 @@
+"""Displays: progress lines and bars, timelines.  They know nothing of the engine."""
