@@ -350,9 +350,9 @@ def test_argument_that_fails_to_unpickle_does_not_poison_the_worker(start_method
 def test_initializer_that_kills_its_worker_breaks_the_pool(monkeypatch: pytest.MonkeyPatch) -> None:
     # Its SIGKILL looks like a kill from outside, which is retried for STARTUP_KILL_WINDOW
     # seconds (30) before the pool gives up: shortened here, the same path.
-    from workcrew._core import _master
+    from workcrew._core import _startup
 
-    monkeypatch.setattr(_master, "STARTUP_KILL_WINDOW", 0.3)
+    monkeypatch.setattr(_startup, "STARTUP_KILL_WINDOW", 0.3)
     pool = Pool(1, start_method="fork", initializer=helpers.kill_self)
     try:
         with pytest.raises(

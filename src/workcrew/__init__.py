@@ -5,7 +5,7 @@
 same engine, whose workers may be processes or threads (``kind=``).
 """
 
-from ._core._auto import KindChoice
+from ._core._auto_policy import KindChoice
 from ._core._exceptions import (
     BrokenPoolError,
     DeadlockError,

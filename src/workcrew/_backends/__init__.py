@@ -13,6 +13,7 @@ import importlib
 from .._core._auto import AutoEngine
 from .._core._backend import WorkerBackend
 from .._core._engine import Engine
+from .._core._engine_api import PoolEngine
 from .._core._options import PoolOptions
 
 __all__ = ("get_backend", "open_engine")
@@ -30,7 +31,7 @@ def get_backend(kind: str) -> type[WorkerBackend]:
     return backend
 
 
-def open_engine(options: PoolOptions, *, drain_at_exit: bool) -> Engine | AutoEngine:
+def open_engine(options: PoolOptions, *, drain_at_exit: bool) -> PoolEngine:
     """The engine behind a front end: one kind's, or kind="auto"'s router over all kinds."""
     if options.kind == "auto":
         return AutoEngine(options, get_backend, drain_at_exit=drain_at_exit)

@@ -16,15 +16,16 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .._core._backend import Loop, Report, Segment, Sent, WorkerBackend, WorkerEvents, WorkerHandle
+from .._core._backend import Chunk, Loop, Report, Sent, WorkerBackend, WorkerEvents, WorkerHandle
 from .._core._context import mark_worker_thread
 from .._core._exceptions import InitializerError
 from .._core._execute import (
+    Outcome,
     add_note,
     function_name,
     new_event_loop,
-    run_segment_async,
-    run_segment_async_timed,
+    run_chunk_async,
+    run_chunk_async_timed,
     timer,
 )
 from .._core._options import PoolOptions
@@ -48,7 +49,7 @@ class AsyncBackend(WorkerBackend):
         # Messages for the slots, posted to the loop in batches: one wake-up of
         # the loop thread per batch, not per chunk (a pool of 200 slots gets
         # 200 chunks in one dispatch pass).
-        self._posts: list[tuple[AsyncHandle, tuple[int, list[Segment]] | None]] = []
+        self._posts: list[tuple[AsyncHandle, tuple[int, Chunk] | None]] = []
         self._posts_lock = threading.Lock()
         self._thread = threading.Thread(
             target=self._run_loop, name="workcrew-async-loop", daemon=True
@@ -93,7 +94,7 @@ class AsyncBackend(WorkerBackend):
         if built is not None and built.done() and not built.cancelled() and not built.exception():
             await built.result().aend()
 
-    def post(self, handle: AsyncHandle, message: tuple[int, list[Segment]] | None) -> None:
+    def post(self, handle: AsyncHandle, message: tuple[int, Chunk] | None) -> None:
         """Queue ``message`` for ``handle``'s slot; the loop picks up a batch at once."""
         with self._posts_lock:
             self._posts.append((handle, message))
@@ -122,7 +123,7 @@ class AsyncHandle(WorkerHandle):
         self.worker_id = worker_id
         self._backend = backend
         self._events = events
-        self._inbox: asyncio.Queue[tuple[int, list[Segment]] | None] | None = None
+        self._inbox: asyncio.Queue[tuple[int, Chunk] | None] | None = None
         self._current: asyncio.Task[Any] | None = None
         self._done = threading.Event()
         asyncio.run_coroutine_threadsafe(self._serve(), backend.aloop)
@@ -152,50 +153,39 @@ class AsyncHandle(WorkerHandle):
             del message
         self._finish()
 
-    async def _answer(self, seq: int, segments: list[Segment]) -> None:
-        """Run one chunk's segments and report their outcomes to the master."""
+    async def _answer(self, seq: int, chunk: Chunk) -> None:
+        """Run one chunk and report its outcome to the master."""
         start = timer()
-        outcomes: list[Any] = []
-        run = run_segment_async_timed if self._backend.options.timeline else run_segment_async
-        for segment in segments:
-            self._current = asyncio.ensure_future(
-                run(segment.fn, segment.mode, segment.items, segment.skip)
+        run = run_chunk_async_timed if self._backend.options.timeline else run_chunk_async
+        self._current = asyncio.ensure_future(run(chunk.fn, chunk.mode, chunk.items, chunk.skip))
+        try:
+            outcome = await self._current
+        except asyncio.CancelledError:  # only the slot's current task is ever cancelled
+            outcome = Outcome([None] * len(chunk.items))
+        for failure in (outcome.failures or {}).values():
+            add_note(
+                failure.exc, f"workcrew: raised in async worker {self.worker_id} by {failure.call}"
             )
-            spans = None
-            try:
-                values, failures, *spans = await self._current
-            except asyncio.CancelledError:  # only the slot's current task is ever cancelled
-                values, failures = [None] * len(segment.items), None
-            if failures:
-                for failure in failures.values():
-                    add_note(
-                        failure.exc,
-                        f"workcrew: raised in async worker {self.worker_id} by {failure.call}",
-                    )
-            if spans:  # timed: (values, failures, spans)
-                outcomes.append((values, failures, spans[0]))
-            else:
-                outcomes.append((values, failures))
         self._current = None
         duration = timer() - start
-        self._backend.loop.call_soon_threadsafe(Report(self._events, self, seq, duration, outcomes))
+        self._backend.loop.call_soon_threadsafe(Report(self._events, self, seq, duration, outcome))
 
     def _finish(self) -> None:
         self._done.set()
         self._backend.loop.call_soon_threadsafe(lambda: self._events.on_exit(self, 0))
 
-    def receive(self, message: tuple[int, list[Segment]] | None) -> None:
+    def receive(self, message: tuple[int, Chunk] | None) -> None:
         """On the loop: queue a message for this slot."""
         if self._inbox is not None:
             self._inbox.put_nowait(message)
         else:  # _serve has not started yet: try again on the next loop turn
             self._backend.aloop.call_soon(self.receive, message)
 
-    def _post(self, message: tuple[int, list[Segment]] | None) -> None:
+    def _post(self, message: tuple[int, Chunk] | None) -> None:
         self._backend.post(self, message)
 
-    def send_chunk(self, seq: int, segments: list[Segment]) -> Sent:
-        self._post((seq, segments))
+    def send_chunk(self, seq: int, chunk: Chunk) -> Sent:
+        self._post((seq, chunk))
         return Sent({})
 
     def cancel_current(self) -> bool:

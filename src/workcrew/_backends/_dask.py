@@ -12,7 +12,7 @@ statistics.  The cluster is Dask's own business (``distributed``): where the
 chunks run, worker processes and their restarts.
 
 A chunk's task runs :func:`run_chunk` on a Dask worker, which calls the same
-``run_segment`` as every kind and returns every item's outcome, so one failing
+``run_chunk`` as every kind and returns every item's outcome, so one failing
 item fails alone with its own exception and traceback.  Tasks are submitted
 with ``pure=False`` (a repeated call really runs again) and a unique key.
 
@@ -41,14 +41,16 @@ from typing import Any
 
 import cloudpickle
 
-from .._core._backend import Loop, Segment, Sent, WorkerBackend, WorkerEvents, WorkerHandle
+from .._core._backend import Chunk, Loop, Sent, WorkerBackend, WorkerEvents, WorkerHandle
 from .._core._exceptions import (
     RemoteTraceback,
     WorkcrewError,
     WorkerCrashed,
     serialization_error,
 )
-from .._core._execute import Failure, function_name, run_segment, run_segment_timed
+from .._core._execute import Failure, Outcome, function_name
+from .._core._execute import run_chunk as run_items
+from .._core._execute import run_chunk_timed as run_items_timed
 from .._core._options import PoolOptions
 from .._core._pickling import FunctionCache
 from .._core._system import available_cpu_count
@@ -86,14 +88,11 @@ def run_chunk(
         if len(_functions) > 256:
             _functions.pop(next(iter(_functions)))
     start = time.perf_counter()
-    if timed:
-        outcome: tuple[Any, ...] = run_segment_timed(fn, mode, items, skip)
-    else:
-        outcome = run_segment(fn, mode, items, skip)
-    values, failures = outcome[0], outcome[1]
+    outcome = (run_items_timed if timed else run_items)(fn, mode, items, skip)
+    failures = outcome.failures
     if failures:
         failures = {i: _portable(f) for i, f in failures.items()}
-    return (time.perf_counter() - start, values, failures, *outcome[2:])
+    return (time.perf_counter() - start, (outcome.values, failures, outcome.spans))
 
 
 def _portable(failure: Failure) -> Failure:
@@ -189,22 +188,21 @@ class DaskHandle(WorkerHandle):
         self._stopping = False
         self._exited = False
 
-    def send_chunk(self, seq: int, segments: list[Segment]) -> Sent:
-        [segment] = segments  # the master sends one segment per chunk
-        blob = self._backend.function_blob(segment.fn)
+    def send_chunk(self, seq: int, chunk: Chunk) -> Sent:
+        blob = self._backend.function_blob(chunk.fn)
         if isinstance(blob, BaseException):
-            return Sent(dict.fromkeys(((0, i) for i in range(len(segment.items))), blob))
+            return Sent(dict.fromkeys(range(len(chunk.items)), blob))
         client = self._backend.client
-        items = self._backend.share(segment.items)
+        items = self._backend.share(chunk.items)
         future = client.submit(
             run_chunk,
             blob,
-            segment.mode,
+            chunk.mode,
             items,
-            segment.skip,
+            chunk.skip,
             self._backend.options.timeline,
             pure=False,
-            key=f"workcrew-{function_name(segment.fn)}-{uuid.uuid4().hex}",
+            key=f"workcrew-{function_name(chunk.fn)}-{uuid.uuid4().hex}",
         )
         self._pending.append((seq, future))
         future.add_done_callback(lambda _: self._loop.call_soon_threadsafe(self._deliver))
@@ -220,7 +218,7 @@ class DaskHandle(WorkerHandle):
 
     def _answer(self, seq: int, future: Any) -> None:
         try:
-            duration, values, failures, *timed = future.result()
+            duration, wire = future.result()
         except self._backend._killed_worker as exc:
             error: WorkcrewError = WorkerCrashed(
                 f"the Dask workers running this task died ({exc}); Dask gave up after its "
@@ -236,10 +234,10 @@ class DaskHandle(WorkerHandle):
             )
             self._events.on_chunk_error(self, seq, error, ran=True)
             return
-        if failures:
-            for failure in failures.values():
-                failure.exc.__cause__ = RemoteTraceback(f"on a Dask worker:\n{failure.tb}")
-        self._events.on_result(self, seq, duration, [(values, failures, *timed)])
+        outcome = Outcome.from_wire(wire)
+        for failure in (outcome.failures or {}).values():
+            failure.exc.__cause__ = RemoteTraceback(f"on a Dask worker:\n{failure.tb}")
+        self._events.on_result(self, seq, duration, outcome)
 
     def request_stop(self) -> None:
         self._stopping = True

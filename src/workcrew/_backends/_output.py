@@ -179,7 +179,7 @@ _FORMATTER = logging.Formatter()
 def _pickles(value: object) -> bool:
     try:
         pickle.dumps(value, protocol=5)
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - any failure to pickle means: send it as text
         return False
     return True
 

@@ -16,15 +16,13 @@ import multiprocessing
 import os
 import pickle
 import signal
-import sys
-import traceback
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 import cloudpickle
 
-from .._core._backend import Loop, Segment, Sent, WorkerBackend, WorkerEvents, WorkerHandle
+from .._core._backend import Chunk, Loop, Sent, WorkerBackend, WorkerEvents, WorkerHandle
 from .._core._exceptions import (
     InitializerError,
     RemoteTraceback,
@@ -32,7 +30,15 @@ from .._core._exceptions import (
     WorkcrewError,
     serialization_error,
 )
-from .._core._execute import Failure, SegmentOutcome, describe_call, function_name, short_repr
+from .._core._execute import (
+    MAP,
+    STAR,
+    Failure,
+    Outcome,
+    describe_call,
+    function_name,
+    short_repr,
+)
 from .._core._fds import Inherited, master_fds, register_master_fd, unregister_master_fd
 from .._core._options import PoolOptions
 from .._core._pickling import ForChild, FunctionCache
@@ -41,7 +47,8 @@ from .._sharing._buffers import Exporter, dumps_oob, map_buffers
 from . import _wire
 from ._decoding import Decoders, Delivery, InOrder, needs_decoder
 from ._output import LineForwarder, caller_log_levels, emit_record, line_prefix, load_record
-from ._process_worker import EncodedFailure, worker_main
+from ._process_start import reap_unstarted, start_helpers_without_stdout
+from ._process_worker import EncodedFailure, RunSettings, worker_main
 
 __all__ = ("ProcessBackend", "backend_class")
 
@@ -52,8 +59,6 @@ FUNCTION_CACHE_SIZE = 256
 STDERR_TAIL_LINES = 200
 #: A worker's function table is reset once it holds this many functions.
 WORKER_FUNCTION_LIMIT = 512
-#: Seconds to learn how a child that died at birth ended (it is already dead).
-_REAP_TIMEOUT = 5.0
 
 
 class ProcessBackend(WorkerBackend):
@@ -123,80 +128,6 @@ class ProcessBackend(WorkerBackend):
         return self._next_key, blob
 
 
-def _reap_unstarted(exc: BaseException, start_method: str) -> tuple[int | None, int | None]:
-    """The pid and exit status of a child that died before it read its start-up data.
-
-    multiprocessing raises ``BrokenPipeError`` from ``Process.start()`` when
-    the new child is gone before the parent has written it its preparation
-    data, and drops the ``Popen`` it made.  We find that ``Popen`` in the
-    exception's frames (``_launch``, in every Python we support) to reap a
-    spawned child (else it stays a zombie) and to learn how it ended, so that
-    a kill from outside is told apart from a broken environment.  A forkserver
-    child is reaped by the server, which reports its pid and status.
-    ``(None, None)`` if either cannot be learned within a bounded wait.
-    """
-    from multiprocessing.connection import wait
-
-    popen = next(
-        (
-            frame.f_locals.get("self")
-            for frame, _ in traceback.walk_tb(exc.__traceback__)
-            if frame.f_code.co_name == "_launch"
-        ),
-        None,
-    )
-    sentinel = getattr(popen, "sentinel", None)
-    if popen is None or sentinel is None:
-        return None, None
-    try:
-        if start_method == "forkserver":
-            from multiprocessing import forkserver
-
-            fields: list[int] = []
-            for _ in range(2):  # the pid, then the exit status once the server reaped it
-                if not wait([sentinel], _REAP_TIMEOUT):
-                    return (fields[0] if fields else None), None
-                fields.append(forkserver.read_signed(sentinel))
-            return fields[0], fields[1]
-        return popen.pid, popen.wait(_REAP_TIMEOUT)
-    except (OSError, EOFError):
-        return getattr(popen, "pid", None), None
-
-
-def start_helpers_without_stdout(start_method: str) -> None:
-    """Start multiprocessing's resource tracker (and forkserver) with /dev/null as stdout.
-
-    These helpers live as long as any process holds their pipes, and a
-    grandchild a task forks inherits those: had they the caller's stdout,
-    ``python script.py | cat`` would wait for that grandchild to end.  Their
-    stderr stays the caller's (the tracker reports leaks there).  They are
-    started once per process, from the thread creating the first pool; while
-    they start (a few milliseconds) another thread's writes to file
-    descriptor 1 go to /dev/null.
-    """
-    from multiprocessing import forkserver, resource_tracker
-
-    tracker_running = getattr(resource_tracker._resource_tracker, "_pid", None) is not None
-    server_running = getattr(forkserver._forkserver, "_forkserver_pid", None) is not None
-    if tracker_running and (server_running or start_method != "forkserver"):
-        return
-    try:
-        sys.stdout.flush()
-    except Exception:  # noqa: BLE001 - a closed or replaced stdout: nothing to flush
-        pass
-    saved = os.dup(1)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 1)
-        resource_tracker.ensure_running()
-        if start_method == "forkserver":
-            forkserver.ensure_running()
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-        os.close(devnull)
-
-
 class ProcessHandle(WorkerHandle):
     """One worker process and the master's ends of its five pipes.
 
@@ -228,37 +159,15 @@ class ProcessHandle(WorkerHandle):
         self._conns = (task_w, result_r, stdout_r, stderr_r, lifeline_w)
         for conn in self._conns:
             register_master_fd(conn.fileno())
-        # Only a forked child shares our descriptor numbers; under spawn and
-        # forkserver the same numbers name other files in the child.
-        inherited: list[Inherited] = []
-        if backend.options.start_method == "fork":
-            inherited = master_fds()
         child_ends = (task_r, result_w, stdout_w, stderr_w, lifeline_r)
-        self.process = backend.context.Process(
-            target=worker_main,
-            args=(
-                worker_id,
-                child_ends,
-                backend.init_hooks,
-                inherited,
-                backend.threads_spec,
-                (
-                    backend.options.concurrency_per_worker,
-                    backend.options.event_loop,
-                    backend.options.timeline,
-                ),
-                caller_log_levels(),
-            ),
-            name=f"workcrew-worker-{worker_id}",
-            daemon=False,  # workers may start pools of their own
-        )
+        self.process = self._new_process(child_ends)
         self._stillborn = False
         try:
             self.process.start()
         except (BrokenPipeError, ConnectionResetError) as exc:
             # The child died before it read its start-up data (killed from
             # outside at birth): a worker that exited before it was ready.
-            self.pid, self.exitcode = _reap_unstarted(exc, backend.options.start_method)
+            self.pid, self.exitcode = reap_unstarted(exc, backend.options.start_method)
             self._stillborn = True
         else:
             self.pid = self.process.pid
@@ -273,6 +182,29 @@ class ProcessHandle(WorkerHandle):
         for conn in (task_w, result_r, stdout_r, stderr_r):
             os.set_blocking(conn.fileno(), False)
         self._sentinel = self._exit_sentinel(backend.options.start_method)
+
+    def _new_process(self, child_ends: tuple[Any, ...]) -> Any:
+        """The worker's (unstarted) Process, given its ends of the five pipes."""
+        backend = self._backend
+        options = backend.options
+        # Only a forked child shares our descriptor numbers; under spawn and
+        # forkserver the same numbers name other files in the child.
+        inherited: list[Inherited] = master_fds() if options.start_method == "fork" else []
+        settings = RunSettings(options.concurrency_per_worker, options.event_loop, options.timeline)
+        return backend.context.Process(
+            target=worker_main,
+            args=(
+                self.worker_id,
+                child_ends,
+                backend.init_hooks,
+                inherited,
+                backend.threads_spec,
+                settings,
+                caller_log_levels(),
+            ),
+            name=f"workcrew-worker-{self.worker_id}",
+            daemon=False,  # workers may start pools of their own
+        )
 
     def _exit_sentinel(self, start_method: str) -> int:
         """A descriptor that becomes readable when the worker process exits.
@@ -307,30 +239,22 @@ class ProcessHandle(WorkerHandle):
 
     # -- sending -------------------------------------------------------------------
 
-    def send_chunk(self, seq: int, segments: list[Segment]) -> Sent:
-        failed: dict[tuple[int, int], BaseException] = {}
-        new_functions: list[tuple[int, bytes]] = []
-        wire_segments = []
+    def send_chunk(self, seq: int, chunk: Chunk) -> Sent:
+        key, blob = self._backend.function_blob(chunk.fn)
+        if isinstance(blob, BaseException):  # the function does not pickle: nothing to send
+            return Sent(dict.fromkeys(range(len(chunk.items)), blob))
         reset = len(self._known) > WORKER_FUNCTION_LIMIT
         if reset:
             self._known.clear()
-        for s_index, segment in enumerate(segments):
-            key, blob = self._backend.function_blob(segment.fn)
-            if isinstance(blob, BaseException):
-                failed.update({(s_index, i): blob for i in range(len(segment.items))})
-                continue
-            if key not in self._known:
-                new_functions.append((key, blob))
-            wire_segments.append((key, segment.mode, segment.items, segment.skip))
+        new_functions = [] if key in self._known else [(key, blob)]
+        failed: dict[int, BaseException] = {}
+        wire = (key, chunk.mode, chunk.items, chunk.skip)
         try:
-            body, buffers = dumps_oob((reset, new_functions, wire_segments))
+            body, buffers = dumps_oob((reset, new_functions, wire))
         except BaseException:  # noqa: BLE001 - some argument does not pickle: find it, send the rest
-            wire_segments = [
-                self._strip_unpicklable(s_index, segment, wire, failed)
-                for s_index, (segment, wire) in enumerate(zip(segments, wire_segments))
-            ]
-            body, buffers = dumps_oob((reset, new_functions, wire_segments))
-        if len(failed) == sum(len(segment.items) for segment in segments):
+            wire = self._strip_unpicklable(chunk, wire, failed)
+            body, buffers = dumps_oob((reset, new_functions, wire))
+        if len(failed) == len(chunk.items):
             return Sent(failed)  # nothing left to run; the master fails every item
         try:
             refs = self._backend.exporter.export(buffers) if buffers else []
@@ -340,8 +264,7 @@ class ProcessHandle(WorkerHandle):
                 f"shared memory: {exc}. Free memory, or send smaller pieces.",
                 cause=exc,
             )
-            every = [(s, i) for s, seg in enumerate(segments) for i in range(len(seg.items))]
-            return Sent(dict.fromkeys(every, error))
+            return Sent(dict.fromkeys(range(len(chunk.items)), error))
         self._known.update(key for key, _ in new_functions)
         self._lent.update(ref.id for ref in refs)
         sidecar = _wire.pack_sidecar([], refs)
@@ -349,11 +272,7 @@ class ProcessHandle(WorkerHandle):
         return Sent(failed, len(body) + sum(buf.nbytes for buf in buffers))
 
     def _strip_unpicklable(
-        self,
-        s_index: int,
-        segment: Segment,
-        wire: tuple[Any, ...],
-        failed: dict[tuple[int, int], BaseException],
+        self, chunk: Chunk, wire: tuple[Any, ...], failed: dict[int, BaseException]
     ) -> tuple[Any, ...]:
         key, mode, items, skip = wire
         bad = set(skip or ())
@@ -361,9 +280,9 @@ class ProcessHandle(WorkerHandle):
         for i, item in enumerate(items):
             if i in bad:
                 continue
-            error = _argument_error(segment.fn, mode, item)
+            error = _argument_error(chunk.fn, mode, item)
             if error is not None:
-                failed[(s_index, i)] = error
+                failed[i] = error
                 items[i] = None
                 bad.add(i)
         return key, mode, items, frozenset(bad) or None
@@ -553,21 +472,16 @@ class ProcessHandle(WorkerHandle):
         self, payload: bytes, at: int, buffers: list[Any] | None, duration: float
     ) -> Delivery:
         try:
-            seq, outcomes = pickle.loads(memoryview(payload)[at:], buffers=buffers)
-            decoded: list[SegmentOutcome] = [
-                (
-                    values,
-                    {i: self._decode_failure(f) for i, f in failures.items()} if failures else None,
-                    *timed,  # each item's span, when the pool records a timeline
-                )
-                for values, failures, *timed in outcomes
-            ]
+            seq, (values, failures, spans) = pickle.loads(memoryview(payload)[at:], buffers=buffers)
+            if failures:
+                failures = {i: self._decode_failure(f) for i, f in failures.items()}
+            outcome = Outcome(values, failures, spans)
         # BaseException: unpickling runs code of the task's types (a __reduce__
         # may even call sys.exit); whatever it raises fails this chunk, never
         # the master loop.
         except BaseException as exc:  # noqa: BLE001 - e.g. a result class the caller cannot import
             return self._result_lost(exc)
-        return partial(self._events.on_result, self, seq, duration, decoded)
+        return partial(self._events.on_result, self, seq, duration, outcome)
 
     def _result_lost(self, exc: BaseException) -> Delivery:
         error = serialization_error(
@@ -604,7 +518,7 @@ def _argument_error(fn: Callable[..., Any], mode: int, item: Any) -> WorkcrewErr
     """The error for an item that does not pickle, naming the offending argument."""
     try:
         _wire.dumps(item)
-    except BaseException as exc:  # noqa: BLE001
+    except BaseException as exc:  # noqa: BLE001 - whatever stops it pickling, this item is the culprit
         culprit = _find_unpicklable(item, mode)
         return serialization_error(
             f"cannot send the arguments of {describe_call(fn, mode, item)} to a process worker: "
@@ -617,9 +531,9 @@ def _argument_error(fn: Callable[..., Any], mode: int, item: Any) -> WorkcrewErr
 
 
 def _find_unpicklable(item: Any, mode: int) -> str:
-    if mode == 0:
+    if mode == MAP:
         candidates: list[tuple[str, Any]] = [("argument", item)]
-    elif mode == 1:
+    elif mode == STAR:
         candidates = [(f"argument {i}", a) for i, a in enumerate(item)]
     else:
         args, kwargs = item
@@ -628,7 +542,7 @@ def _find_unpicklable(item: Any, mode: int) -> str:
     for label, value in candidates:
         try:
             _wire.dumps(value)
-        except BaseException:  # noqa: BLE001
+        except BaseException:  # noqa: BLE001 - this argument does not pickle: it is the one to name
             return f"{label} {short_repr(value)} of type {type(value).__qualname__}"
     return "an argument"
 

@@ -4,8 +4,8 @@ Protocol, one frame at a time (see ``_wire``)::
 
     worker                          master
       |  READY(pid) / INIT_FAILED  -->|     once, after the initializer
-      |<-- CHUNK(seq, fns, segments)  |     any number
-      |  RESULT(seq, secs, outcomes)->|     one per chunk, in order
+      |<-- CHUNK(seq, fns, chunk)     |     any number
+      |  RESULT(seq, secs, outcome) ->|     one per chunk, in order
       |  LOAD_FAILED(seq, error)  --> |     a chunk that would not unpickle here
       |  LOG(record)  -->             |     any time, from any thread
       |<-- STOP / end of file         |     exit with status 0
@@ -31,7 +31,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, NamedTuple
 
 import cloudpickle
 
@@ -43,9 +43,9 @@ from .._core._execute import (
     add_note,
     describe_call,
     new_event_loop,
-    run_segment,
-    run_segment_concurrently,
-    run_segment_timed,
+    run_chunk,
+    run_chunk_concurrently,
+    run_chunk_timed,
     timer,
 )
 from .._core._fds import Inherited, close_inherited
@@ -56,7 +56,7 @@ from .._sharing._locks import release_holds
 from . import _output, _wire
 from ._output import LogLevels
 
-__all__ = ("EncodedFailure", "worker_main")
+__all__ = ("EncodedFailure", "RunSettings", "worker_main")
 
 #: (exception pickle or None, type name, message, traceback text, call description)
 EncodedFailure = tuple[bytes | None, str, str, str, str]
@@ -66,13 +66,24 @@ EncodedFailure = tuple[bytes | None, str, str, str, str]
 ORPHAN_EXIT = 70
 
 
+class RunSettings(NamedTuple):
+    """How a worker runs its chunks, fixed for its life."""
+
+    #: tasks of a chunk run at once (hybrid workers; 1: one after the other)
+    concurrency: int
+    #: "auto", "asyncio" or "uvloop": the event loop of hybrid coroutines
+    event_loop: str
+    #: time each task (the pool records a timeline)
+    timed: bool
+
+
 def worker_main(
     worker_id: int,
     conns: tuple[Any, Any, Any, Any, Any],
     init: ForChild | PickledForChild | None,
     inherited_fds: list[Inherited],
     native_threads: tuple[int, bool],
-    hybrid: tuple[int, str, bool],
+    settings: RunSettings,
     log_levels: LogLevels,
 ) -> None:
     """Entry point of a worker process; returns (exit status 0) on STOP or end of file.
@@ -101,7 +112,7 @@ def worker_main(
     os.environ[ENV_WORKER] = str(worker_id)
     _limit_native_threads(*native_threads)
     try:
-        worker = _Worker(worker_id, task_conn.fileno(), result_conn.fileno(), *hybrid)
+        worker = _Worker(worker_id, task_conn.fileno(), result_conn.fileno(), settings)
         # Under fork this thread holds the context variables of the thread that
         # forked it: tasks submitted without variables must not see those.
         fresh = contextvars.Context()
@@ -196,14 +207,12 @@ class _Worker:
         worker_id: int,
         task_fd: int,
         result_fd: int,
-        concurrency: int,
-        event_loop: str,
-        timed: bool,
+        settings: RunSettings,
     ) -> None:
-        self.timed = timed  # time each task (the pool records a timeline)
-        self.event_loop = event_loop  # "auto", "asyncio" or "uvloop" (hybrid coroutines)
+        self.timed = settings.timed
+        self.event_loop = settings.event_loop
         self.worker_id = worker_id
-        self.concurrency = concurrency  # tasks of a chunk run at once (hybrid workers)
+        self.concurrency = settings.concurrency
         self._loop: asyncio.AbstractEventLoop | None = None
         self._threads: ThreadPoolExecutor | None = None
         self.pid = os.getpid()
@@ -266,7 +275,7 @@ class _Worker:
         try:
             _, refs, at = _wire.unpack_sidecar(payload, _wire.SEQ.size)
             buffers = self._imported.map(refs) if refs else None
-            reset, new_functions, segments = pickle.loads(memoryview(payload)[at:], buffers=buffers)
+            reset, new_functions, chunk = pickle.loads(memoryview(payload)[at:], buffers=buffers)
         except BaseException as exc:  # noqa: BLE001 - the master fails or splits that chunk
             message = f"could not unpickle the task in worker {self.worker_id}: {_describe(exc)}"
             _wire.write_frame(self.result_fd, _wire.LOAD_FAILED, pickle.dumps((seq, message)))
@@ -278,30 +287,26 @@ class _Worker:
             self.functions[key] = _load_function(blob)
         # A fresh copy of the context the initializer left, per chunk: a
         # variable a task sets does not reach later chunks.
-        outcomes = self._base_context.copy().run(self._run_segments, segments)
-        body, result_refs = self._pack_result(seq, outcomes, segments)
+        outcome = self._base_context.copy().run(self._run_items, *chunk)
+        body, result_refs = self._pack_result(seq, outcome, chunk)
         # The chunk's arguments are dropped now, so the segments they were
         # built over can be unmapped (those a task kept stay mapped for now).
-        del outcomes, segments
+        del outcome, chunk
         released = self._imported.release_unused()
         sidecar = _wire.pack_sidecar(released, result_refs)
         duration = _wire.DURATION.pack(timer() - start)
         _wire.write_frame(self.result_fd, _wire.RESULT, duration, sidecar, body)
 
-    def _run_segments(self, segments: list[Any]) -> list[Any]:
-        return [self._run_segment(*segment) for segment in segments]
-
-    def _run_segment(
+    def _run_items(
         self, key: int, mode: int, items: list[Any], skip: frozenset[int] | None
     ) -> tuple[Any, ...]:
-        """(values, encoded failures or None), and each item's span if ``timed``."""
+        """The chunk's outcome as sent: (values, encoded failures or None, spans or None)."""
         fn = self.functions[key]
         if isinstance(fn, BaseException):
             failure = _encode_error(fn, "")
-            return [None] * len(items), dict.fromkeys(range(len(items)), failure)
-        outcome: tuple[Any, ...]
+            return [None] * len(items), dict.fromkeys(range(len(items)), failure), None
         if self.concurrency > 1 or inspect.iscoroutinefunction(fn):
-            outcome = run_segment_concurrently(
+            outcome = run_chunk_concurrently(
                 fn,
                 mode,
                 items,
@@ -312,12 +317,12 @@ class _Worker:
                 timed=self.timed,
             )
         elif self.timed:
-            outcome = run_segment_timed(fn, mode, items, skip)
+            outcome = run_chunk_timed(fn, mode, items, skip)
         else:
-            outcome = run_segment(fn, mode, items, skip)
-        failures = outcome[1]
+            outcome = run_chunk(fn, mode, items, skip)
+        failures = outcome.failures
         encoded = {i: self._encode(f) for i, f in failures.items()} if failures else None
-        return (outcome[0], encoded, *outcome[2:])
+        return outcome.values, encoded, outcome.spans
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
@@ -344,19 +349,17 @@ class _Worker:
         return blob, _qualname(type(exc)), _safe_str(exc), tb, failure.call
 
     def _pack_result(
-        self, seq: int, outcomes: list[Any], segments: list[Any]
+        self, seq: int, outcome: tuple[Any, ...], chunk: tuple[Any, ...]
     ) -> tuple[bytes, list[BufferRef]]:
         """The RESULT body, and the refs of large result buffers written to segments."""
         try:
-            body, buffers = dumps_oob((seq, outcomes))
+            body, buffers = dumps_oob((seq, outcome))
         # BaseException: a result whose pickling raises SystemExit must fail
         # that task, not end this worker (the standard library sends it back).
         except BaseException:  # noqa: BLE001 - find the values that do not pickle, fail only those
-            outcomes = [
-                (*self._isolate_results(outcome[0], outcome[1], seg), *outcome[2:])
-                for outcome, seg in zip(outcomes, segments)
-            ]
-            body, buffers = dumps_oob((seq, outcomes))
+            values, failures, spans = outcome
+            outcome = (*self._isolate_results(values, failures, chunk), spans)
+            body, buffers = dumps_oob((seq, outcome))
         if not buffers:
             return body, []
         refs = self._exporter.export(buffers)
@@ -364,9 +367,9 @@ class _Worker:
         return body, refs
 
     def _isolate_results(
-        self, values: list[Any], failures: dict[int, EncodedFailure] | None, segment: Any
+        self, values: list[Any], failures: dict[int, EncodedFailure] | None, chunk: Any
     ) -> tuple[list[Any], dict[int, EncodedFailure] | None]:
-        key, mode, items, _ = segment
+        key, mode, items, _ = chunk
         failures = dict(failures or {})
         for i, value in enumerate(values):
             try:
@@ -432,7 +435,7 @@ def _describe(exc: BaseException) -> str:
 def _safe_str(exc: BaseException) -> str:
     try:
         return str(exc)
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - a broken __str__ must not hide the error itself
         return f"<{type(exc).__name__} with unprintable message>"
 
 

@@ -16,17 +16,16 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .._core._backend import Report, Segment, Sent, WorkerBackend, WorkerEvents, WorkerHandle
+from .._core._backend import Chunk, Report, Sent, WorkerBackend, WorkerEvents, WorkerHandle
 from .._core._context import mark_worker_thread
 from .._core._exceptions import InitializerError
 from .._core._execute import (
     Failure,
-    SegmentOutcome,
-    TimedOutcome,
+    Outcome,
     add_note,
     function_name,
-    run_segment,
-    run_segment_timed,
+    run_chunk,
+    run_chunk_timed,
     timer,
 )
 from .._core._state import WorkerState, bind_thread
@@ -60,14 +59,14 @@ class ThreadHandle(WorkerHandle):
         self.worker_id = worker_id
         self._backend = backend
         self._events = events
-        self._inbox: queue.SimpleQueue[tuple[int, list[Segment]] | None] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[tuple[int, Chunk] | None] = queue.SimpleQueue()
         prefix = backend.options.thread_name_prefix
         name = f"{prefix}_{worker_id - 1}" if prefix else f"workcrew-worker-{worker_id}"
         self.thread = threading.Thread(target=self._main, name=name, daemon=True)
         self.thread.start()
 
-    def send_chunk(self, seq: int, segments: list[Segment]) -> Sent:
-        self._inbox.put((seq, segments))
+    def send_chunk(self, seq: int, chunk: Chunk) -> Sent:
+        self._inbox.put((seq, chunk))
         return Sent({})
 
     def request_stop(self) -> None:
@@ -119,26 +118,18 @@ class ThreadHandle(WorkerHandle):
             message = self._inbox.get()
             if message is _STOP:
                 return
-            seq, segments = message
+            seq, chunk = message
             start = timer()
-            outcomes = base.copy().run(self._run_all, segments)
+            outcome = base.copy().run(self._run, chunk)
             duration = timer() - start
-            loop.call_soon_threadsafe(Report(self._events, self, seq, duration, outcomes))
-            del message, segments, outcomes  # drop references to arguments and results early
+            loop.call_soon_threadsafe(Report(self._events, self, seq, duration, outcome))
+            del message, chunk, outcome  # drop references to arguments and results early
 
-    def _run_all(self, segments: list[Segment]) -> list[Any]:  # timed outcomes too
-        return [self._run(segment) for segment in segments]
-
-    def _run(self, segment: Segment) -> SegmentOutcome | TimedOutcome:
-        if self._backend.options.timeline:
-            outcome: SegmentOutcome | TimedOutcome = run_segment_timed(
-                segment.fn, segment.mode, segment.items, segment.skip
-            )
-        else:
-            outcome = run_segment(segment.fn, segment.mode, segment.items, segment.skip)
-        if outcome[1]:
-            for failure in outcome[1].values():
-                _annotate(failure, self.worker_id)
+    def _run(self, chunk: Chunk) -> Outcome:
+        run = run_chunk_timed if self._backend.options.timeline else run_chunk
+        outcome = run(chunk.fn, chunk.mode, chunk.items, chunk.skip)
+        for failure in (outcome.failures or {}).values():
+            _annotate(failure, self.worker_id)
         return outcome
 
 

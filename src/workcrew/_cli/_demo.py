@@ -280,7 +280,7 @@ def lesson_async(say: _Printer, start_method: str | None) -> None:
         ),
     ]
     for pool_kind, how, fn, kw in runs:
-        with workcrew.Pool(start_method=start_method, **kw) as pool:  # type: ignore[arg-type]
+        with workcrew.Pool(start_method=start_method, **kw) as pool:  # type: ignore[arg-type]  # kw mixes option types
             start = time.perf_counter()
             got = pool.map(fn, [wait] * tasks)
             secs = time.perf_counter() - start

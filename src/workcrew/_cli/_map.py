@@ -164,7 +164,7 @@ def dumps(record: dict[str, Any]) -> str:
 
 def open_input(path: str) -> IO[str]:
     """INPUT as text; bytes that are not UTF-8 survive as surrogates (round-trip)."""
-    binary = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
+    binary = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115 - the wrapper returned owns it
     return io.TextIOWrapper(binary, encoding="utf-8", errors="surrogateescape")
 
 

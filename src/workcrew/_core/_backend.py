@@ -8,7 +8,7 @@ Contract, in the order things happen::
 
     backend = backend_class(options, loop)       # in the caller's thread
     handle  = backend.start_worker(worker_id, events)
-    handle.send_chunk(seq, segments)              # master thread, never blocks
+    handle.send_chunk(seq, chunk)                 # master thread, never blocks
         ... events.on_ready / on_result / on_exit  # always on the master thread
     handle.request_stop()                         # finish queued chunks, then exit
     handle.kill()                                 # stop now (process kinds: signal)
@@ -26,15 +26,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._exceptions import WorkcrewError
-from ._execute import SegmentOutcome
+from ._execute import Outcome
 from ._options import PoolOptions
 
-__all__ = ("Loop", "Report", "Segment", "Sent", "WorkerBackend", "WorkerEvents", "WorkerHandle")
+__all__ = ("Chunk", "Loop", "Report", "Sent", "WorkerBackend", "WorkerEvents", "WorkerHandle")
 
 
 @dataclass
-class Segment:
-    """Part of a chunk: one function called on a run of items of one job."""
+class Chunk:
+    """What the master sends a worker in one message: one function on a run of items of one job."""
 
     fn: Callable[..., Any]
     mode: int
@@ -45,9 +45,9 @@ class Segment:
 
 @dataclass
 class Sent:
-    """What ``send_chunk`` did: the items it could not send, and the bytes it sent."""
+    """What ``send_chunk`` did: the items it could not send (by index), and the bytes it sent."""
 
-    failed: dict[tuple[int, int], BaseException]
+    failed: dict[int, BaseException]
     nbytes: int = 0
 
 
@@ -83,9 +83,7 @@ class WorkerEvents(ABC):
         """The worker finished its initializer and takes work."""
 
     @abstractmethod
-    def on_result(
-        self, handle: WorkerHandle, seq: int, duration: float, outcomes: list[SegmentOutcome]
-    ) -> None:
+    def on_result(self, handle: WorkerHandle, seq: int, duration: float, outcome: Outcome) -> None:
         """Chunk ``seq`` finished; ``duration`` is the worker-measured compute time."""
 
     @abstractmethod
@@ -117,12 +115,12 @@ class WorkerHandle(ABC):
     exited: bool = False
 
     @abstractmethod
-    def send_chunk(self, seq: int, segments: list[Segment]) -> Sent:
+    def send_chunk(self, seq: int, chunk: Chunk) -> Sent:
         """Queue a chunk for the worker without blocking.
 
         Items that could not be sent are reported in the result, keyed by
-        (segment, item) index, with the error for each; the rest is sent.  If
-        no item could be sent, nothing is sent.
+        item index, with the error for each; the rest is sent.  If no item
+        could be sent, nothing is sent.
         """
 
     @abstractmethod
@@ -199,7 +197,7 @@ class Report:
     Posted with ``loop.call_soon_threadsafe``; calling it reports ``on_result``.
     """
 
-    __slots__ = ("duration", "events", "handle", "outcomes", "seq")
+    __slots__ = ("duration", "events", "handle", "outcome", "seq")
 
     def __init__(
         self,
@@ -207,10 +205,10 @@ class Report:
         handle: WorkerHandle,
         seq: int,
         duration: float,
-        outcomes: list[SegmentOutcome],
+        outcome: Outcome,
     ) -> None:
         self.events, self.handle, self.seq = events, handle, seq
-        self.duration, self.outcomes = duration, outcomes
+        self.duration, self.outcome = duration, outcome
 
     def __call__(self) -> None:
-        self.events.on_result(self.handle, self.seq, self.duration, self.outcomes)
+        self.events.on_result(self.handle, self.seq, self.duration, self.outcome)

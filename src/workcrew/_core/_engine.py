@@ -1,6 +1,9 @@
 """The caller's side of a pool: submission, shutdown and lifetime.
 
-:class:`Engine` is what the front ends (``Pool``, ``Executor``) are built on.
+:class:`Engine` is what the front ends (``Pool``, ``Executor``) are built on,
+through the :class:`~._engine_api.PoolEngine` protocol it satisfies (as
+``kind="auto"``'s ``AutoEngine`` does; where one kind runs every task,
+routing is refused or empty).
 It is safe to use from many threads at once: its only shared state is the
 ``_accepting`` flag, guarded by ``_lock``; everything else is posted to the
 master thread.  Posting under the lock orders it: a job accepted before
@@ -24,6 +27,7 @@ from collections.abc import Callable, Hashable, Iterable
 from concurrent.futures import Future
 from typing import Any
 
+from ._auto_policy import KindChoice
 from ._backend import WorkerBackend
 from ._carry import carry
 from ._context import in_worker
@@ -214,6 +218,19 @@ class Engine:
     def _on_input(self, job: StreamJob) -> None:
         # A stream job found starved by the master got new input: wake the master.
         self._master.call_soon_threadsafe(self._master.wake)
+
+    # -- routing: one kind runs every task ---------------------------------------------
+
+    def set_kind(self, fn: Callable[..., Any], kind: str) -> None:
+        """ValueError: only a ``kind="auto"`` pool routes functions (see ``AutoEngine``)."""
+        raise ValueError(
+            "set_kind() routes functions of a kind='auto' pool; this pool runs every task on "
+            "its one kind. Create the pool with kind='auto', or pick the kind at construction."
+        )
+
+    def kind_choices(self) -> list[KindChoice]:
+        """No routing decisions: every task runs on this engine's one kind."""
+        return []
 
     # -- shutdown ----------------------------------------------------------------------
 

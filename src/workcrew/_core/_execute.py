@@ -1,10 +1,10 @@
 """Running one chunk of work: the code every worker kind shares.
 
-A *chunk* is what the master hands a worker in one message: a list of
-segments, each a function, a calling mode and a list of argument items.  This
-module runs them and captures every item's outcome; it knows nothing about
-pipes, pickling or threads, so thread, process and future worker kinds all call
-the same loop.
+A *chunk* is what the master hands a worker in one message: one function, a
+calling mode and a list of argument items.  This module runs it and captures
+every item's outcome in an :class:`Outcome`; it knows nothing about pipes,
+pickling or threads, so every worker kind (thread, process, async, Dask) calls
+the same loops.
 """
 
 from __future__ import annotations
@@ -24,14 +24,13 @@ __all__ = (
     "STAR",
     "WRAPPER_CODES",
     "Failure",
-    "SegmentOutcome",
-    "TimedOutcome",
+    "Outcome",
     "describe_call",
-    "run_segment",
-    "run_segment_async",
-    "run_segment_async_timed",
-    "run_segment_concurrently",
-    "run_segment_timed",
+    "run_chunk",
+    "run_chunk_async",
+    "run_chunk_async_timed",
+    "run_chunk_concurrently",
+    "run_chunk_timed",
     "short_repr",
 )
 
@@ -63,8 +62,31 @@ class Failure:
     call: str
 
 
-#: values (``None`` where the item failed) and the failures by index, or None.
-SegmentOutcome = tuple[list[Any], dict[int, Failure] | None]
+@dataclass(frozen=True)
+class Outcome:
+    """What running a chunk produced, item by item.
+
+    ``values`` holds one value per item (``None`` where it failed or was
+    skipped); ``failures`` the captured exceptions by item index (``None`` if
+    none failed); ``spans`` each item's (start, end) on :data:`timer`, only
+    when the pool records a timeline.  Process workers send it as the plain
+    tuple :meth:`wire` (a pickle naming no class stays cheap to load on the
+    master thread, see ``_backends/_decoding.py``).
+    """
+
+    values: list[Any]
+    failures: dict[int, Failure] | None = None
+    spans: list[tuple[float, float]] | None = None
+
+    def wire(self) -> tuple[Any, ...]:
+        """The outcome as a tuple of built-in objects, for :meth:`from_wire`."""
+        return (self.values, self.failures, self.spans)
+
+    @classmethod
+    def from_wire(cls, data: tuple[Any, ...]) -> Outcome:
+        """The outcome :meth:`wire` made."""
+        values, failures, spans = data
+        return cls(values, failures, spans)
 
 
 def function_name(fn: Callable[..., Any]) -> str:
@@ -103,9 +125,9 @@ def describe_call(fn: Callable[..., Any], mode: int, item: Any) -> str:
     return f"{function_name(fn)}({inner})"
 
 
-def run_segment(
+def run_chunk(
     fn: Callable[..., Any], mode: int, items: list[Any], skip: frozenset[int] | None = None
-) -> SegmentOutcome:
+) -> Outcome:
     """Call ``fn`` on every item; never raises (each item's exception is captured).
 
     ``skip`` holds indices the master could not deliver (their arguments did not
@@ -135,17 +157,13 @@ def run_segment(
                 failures = {}
             failures[index] = _capture(exc, fn, mode, items[index])
             append(None)
-    return out, failures
+    return Outcome(out, failures)
 
 
-#: A segment's outcome with each item's (start, end) on ``timer`` (the pool's timeline).
-TimedOutcome = tuple[list[Any], dict[int, Failure] | None, list[tuple[float, float]]]
-
-
-def run_segment_timed(
+def run_chunk_timed(
     fn: Callable[..., Any], mode: int, items: list[Any], skip: frozenset[int] | None = None
-) -> TimedOutcome:
-    """:func:`run_segment`, timing each item (only when the pool records a timeline).
+) -> Outcome:
+    """:func:`run_chunk`, timing each item (only when the pool records a timeline).
 
     ``timer`` is ``perf_counter``, CLOCK_MONOTONIC on Linux: one clock for every
     process of the machine, so the master can place spans from all workers.
@@ -156,32 +174,32 @@ def run_segment_timed(
     for index, item in enumerate(items):
         one_skip = frozenset({0}) if skip and index in skip else None
         start = timer()
-        out, failed = run_segment(fn, mode, [item], one_skip)
+        one = run_chunk(fn, mode, [item], one_skip)
         spans.append((start, timer()))
-        values.append(out[0])
-        if failed:
+        values.append(one.values[0])
+        if one.failures:
             failures = failures or {}
-            failures[index] = failed[0]
-    return values, failures, spans
+            failures[index] = one.failures[0]
+    return Outcome(values, failures, spans)
 
 
-async def run_segment_async_timed(
+async def run_chunk_async_timed(
     fn: Callable[..., Any], mode: int, items: list[Any], skip: frozenset[int] | None = None
-) -> TimedOutcome:
-    """:func:`run_segment_timed` for coroutine functions."""
+) -> Outcome:
+    """:func:`run_chunk_timed` for coroutine functions."""
     values: list[Any] = []
     failures: dict[int, Failure] | None = None
     spans = []
     for index, item in enumerate(items):
         one_skip = frozenset({0}) if skip and index in skip else None
         start = timer()
-        out, failed = await run_segment_async(fn, mode, [item], one_skip)
+        one = await run_chunk_async(fn, mode, [item], one_skip)
         spans.append((start, timer()))
-        values.append(out[0])
-        if failed:
+        values.append(one.values[0])
+        if one.failures:
             failures = failures or {}
-            failures[index] = failed[0]
-    return values, failures, spans
+            failures[index] = one.failures[0]
+    return Outcome(values, failures, spans)
 
 
 def _skipping(items: list[Any], skip: frozenset[int], out: list[Any]) -> Any:
@@ -206,18 +224,27 @@ def _capture(exc: BaseException, fn: Callable[..., Any], mode: int, item: Any) -
 
 
 def add_note(exc: BaseException, note: str) -> None:
-    """Attach ``note`` where Python can show it (3.11+); a no-op on 3.10."""
+    """``exc.add_note(note)``; on 3.10 the note is kept in ``__notes__`` all the same.
+
+    (3.10's tracebacks do not show it, but code can read it.)
+    """
     if sys.version_info >= (3, 11):
         exc.add_note(note)
+    else:  # pragma: no cover - 3.10
+        notes = getattr(exc, "__notes__", None)
+        try:
+            exc.__notes__ = [*(notes or ()), note]  # type: ignore[attr-defined]  # 3.10 has no such attribute
+        except AttributeError:
+            pass  # an exception type with __slots__: the note is lost, the error is not
 
 
 timer = time.perf_counter
 
 
-async def run_segment_async(
+async def run_chunk_async(
     fn: Callable[..., Any], mode: int, items: list[Any], skip: frozenset[int] | None = None
-) -> SegmentOutcome:
-    """:func:`run_segment` for coroutine functions: each call is awaited in turn.
+) -> Outcome:
+    """:func:`run_chunk` for coroutine functions: each call is awaited in turn.
 
     A ``CancelledError`` (the task's timeout) is captured like any other
     exception, so the master sees which item it hit.
@@ -241,7 +268,7 @@ async def run_segment_async(
                 failures = {}
             failures[index] = _capture(exc, fn, mode, item)
             out.append(None)
-    return out, failures
+    return Outcome(out, failures)
 
 
 EVENT_LOOPS = ("auto", "asyncio", "uvloop")
@@ -266,7 +293,7 @@ def new_event_loop(preference: str = "auto") -> Any:
     return asyncio.new_event_loop()
 
 
-def run_segment_concurrently(
+def run_chunk_concurrently(
     fn: Callable[..., Any],
     mode: int,
     items: list[Any],
@@ -276,11 +303,11 @@ def run_segment_concurrently(
     loop: Any,
     threads: Any,
     timed: bool = False,
-) -> SegmentOutcome | TimedOutcome:
-    """Run a segment's items ``limit`` at a time: coroutines on ``loop``, functions on ``threads``.
+) -> Outcome:
+    """Run a chunk's items ``limit`` at a time: coroutines on ``loop``, functions on ``threads``.
 
     Hybrid workers: each process runs several IO-bound tasks at once.  Every
-    item's outcome is captured as in :func:`run_segment`.
+    item's outcome is captured as in :func:`run_chunk`.
     """
     import asyncio
     import inspect
@@ -290,20 +317,19 @@ def run_segment_concurrently(
     ]
     if inspect.iscoroutinefunction(fn):
 
-        async def run_all() -> list[TimedOutcome]:
+        async def run_all() -> list[Outcome]:
             gate = asyncio.Semaphore(limit)
 
-            async def one(part: tuple[list[Any], frozenset[int] | None]) -> TimedOutcome:
+            async def one(part: tuple[list[Any], frozenset[int] | None]) -> Outcome:
                 async with gate:
-                    return await run_segment_async_timed(fn, mode, *part)
+                    return await run_chunk_async_timed(fn, mode, *part)
 
             return list(await asyncio.gather(*(one(part) for part in singles)))
 
-        parts: list[TimedOutcome] = loop.run_until_complete(run_all())
+        parts: list[Outcome] = loop.run_until_complete(run_all())
     else:
-        parts = list(threads.map(lambda part: run_segment_timed(fn, mode, *part), singles))
-    values = [part[0][0] for part in parts]
-    failures = {i: part[1][0] for i, part in enumerate(parts) if part[1]}
-    if timed:
-        return values, failures or None, [part[2][0] for part in parts]
-    return values, failures or None
+        parts = list(threads.map(lambda part: run_chunk_timed(fn, mode, *part), singles))
+    values = [part.values[0] for part in parts]
+    failures = {i: part.failures[0] for i, part in enumerate(parts) if part.failures}
+    spans = [part.spans[0] for part in parts if part.spans] if timed else None
+    return Outcome(values, failures or None, spans)

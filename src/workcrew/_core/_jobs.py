@@ -7,7 +7,7 @@ Three shapes cover every front-end call:
 * :class:`ListJob`   a whole list, one future for the list of results (map, starmap)
 * :class:`StreamJob` a lazily fed iterator of results (imap, imap_unordered, Executor.map)
 
-Threading rule: ``take``, ``deliver`` and ``fail`` run on the master thread
+Threading rule: ``take``, ``deliver`` and ``abort`` run on the master thread
 only; callers touch a job only through its future or its iterator.  A job that
 is fed or consumed by callers (StreamJob) guards its buffers with its own
 condition variable; the master never holds two job locks at once.

@@ -10,40 +10,29 @@ Data flow::
     future / iterator <-- job.deliver <-- on_result <--- selector: result pipes <--+
                                            on_exit  <--- selector: sentinels  <--- (death)
 
-The master thread is a small event loop: it waits once, on a selector over
-the wake pipe, every worker's result pipe and every worker's sentinel (process
-kinds), and runs callbacks.  Other threads never touch its state; they post
+The master thread runs an event loop (``_loop.py``): it waits once, on a
+selector over the wake pipe, every worker's result pipe and every worker's
+sentinel (process kinds), and runs callbacks; between waits it dispatches work
+and advances shutdown.  Other threads never change its state; they post
 callables with :meth:`Master.call_soon_threadsafe`.
 
-Invariants of the loop:
-
-* every chunk sent is in exactly one worker's ``inflight`` deque until its
-  outcome is delivered, it is re-queued, or its job is aborted;
-* a worker answers chunks in the order sent, so the head of ``inflight`` is
-  the chunk it is running; when a worker dies only that chunk is blamed and
-  the others are re-queued untouched;
-* once ``state`` leaves RUNNING no job is accepted; the loop ends only when
-  no worker is left, so no child outlives the pool.
+The invariants it keeps are listed, each with the test that checks it, in
+docs/design.md ("Invariants of the master loop").
 """
 
 from __future__ import annotations
 
 import enum
-import heapq
 import itertools
 import logging
 import os
-import selectors
 import signal
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from ._backend import Loop, Segment, WorkerBackend, WorkerEvents, WorkerHandle
-from ._crash import crash_report, describe_exit
+from ._backend import Chunk, WorkerBackend, WorkerEvents, WorkerHandle
+from ._crash import crash_report
 from ._exceptions import (
     BrokenPoolError,
     TaskCancelled,
@@ -51,38 +40,27 @@ from ._exceptions import (
     WorkcrewError,
     WorkerCrashed,
 )
-from ._execute import SegmentOutcome, describe_call, function_name
-from ._fds import register_master_fd, unregister_master_fd
+from ._execute import Outcome, describe_call, function_name
 from ._jobs import Job, StreamJob
+from ._loop import EventLoop
 from ._options import PoolOptions
 from ._retry import Attempts
 from ._scheduler import Scheduler
+from ._slots import InFlight, Slot
+from ._startup import StartupWatch
 from ._stats import Recorder
-from ._system import oom_kill_count
 
 __all__ = ("Master", "State")
 
 _log = logging.getLogger("workcrew")
 
-#: Workers that fail before ever becoming ready, in a row, before the pool is
-#: declared broken: a start method, main module or environment that cannot work
-#: must not respawn forever.  Killed from outside (below) does not count.
-MAX_STARTUP_FAILURES = 3
-#: Signals by which other processes stop a process (kill, kill -9, Ctrl-C,
-#: hang-up): a worker they end before it is ready was not broken, only
-#: unlucky; it is not counted, and the next one starts at once.  (No backoff:
-#: under kills at a steady rate, fewer workers starting at once means fewer
-#: ever become ready; measured, a backoff made the chaos tests slower and let
-#: a retried item be killed on every attempt.)
-OUTSIDE_SIGNALS = frozenset({signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
-#: Such deaths break the pool only if they go on this many seconds with no worker
-#: becoming ready:
-#: then something kills every worker as it starts (an initializer killing its own
-#: worker looks the same), and the pool breaks rather than let its tasks wait forever.
-STARTUP_KILL_WINDOW = 30.0
 #: After ``terminate()``, seconds a process worker has to exit after SIGTERM
 #: before it gets SIGKILL.
 KILL_GRACE = 0.5
+#: While feeding many idle workers in one pass, the master yields the GIL this
+#: often: otherwise thread workers given a chunk cannot start until the whole
+#: pass is done (about 3 ms for 200 workers).
+YIELD_EVERY = 16
 
 
 class State(enum.Enum):
@@ -95,72 +73,29 @@ class State(enum.Enum):
     STOPPED = 5  # no worker left; the master thread has ended
 
 
-@dataclass
-class _InFlight:
-    seq: int
-    job: Job
-    start: int
-    items: list[Any]
-    #: items that failed before sending (their arguments did not pickle)
-    unsent: dict[int, BaseException] | None = None
-
-
-#: While feeding many idle workers in one pass, the master yields the GIL this
-#: often: otherwise thread workers given a chunk cannot start until the whole
-#: pass is done (about 3 ms for 200 workers).
-YIELD_EVERY = 16
-
-
-@dataclass
-class _Slot:
-    handle: WorkerHandle
-    quota: int | None  # items this worker may still take (max_tasks_per_worker)
-    ready: bool = False
-    retiring: bool = False  # asked to exit; takes no more chunks
-    expired: int = 0  # seq of a chunk stopped for running past its timeout
-    killed_for: int = 0  # seq of the chunk we killed this worker for (timeout, cancel)
-    inflight: deque[_InFlight] = field(default_factory=deque)
-
-    @property
-    def allowance(self) -> int | None:
-        if self.quota is None:
-            return None
-        return self.quota - sum(len(c.items) for c in self.inflight)
-
-
-class Master(Loop, WorkerEvents):
+class Master(WorkerEvents):
     """The event loop and bookkeeping of one pool (see the module docstring)."""
 
     def __init__(self, options: PoolOptions, backend_class: type[WorkerBackend]) -> None:
         self.options = options
         self.state = State.RUNNING
         self.broken: BaseException | None = None
-        self._selector = selectors.DefaultSelector()
-        self._handlers: dict[int, list[Callable[[], None] | None]] = {}  # fd -> [reader, writer]
-        self._inbox: deque[Callable[[], None]] = deque()
-        self._inbox_lock = threading.Lock()
-        self._wake_r, self._wake_w = os.pipe()
-        self._wake_pending = False
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        self._timers: list[tuple[float, int, Callable[[], None]]] = []
-        self._timer_ids = itertools.count()
-        self.add_reader(self._wake_r, self._drain_wake_pipe)
+        self.loop = EventLoop()
+        #: run ``callback`` on the master thread soon (the one method for other threads)
+        self.call_soon_threadsafe = self.loop.call_soon_threadsafe
+        #: run ``callback`` on the master thread after ``delay`` seconds (master thread)
+        self.call_later = self.loop.call_later
         self._scheduler = Scheduler(options.workers, options.concurrency_per_worker)
-        self._slots: dict[int, _Slot] = {}
+        self._slots: dict[int, Slot] = {}
         self._worker_ids = itertools.count(1)
         self._seq = itertools.count(1)
-        self._startup_failures = 0
-        self._killed_since: float | None = None  # first of the kills in a row (before ready)
-        self._kills = 0  # workers killed before ready since the last ready one
+        self._startup = StartupWatch(options.start_method)
         self._rescan = True  # look at every worker on the next dispatch
-        self._touched: dict[int, _Slot] = {}  # workers whose load changed since
+        self._touched: dict[int, Slot] = {}  # workers whose load changed since
         self._retiring: set[int] = set()  # ids of slots asked to exit
         self._attempts = Attempts()
-        self._oom_kills_at_start = oom_kill_count()
         self.recorder = Recorder(options.kind)
-        self.backend = backend_class(options, self)
-        self._register_fds()
+        self.backend = backend_class(options, self.loop)
         self.thread = threading.Thread(target=self._run, name="workcrew-master", daemon=True)
         # Workers start on demand (see _dispatch); under fork the engine forks
         # them from the submitting thread and hands them over (see adopt), and
@@ -168,119 +103,18 @@ class Master(Loop, WorkerEvents):
         self._adopted = 0
         self.thread.start()
 
-    def _register_fds(self) -> None:
-        # Forked workers must not keep the wake pipe or the selector open.
-        for fd in (self._wake_r, self._wake_w, self._selector_fd()):
-            if fd >= 0:
-                register_master_fd(fd)
-
-    def _selector_fd(self) -> int:
-        fileno = getattr(self._selector, "fileno", None)
-        return int(fileno()) if fileno is not None else -1
-
-    # -- Loop: what backends use ---------------------------------------------------
-
-    def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
-        self._watch(fd, 0, callback)
-
-    def remove_reader(self, fd: int) -> None:
-        self._watch(fd, 0, None)
-
-    def add_writer(self, fd: int, callback: Callable[[], None]) -> None:
-        self._watch(fd, 1, callback)
-
-    def remove_writer(self, fd: int) -> None:
-        self._watch(fd, 1, None)
-
-    def _watch(self, fd: int, slot: int, callback: Callable[[], None] | None) -> None:
-        handlers = self._handlers.get(fd)
-        if handlers is None:
-            if callback is None:
-                return
-            handlers = self._handlers[fd] = [None, None]
-            handlers[slot] = callback
-            self._selector.register(fd, self._mask(handlers), handlers)
-            return
-        handlers[slot] = callback
-        mask = self._mask(handlers)
-        if mask:
-            self._selector.modify(fd, mask, handlers)
-        else:
-            self._selector.unregister(fd)
-            del self._handlers[fd]
-
-    @staticmethod
-    def _mask(handlers: list[Callable[[], None] | None]) -> int:
-        mask = selectors.EVENT_READ if handlers[0] is not None else 0
-        return mask | (selectors.EVENT_WRITE if handlers[1] is not None else 0)
-
-    def call_soon_threadsafe(self, callback: Callable[[], None]) -> None:
-        with self._inbox_lock:
-            self._inbox.append(callback)
-            wake = not self._wake_pending
-            self._wake_pending = True
-        if wake:
-            try:
-                os.write(self._wake_w, b"\0")
-            except (BlockingIOError, OSError):
-                pass  # full (a wake-up is pending anyway) or closed (loop has ended)
-
-    def call_later(self, delay: float, callback: Callable[[], None]) -> None:
-        """Run ``callback`` on the master thread after ``delay`` seconds."""
-        heapq.heappush(self._timers, (time.monotonic() + delay, next(self._timer_ids), callback))
-
-    def _drain_wake_pipe(self) -> None:
-        # Empty the pipe first, then clear the flag: a post that lands in
-        # between saw the flag set and wrote nothing, but its callback is
-        # already in the inbox, which this loop iteration drains next.
-        try:
-            while os.read(self._wake_r, 4096):
-                pass
-        except BlockingIOError:
-            pass
-        with self._inbox_lock:
-            self._wake_pending = False
-
     # -- the loop --------------------------------------------------------------------
 
     def _run(self) -> None:
         try:
             while self.state is not State.STOPPED:
-                self._run_once()
+                self.loop.run_once()
+                self._dispatch()
+                self._advance_shutdown()
         except BaseException as exc:  # noqa: BLE001 - a bug here must not leave callers hanging
             self._internal_error(exc)
         finally:
             self._close_loop()
-
-    def _run_once(self) -> None:
-        timeout = None
-        if self._timers:
-            timeout = max(0.0, self._timers[0][0] - time.monotonic())
-        for key, mask in self._selector.select(timeout):
-            reader, writer = key.data
-            if mask & selectors.EVENT_READ and reader is not None:
-                reader()
-            if mask & selectors.EVENT_WRITE and writer is not None and key.data[1] is writer:
-                writer()
-        self._drain_inbox()  # results that already arrived win over timers due now
-        self._run_timers()
-        self._dispatch()
-        self._advance_shutdown()
-
-    def _run_timers(self) -> None:
-        now = time.monotonic()
-        while self._timers and self._timers[0][0] <= now:
-            _, _, callback = heapq.heappop(self._timers)
-            callback()
-
-    def _drain_inbox(self) -> None:
-        while True:
-            with self._inbox_lock:
-                if not self._inbox:
-                    return
-                batch, self._inbox = self._inbox, deque()
-            for callback in batch:
-                callback()
 
     # -- jobs (posted by the engine) -------------------------------------------------
 
@@ -345,7 +179,7 @@ class Master(Loop, WorkerEvents):
     def adopt(self, handle: WorkerHandle) -> None:
         """Master thread: take over a worker the engine started (``prepare_worker``)."""
         handle.attach()
-        slot = self._slots[handle.worker_id] = _Slot(handle, self.options.max_tasks_per_worker)
+        slot = self._slots[handle.worker_id] = Slot(handle, self.options.max_tasks_per_worker)
         self.recorder.started(handle.worker_id, getattr(handle, "pid", None))
         if self.state in (State.RUNNING, State.CLOSING):
             self._adopted += 1
@@ -360,11 +194,11 @@ class Master(Loop, WorkerEvents):
         self._scheduler.requeue(job, start, items)
         self._rescan = True
 
-    def _mark_retiring(self, slot: _Slot) -> None:
+    def _mark_retiring(self, slot: Slot) -> None:
         slot.retiring = True
         self._retiring.add(slot.handle.worker_id)
 
-    def _touch(self, slot: _Slot) -> None:
+    def _touch(self, slot: Slot) -> None:
         """``slot`` may take work again (a chunk finished, it became ready)."""
         self._touched[slot.handle.worker_id] = slot
 
@@ -372,7 +206,7 @@ class Master(Loop, WorkerEvents):
         """Master thread: new input may be available; look at every worker."""
         self._rescan = True
 
-    def _send_next(self, slot: _Slot, prefetch: bool) -> bool:
+    def _send_next(self, slot: Slot, prefetch: bool) -> bool:
         allowance = slot.allowance
         if (allowance is not None and allowance <= 0) or slot.handle.exited:
             return True  # this worker is full (or gone, exit not yet reported); others may not be
@@ -381,16 +215,16 @@ class Master(Loop, WorkerEvents):
             return False
         job, start, items = chunk
         seq = next(self._seq)
-        sent = slot.handle.send_chunk(seq, [Segment(job.fn, job.mode, items)])
+        sent = slot.handle.send_chunk(seq, Chunk(job.fn, job.mode, items))
         self._scheduler.record_size(job.key, len(items), sent.nbytes)
         self.recorder.sent(slot.handle.worker_id, len(items))
         if isinstance(job, StreamJob):
             self.recorder.submit(len(items))  # lazy input: counted as it goes out
-        errors = {i: exc for (_, i), exc in sent.failed.items()} if sent.failed else None
+        errors = sent.failed or None
         if errors and len(errors) == len(items):
             job.deliver(start, [None] * len(items), errors)  # nothing was sent
             return True
-        slot.inflight.append(_InFlight(seq, job, start, items, errors))
+        slot.inflight.append(InFlight(seq, job, start, items, errors))
         timeout = job.policy.timeout
         if timeout is not None:
             worker_id = slot.handle.worker_id
@@ -425,7 +259,7 @@ class Master(Loop, WorkerEvents):
         error = self._timeout_error(slot, running)
         self._settle(running.job, running.start, running.items, [None], {0: error})
 
-    def _timeout_error(self, slot: _Slot, chunk: _InFlight) -> TaskTimeout:
+    def _timeout_error(self, slot: Slot, chunk: InFlight) -> TaskTimeout:
         timeout = chunk.job.policy.timeout or 0.0
         call = describe_call(chunk.job.fn, chunk.job.mode, chunk.items[0])
         handle = slot.handle
@@ -452,7 +286,7 @@ class Master(Loop, WorkerEvents):
                 self._mark_retiring(slot)
                 self._terminate_process(slot.handle)
 
-    def _check_memory(self, slot: _Slot, chunk: _InFlight) -> None:
+    def _check_memory(self, slot: Slot, chunk: InFlight) -> None:
         limit = self.options.max_memory_per_worker
         if limit is None or slot.retiring:
             return
@@ -476,22 +310,18 @@ class Master(Loop, WorkerEvents):
         slot = self._slots.get(handle.worker_id)
         if slot is not None:
             slot.ready = True
-            self._startup_failures = 0
-            self._killed_since = None
-            self._kills = 0
+            self._startup.ready()
             self._touch(slot)  # it may now take timed tasks
 
-    def on_result(
-        self, handle: WorkerHandle, seq: int, duration: float, outcomes: list[SegmentOutcome]
-    ) -> None:
+    def on_result(self, handle: WorkerHandle, seq: int, duration: float, outcome: Outcome) -> None:
         slot = self._slots.get(handle.worker_id)
         if slot is None or not slot.inflight or slot.inflight[0].seq != seq:
             return  # a retired thread whose task ran past its timeout: already failed
         chunk = slot.inflight.popleft()
         self._touch(slot)
-        values, failures = outcomes[0][:2]
+        values, failures = outcome.values, outcome.failures
         errors = {i: f.exc for i, f in failures.items()} if failures else None
-        self._record(slot, chunk, outcomes[0], len(errors) if errors else 0, duration)
+        self._record(slot, chunk, outcome, len(errors) if errors else 0, duration)
         if errors and slot.expired == chunk.seq:  # cancelled for its timeout (async kinds)
             timeout = self._timeout_error(slot, chunk)
             errors = {i: timeout if _is_cancel(e) else e for i, e in errors.items()}
@@ -508,15 +338,14 @@ class Master(Loop, WorkerEvents):
         self._check_memory(slot, chunk)
 
     def _record(
-        self, slot: _Slot, chunk: _InFlight, outcome: Any, failed: int, duration: float
+        self, slot: Slot, chunk: InFlight, outcome: Outcome, failed: int, duration: float
     ) -> None:
         handle, recorder = slot.handle, self.recorder
         memory = handle.memory if self.backend.can_kill else None  # process workers only
         recorder.finished(handle.worker_id, len(chunk.items), failed, duration, memory)
-        if len(outcome) > 2:  # timed items: the pool records a timeline
-            failures = outcome[1] or {}
+        if outcome.spans is not None:  # timed items: the pool records a timeline
             recorder.record_spans(
-                handle.worker_id, function_name(chunk.job.fn), outcome[2], failures
+                handle.worker_id, function_name(chunk.job.fn), outcome.spans, outcome.failures or {}
             )
 
     def _settle(
@@ -598,58 +427,19 @@ class Master(Loop, WorkerEvents):
         # workers), so they need a longer run to count.
         accepting_work = self.state in (State.RUNNING, State.CLOSING)
         if not slot.ready and not slot.retiring and accepting_work:
-            self._died_starting(exitcode)
+            error = self._startup.died_starting(exitcode)
+            if error is not None:
+                self._break(error)
         # No replacement here: _dispatch starts a worker when work needs one.
 
-    def _died_starting(self, exitcode: int | None) -> None:
-        """A worker ended before it was ready: count it towards a broken pool, unless killed."""
-        how = describe_exit(exitcode)
-        method = self.options.start_method
-        if self._killed_from_outside(exitcode):
-            now = time.monotonic()
-            self._kills += 1
-            if self._killed_since is None:
-                self._killed_since = now
-            elif now - self._killed_since >= STARTUP_KILL_WINDOW:
-                self._break(
-                    BrokenPoolError(
-                        f"for {STARTUP_KILL_WINDOW:g} s every worker was killed before it became "
-                        f"ready ({self._kills} workers; the last {how}, start method {method!r}): "
-                        "something kills the workers as they start (another process, the "
-                        "machine's limits, or an initializer that kills its own worker)."
-                    )
-                )
-            return
-        self._startup_failures += 1
-        if self._startup_failures < MAX_STARTUP_FAILURES:
-            return
-        self._break(
-            BrokenPoolError(
-                f"{MAX_STARTUP_FAILURES} workers in a row ended before becoming ready: the last "
-                f"{how} (start method {method!r}); the pool cannot start workers. "
-                f"{_startup_hint(exitcode)}"
-            )
-        )
-
-    def _killed_from_outside(self, exitcode: int | None) -> bool:
-        if exitcode is None or exitcode >= 0 or -exitcode not in OUTSIDE_SIGNALS:
-            return False
-        # The kernel's OOM killer also sends SIGKILL: that is the environment.
-        oom_now = oom_kill_count()
-        return (
-            oom_now is None
-            or self._oom_kills_at_start is None
-            or (oom_now <= self._oom_kills_at_start)
-        )
-
-    def _exit_kind(self, slot: _Slot, exitcode: int | None) -> str:
+    def _exit_kind(self, slot: Slot, exitcode: int | None) -> str:
         if slot.killed_for or slot.expired or self.state is State.TERMINATING:
             return "killed"
         if slot.retiring or not exitcode:
             return "stopped"
         return "crashed"
 
-    def _salvage(self, slot: _Slot, exitcode: int | None) -> None:
+    def _salvage(self, slot: Slot, exitcode: int | None) -> None:
         """A worker died holding chunks: blame only the one it was running."""
         running = slot.inflight.popleft()
         for chunk in slot.inflight:  # never started: back to the queue, in order
@@ -678,18 +468,18 @@ class Master(Loop, WorkerEvents):
         self.recorder.finished(slot.handle.worker_id, 1, 1, 0.0)  # it ran, and failed
         self._settle(running.job, running.start, running.items, [None], {0: error})
 
-    def _crash_error(self, slot: _Slot, exitcode: int | None, chunk: _InFlight) -> WorkerCrashed:
+    def _crash_error(self, slot: Slot, exitcode: int | None, chunk: InFlight) -> WorkerCrashed:
         handle = slot.handle
         call = describe_call(chunk.job.fn, chunk.job.mode, chunk.items[0])
         worker = f"worker {handle.worker_id} (pid {handle.pid})"
         message = crash_report(
-            worker, exitcode, call, handle.last_stderr_lines(), self._oom_kills_at_start
+            worker, exitcode, call, handle.last_stderr_lines(), self._startup.oom_kills_at_start
         )
         return WorkerCrashed(message, worker_id=handle.worker_id, pid=handle.pid, exitcode=exitcode)
 
     # -- workers ---------------------------------------------------------------------------
 
-    def _start_worker(self) -> _Slot | None:
+    def _start_worker(self) -> Slot | None:
         """A new worker, or None if none can start (the pool is then broken)."""
         worker_id = self.next_worker_id()
         try:
@@ -702,11 +492,11 @@ class Master(Loop, WorkerEvents):
             error.__cause__ = exc
             self._break(error)
             return None
-        slot = self._slots[worker_id] = _Slot(handle, self.options.max_tasks_per_worker)
+        slot = self._slots[worker_id] = Slot(handle, self.options.max_tasks_per_worker)
         self.recorder.started(worker_id, getattr(handle, "pid", None))
         return slot
 
-    def _retire(self, slot: _Slot) -> None:
+    def _retire(self, slot: Slot) -> None:
         """Recycle a worker that reached its task quota (its replacement starts on exit)."""
         self._mark_retiring(slot)
         slot.handle.request_stop()
@@ -798,28 +588,7 @@ class Master(Loop, WorkerEvents):
     def _close_loop(self) -> None:
         self.state = State.STOPPED
         self.backend.close()
-        with self._inbox_lock:
-            self._wake_pending = True  # nobody will read the pipe any more
-        for fd in (self._wake_r, self._wake_w, self._selector_fd()):
-            if fd >= 0:
-                unregister_master_fd(fd)
-        self._selector.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
-
-
-def _startup_hint(exitcode: int | None) -> str:
-    """What to check, for a worker that keeps failing before it is ready."""
-    if exitcode is not None and exitcode < 0:
-        return (
-            "A crash while starting: a C extension imported by the main module or the "
-            "initializer (see the worker's stderr above), or the machine's limits."
-        )
-    return (
-        "Check that the main module is importable (guard it with `if __name__ == "
-        "'__main__':`), that the initializer does not exit, and that the machine has "
-        "resources for new processes."
-    )
+        self.loop.close()
 
 
 def _is_cancel(exc: BaseException) -> bool:

@@ -1,5 +1,11 @@
 """Validated pool options, shared by every front end (Pool, Executor).
 
+Each option is declared once, in ``OPTIONS``: its default, its meaning, the
+``PoolOptions`` field that keeps it and its keyword in each front end.  The
+defaults of ``PoolOptions``, ``TaskPolicy`` and ``PoolOptions.build`` come from
+there; tests/test_options_declared.py checks the front ends' signatures and
+docstrings against it.
+
 Invalid values raise here, at construction, with a message that says what was
 given and what is accepted: nothing is discovered later inside a worker.
 """
@@ -9,8 +15,8 @@ from __future__ import annotations
 import logging
 import multiprocessing
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass, fields, replace
+from typing import Any, TypeVar
 
 from ._exceptions import serialization_error
 from ._execute import EVENT_LOOPS
@@ -18,7 +24,15 @@ from ._pickling import check_for_child
 from ._state import WorkerHooks
 from ._system import available_cpu_count
 
-__all__ = ("PoolOptions", "TaskPolicy", "available_cpu_count", "default_start_method")
+__all__ = (
+    "OPTIONS",
+    "Option",
+    "PoolOptions",
+    "RESOLVED_FIELDS",
+    "TaskPolicy",
+    "available_cpu_count",
+    "default_start_method",
+)
 
 _log = logging.getLogger("workcrew")
 
@@ -30,6 +44,127 @@ BACKENDS = ("local", "dask")
 CHOICES = (*KINDS, "auto")
 #: What ``worker_output=`` accepts: process workers' lines prefixed ``[worker 3] ``, or as written.
 WORKER_OUTPUT = ("tagged", "plain")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One pool option: its default, meaning, storage and keyword in each front end.
+
+    ``name`` is the keyword of ``PoolOptions.build`` (the option's own name when
+    not ``in_build``: the front ends resolve it before ``build``); ``default`` is
+    its default there and in every front end.  ``field`` is the ``PoolOptions``
+    field that keeps the value (``policy.<attribute>`` for the ``TaskPolicy``),
+    or None when the value only shapes other fields.  ``pool`` and ``executor``
+    are the keywords of ``Pool`` and ``Executor``, None where one does not take
+    the option.  ``field``, ``pool`` and ``executor`` left at ``""`` mean ``name``.
+    """
+
+    name: str
+    default: object
+    doc: str
+    field: str | None = ""
+    pool: str | None = ""
+    executor: str | None = ""
+    in_build: bool = True
+
+    def __post_init__(self) -> None:
+        for attribute in ("field", "pool", "executor"):
+            if getattr(self, attribute) == "":
+                # frozen: the one way to fill in a field from another at construction
+                object.__setattr__(self, attribute, self.name)
+
+
+#: Every pool option.  Their order is free: the front ends' positional order is the stdlib's.
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "workers",
+        None,
+        "the number of workers asked for; None: the kind's default",
+        field="requested_workers",
+        pool="processes",
+        executor="max_workers",
+    ),
+    Option(
+        "context",
+        None,
+        "a multiprocessing context, whose start method applies when start_method is None",
+        field=None,
+        executor="mp_context",
+        in_build=False,
+    ),
+    Option("initializer", None, "called by each worker at start; returns the worker's state"),
+    Option("initargs", (), "the initializer's arguments"),
+    Option(
+        "max_tasks_per_worker",
+        None,
+        "tasks after which a process worker is replaced; None: never",
+        pool="maxtasksperchild",
+        executor="max_tasks_per_child",
+    ),
+    Option("worker_exit", None, "called with a worker's state as it ends gracefully", field=None),
+    Option("kind", "process", "the worker kind: 'process', 'thread', 'async' or 'auto'"),
+    Option("start_method", None, "'fork', 'spawn' or 'forkserver'; None: the platform's"),
+    Option("chunksize", None, "the chunk size of every map call; None: learnt from durations"),
+    Option("task_timeout", None, "seconds a task may run; None: no limit", field="policy.timeout"),
+    Option("retries", 0, "further attempts after a failure in retry_on", field="policy.retries"),
+    Option("retry_on", (Exception,), "exception types retried", field="policy.retry_on"),
+    Option(
+        "retry_backoff", 0.0, "seconds before a retry, doubled each time", field="policy.backoff"
+    ),
+    Option("max_memory_per_worker", None, "resident bytes that get a process worker replaced"),
+    Option("concurrency_per_worker", 1, "tasks each process worker runs at once"),
+    Option("event_loop", "auto", "async and hybrid workers' loop: 'auto', 'asyncio' or 'uvloop'"),
+    Option("worker_output", "plain", "process workers' printed lines: 'plain' or 'tagged'"),
+    Option("timeline", False, "record every task's span (worker, start, end) for timeline()"),
+    Option("thread_name_prefix", "", "thread workers are named '<prefix>_<n>'", pool=None),
+    Option("backend", "local", "'local' workers, or 'dask': a Dask cluster's", field=None),
+    Option("address", None, "backend='dask': the scheduler's address", field="dask_address"),
+    Option("client", None, "backend='dask': a distributed.Client", field="dask_client"),
+    Option("security", None, "backend='dask': distributed.Security", field="dask_security"),
+)
+
+#: PoolOptions fields that build computes rather than keeps as given; their defaults are their own.
+RESOLVED_FIELDS = {
+    "workers": "the number of workers: the one asked for, or the kind's default",
+    "start_method": "the one asked for or the platform's; fork if initargs must be inherited",
+}
+
+
+def _defaults_by(attribute: str) -> dict[str, Any]:
+    """Declared defaults by option ``name`` or ``field``; one declared twice fails the import."""
+    defaults: dict[str, Any] = {}
+    for option in OPTIONS:
+        key = getattr(option, attribute)
+        if key in defaults:
+            raise ValueError(f"two pool options declare {attribute} {key!r}")
+        if key is not None:
+            defaults[key] = option.default
+    return defaults
+
+
+#: ``Any``: each use (a build keyword, a field) states its own type.
+_DEFAULT = _defaults_by("name")
+#: By PoolOptions field, and ``policy.<attribute>`` for TaskPolicy's.
+_FIELD_DEFAULT = _defaults_by("field")
+
+
+_Class = TypeVar("_Class", bound=type)
+
+
+def _with_field_docs(cls: _Class) -> _Class:
+    """``cls`` with a line per field appended to its docstring, from OPTIONS."""
+    lines = [cls.__doc__ or "", "", "Fields (their options are declared in OPTIONS):", ""]
+    for field in fields(cls):
+        if field.name in RESOLVED_FIELDS:
+            lines.append(f"* ``{field.name}``: {RESOLVED_FIELDS[field.name]}")
+            continue
+        for option in OPTIONS:
+            kept = option.field or ""
+            if kept == field.name or kept.startswith(f"{field.name}."):
+                origin = "" if kept == option.name else f" (option ``{option.name}``)"
+                lines.append(f"* ``{kept}``{origin}: {option.doc}")
+    cls.__doc__ = "\n".join(lines)
+    return cls
 
 
 def default_start_method() -> str:
@@ -56,10 +191,10 @@ class TaskPolicy:
     doubled at each attempt.
     """
 
-    timeout: float | None = None
-    retries: int = 0
-    retry_on: tuple[type[BaseException], ...] = (Exception,)
-    backoff: float = 0.0
+    timeout: float | None = _FIELD_DEFAULT["policy.timeout"]
+    retries: int = _FIELD_DEFAULT["policy.retries"]
+    retry_on: tuple[type[BaseException], ...] = _FIELD_DEFAULT["policy.retry_on"]
+    backoff: float = _FIELD_DEFAULT["policy.backoff"]
 
     def override(self, *, timeout: float | None = None, retries: int | None = None) -> TaskPolicy:
         """This policy with a call's own ``timeout`` or ``retries``, checked."""
@@ -110,37 +245,30 @@ def check_policy(
         raise ValueError(f"retry_backoff={backoff!r} is invalid: it must be seconds >= 0")
 
 
+@_with_field_docs
 @dataclass(frozen=True)
 class PoolOptions:
     """Everything that shapes one pool; built by the front ends, read by the engine."""
 
     workers: int
-    #: what the caller asked for (None: the kind's default); kind="auto" sizes each kind from it
-    requested_workers: int | None = None
-    kind: str = "process"
+    requested_workers: int | None = _FIELD_DEFAULT["requested_workers"]
+    kind: str = _FIELD_DEFAULT["kind"]
     start_method: str = "forkserver"
-    #: what each worker calls at start; its result is the worker's state.  With a
-    #: ``worker_exit`` it is a WorkerHooks carrying both (see _state.py).
-    initializer: Callable[..., object] | None = None
-    initargs: tuple[Any, ...] = ()
-    max_tasks_per_worker: int | None = None
-    chunksize: int | None = None
+    # With a worker_exit, initializer is a WorkerHooks carrying both (see _state.py).
+    initializer: Callable[..., object] | None = _FIELD_DEFAULT["initializer"]
+    initargs: tuple[Any, ...] = _FIELD_DEFAULT["initargs"]
+    max_tasks_per_worker: int | None = _FIELD_DEFAULT["max_tasks_per_worker"]
+    chunksize: int | None = _FIELD_DEFAULT["chunksize"]
     policy: TaskPolicy = TaskPolicy()
-    max_memory_per_worker: int | None = None
-    concurrency_per_worker: int = 1
-    #: event loop of the async kind and hybrid workers: "auto" (uvloop if installed), ...
-    event_loop: str = "auto"
-    #: record every task's span (worker, start, end) for ``pool.timeline()``
-    timeline: bool = False
-    #: names of thread workers: "<prefix>_<n>" as ThreadPoolExecutor, or workcrew-worker-<id>
-    thread_name_prefix: str = ""
-    #: process workers' printed lines: "plain" (as printed) or "tagged" (``[worker 3] ...``)
-    worker_output: str = "plain"
-    #: backend="dask": the scheduler's address (None: a local cluster), or a Client, and
-    #: distributed.Security for TLS
-    dask_address: str | None = None
-    dask_client: Any = None
-    dask_security: Any = None
+    max_memory_per_worker: int | None = _FIELD_DEFAULT["max_memory_per_worker"]
+    concurrency_per_worker: int = _FIELD_DEFAULT["concurrency_per_worker"]
+    event_loop: str = _FIELD_DEFAULT["event_loop"]
+    timeline: bool = _FIELD_DEFAULT["timeline"]
+    thread_name_prefix: str = _FIELD_DEFAULT["thread_name_prefix"]
+    worker_output: str = _FIELD_DEFAULT["worker_output"]
+    dask_address: str | None = _FIELD_DEFAULT["dask_address"]
+    dask_client: Any = _FIELD_DEFAULT["dask_client"]
+    dask_security: Any = _FIELD_DEFAULT["dask_security"]
 
     @property
     def worker_exit(self) -> Callable[[Any], object] | None:
@@ -153,98 +281,51 @@ class PoolOptions:
         cls,
         workers: int | None,
         *,
-        kind: str = "process",
-        start_method: str | None = None,
-        initializer: Callable[..., object] | None = None,
-        initargs: tuple[Any, ...] | list[Any] = (),
-        worker_exit: Callable[[Any], object] | None = None,
-        max_tasks_per_worker: int | None = None,
-        chunksize: int | None = None,
-        task_timeout: float | None = None,
-        retries: int = 0,
-        retry_on: tuple[type[BaseException], ...] | type[BaseException] = (Exception,),
-        retry_backoff: float = 0.0,
-        max_memory_per_worker: int | None = None,
-        concurrency_per_worker: int = 1,
-        event_loop: str = "auto",
-        timeline: bool = False,
-        thread_name_prefix: str = "",
-        worker_output: str = "plain",
-        backend: str = "local",
-        address: str | None = None,
-        client: Any = None,
-        security: Any = None,
+        kind: str = _DEFAULT["kind"],
+        start_method: str | None = _DEFAULT["start_method"],
+        initializer: Callable[..., object] | None = _DEFAULT["initializer"],
+        initargs: tuple[Any, ...] | list[Any] = _DEFAULT["initargs"],
+        worker_exit: Callable[[Any], object] | None = _DEFAULT["worker_exit"],
+        max_tasks_per_worker: int | None = _DEFAULT["max_tasks_per_worker"],
+        chunksize: int | None = _DEFAULT["chunksize"],
+        task_timeout: float | None = _DEFAULT["task_timeout"],
+        retries: int = _DEFAULT["retries"],
+        retry_on: tuple[type[BaseException], ...] | type[BaseException] = _DEFAULT["retry_on"],
+        retry_backoff: float = _DEFAULT["retry_backoff"],
+        max_memory_per_worker: int | None = _DEFAULT["max_memory_per_worker"],
+        concurrency_per_worker: int = _DEFAULT["concurrency_per_worker"],
+        event_loop: str = _DEFAULT["event_loop"],
+        timeline: bool = _DEFAULT["timeline"],
+        thread_name_prefix: str = _DEFAULT["thread_name_prefix"],
+        worker_output: str = _DEFAULT["worker_output"],
+        backend: str = _DEFAULT["backend"],
+        address: str | None = _DEFAULT["address"],
+        client: Any = _DEFAULT["client"],
+        security: Any = _DEFAULT["security"],
     ) -> PoolOptions:
         """Check every value and fill in defaults; raise ``ValueError``/``TypeError``."""
-        if kind not in CHOICES:
-            raise ValueError(f"kind={kind!r} is not a worker kind; choose one of {CHOICES}")
-        if backend not in BACKENDS:
-            raise ValueError(f"backend={backend!r} is invalid; choose one of {BACKENDS}")
-        if backend == "dask":
-            check_dask(kind, initializer, worker_exit, concurrency_per_worker, address, client)
-            kind = "dask"
-        elif address is not None or client is not None or security is not None:
-            raise ValueError("address=, client= and security= need backend='dask'")
-        requested_workers = workers
-        if workers is None:
-            workers = default_workers(kind)
-        check_workers(workers)
-        chosen = start_method is not None
-        if start_method is None:
-            start_method = default_start_method()
-        if start_method not in multiprocessing.get_all_start_methods():
-            raise ValueError(
-                f"start_method={start_method!r} is not available here; "
-                f"choose one of {tuple(multiprocessing.get_all_start_methods())}"
-            )
-        if initializer is not None and not callable(initializer):
-            raise TypeError(f"initializer must be callable, got {initializer!r}")
-        if not isinstance(initargs, (tuple, list)):
-            raise TypeError(f"initargs must be a tuple, got {type(initargs).__name__}")
-        if worker_exit is not None:
-            if not callable(worker_exit):
-                raise TypeError(
-                    f"worker_exit must be callable (it is called with the worker's state), "
-                    f"got {worker_exit!r}"
-                )
-            initializer = WorkerHooks(initializer, worker_exit)
-        if initializer is not None and kind in ("process", "auto"):
-            start_method = start_method_for(initializer, tuple(initargs), start_method, chosen)
-        if max_tasks_per_worker is not None:
-            check_max_tasks(max_tasks_per_worker)
-        if chunksize is not None:
-            check_chunksize(chunksize)
-        if isinstance(retry_on, type):
-            retry_on = (retry_on,)
-        check_policy(task_timeout, retries, retry_on, retry_backoff)
-        if max_memory_per_worker is not None:
-            _check_positive_int("max_memory_per_worker", max_memory_per_worker, "bytes")
-        _check_positive_int("concurrency_per_worker", concurrency_per_worker, "tasks at once")
-        if concurrency_per_worker > 1 and kind != "process":
-            raise ValueError(
-                f"concurrency_per_worker={concurrency_per_worker} needs kind='process' "
-                f"(got kind={kind!r}): for many tasks at once in one process, raise "
-                "`processes` of a thread or async pool instead"
-            )
-        check_event_loop(event_loop)
-        if not isinstance(thread_name_prefix, str):
-            raise TypeError(f"thread_name_prefix must be a str, got {thread_name_prefix!r}")
-        if not isinstance(timeline, bool):
-            raise TypeError(f"timeline must be True or False, got {timeline!r}")
-        if worker_output not in WORKER_OUTPUT:
-            raise ValueError(
-                f"worker_output={worker_output!r} is invalid; choose one of {WORKER_OUTPUT}"
-            )
+        hooks = (initializer, worker_exit)
+        kind = _checked_kind(
+            kind, backend, hooks, concurrency_per_worker, address, client, security
+        )
+        count = _worker_count(workers, kind)
+        start_method, initializer = _start_method_and_hooks(
+            start_method, initializer, initargs, worker_exit, kind
+        )
+        _check_sizes(max_tasks_per_worker, chunksize)
+        policy = _policy(task_timeout, retries, retry_on, retry_backoff)
+        _check_capacity(max_memory_per_worker, concurrency_per_worker, kind)
+        _check_loop_and_output(event_loop, thread_name_prefix, timeline, worker_output)
         return cls(
-            workers=workers,
+            workers=count,
             event_loop=event_loop,
-            requested_workers=requested_workers,
+            requested_workers=workers,
             kind=kind,
             start_method=start_method,
             initializer=initializer,
             initargs=tuple(initargs),
             max_tasks_per_worker=max_tasks_per_worker,
-            policy=TaskPolicy(task_timeout, retries, retry_on, float(retry_backoff)),
+            policy=policy,
             max_memory_per_worker=max_memory_per_worker,
             chunksize=chunksize,
             concurrency_per_worker=concurrency_per_worker,
@@ -254,6 +335,131 @@ class PoolOptions:
             dask_address=address,
             dask_client=client,
             dask_security=security,
+        )
+
+
+def _checked_kind(
+    kind: str,
+    backend: str,
+    hooks: tuple[object, object],
+    concurrency_per_worker: int,
+    address: object,
+    client: object,
+    security: object,
+) -> str:
+    """The worker kind: ``kind`` checked, or "dask" for ``backend="dask"``.
+
+    ``hooks`` are the initializer and worker_exit, which the dask backend refuses.
+    """
+    if kind not in CHOICES:
+        raise ValueError(f"kind={kind!r} is not a worker kind; choose one of {CHOICES}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} is invalid; choose one of {BACKENDS}")
+    if backend == "dask":
+        check_dask(kind, *hooks, concurrency_per_worker, address, client)
+        return "dask"
+    if address is not None or client is not None or security is not None:
+        raise ValueError("address=, client= and security= need backend='dask'")
+    return kind
+
+
+def _worker_count(workers: int | None, kind: str) -> int:
+    """``workers``, or the kind's default when None; checked."""
+    if workers is None:
+        workers = default_workers(kind)
+    check_workers(workers)
+    return workers
+
+
+def _start_method_and_hooks(
+    start_method: str | None,
+    initializer: Callable[..., object] | None,
+    initargs: tuple[Any, ...] | list[Any],
+    worker_exit: Callable[[Any], object] | None,
+    kind: str,
+) -> tuple[str, Callable[..., object] | None]:
+    """The start method, and what workers call at start (a WorkerHooks with a worker_exit)."""
+    chosen = start_method is not None
+    if start_method is None:
+        start_method = default_start_method()
+    if start_method not in multiprocessing.get_all_start_methods():
+        raise ValueError(
+            f"start_method={start_method!r} is not available here; "
+            f"choose one of {tuple(multiprocessing.get_all_start_methods())}"
+        )
+    hooks = _hooks(initializer, initargs, worker_exit)
+    if hooks is not None and kind in ("process", "auto"):
+        start_method = start_method_for(hooks, tuple(initargs), start_method, chosen)
+    return start_method, hooks
+
+
+def _hooks(
+    initializer: Callable[..., object] | None,
+    initargs: object,
+    worker_exit: Callable[[Any], object] | None,
+) -> Callable[..., object] | None:
+    """``initializer``, joined with ``worker_exit`` into a WorkerHooks when there is one."""
+    if initializer is not None and not callable(initializer):
+        raise TypeError(f"initializer must be callable, got {initializer!r}")
+    if not isinstance(initargs, (tuple, list)):
+        raise TypeError(f"initargs must be a tuple, got {type(initargs).__name__}")
+    if worker_exit is None:
+        return initializer
+    if not callable(worker_exit):
+        raise TypeError(
+            f"worker_exit must be callable (it is called with the worker's state), "
+            f"got {worker_exit!r}"
+        )
+    return WorkerHooks(initializer, worker_exit)
+
+
+def _check_sizes(max_tasks_per_worker: int | None, chunksize: int | None) -> None:
+    """``maxtasksperchild`` and ``chunksize``: None, or a positive int."""
+    if max_tasks_per_worker is not None:
+        check_max_tasks(max_tasks_per_worker)
+    check_chunksize(chunksize)
+
+
+def _policy(
+    task_timeout: float | None,
+    retries: int,
+    retry_on: tuple[type[BaseException], ...] | type[BaseException],
+    retry_backoff: float,
+) -> TaskPolicy:
+    """The pool's TaskPolicy, checked; one exception type stands for a tuple of it."""
+    if isinstance(retry_on, type):
+        retry_on = (retry_on,)
+    check_policy(task_timeout, retries, retry_on, retry_backoff)
+    return TaskPolicy(task_timeout, retries, retry_on, float(retry_backoff))
+
+
+def _check_capacity(
+    max_memory_per_worker: int | None, concurrency_per_worker: int, kind: str
+) -> None:
+    """A worker's memory limit and tasks at once (more than one only in process workers)."""
+    if max_memory_per_worker is not None:
+        _check_positive_int("max_memory_per_worker", max_memory_per_worker, "bytes")
+    _check_positive_int("concurrency_per_worker", concurrency_per_worker, "tasks at once")
+    if concurrency_per_worker > 1 and kind != "process":
+        raise ValueError(
+            f"concurrency_per_worker={concurrency_per_worker} needs kind='process' "
+            f"(got kind={kind!r}): for many tasks at once in one process, raise "
+            "`processes` of a thread or async pool instead"
+        )
+
+
+def _check_loop_and_output(
+    event_loop: str, thread_name_prefix: str, timeline: bool, worker_output: str
+) -> None:
+    """The event loop, thread names, timeline switch and worker output mode."""
+    check_event_loop(event_loop)
+    if not isinstance(thread_name_prefix, str):
+        raise TypeError(f"thread_name_prefix must be a str, got {thread_name_prefix!r}")
+    if not isinstance(timeline, bool):
+        raise TypeError(f"timeline must be True or False, got {timeline!r}")
+    if worker_output not in WORKER_OUTPUT:
+        raise ValueError(
+            f"worker_output={worker_output!r} is invalid; choose one of {WORKER_OUTPUT}"
         )
 
 
@@ -305,7 +511,7 @@ def check_event_loop(event_loop: str) -> None:
         raise ValueError(f"event_loop={event_loop!r} is invalid; choose one of {EVENT_LOOPS}")
     if event_loop == "uvloop":
         try:
-            import uvloop  # noqa: F401
+            import uvloop  # noqa: F401  # imported only to learn whether it is installed
         except ImportError as exc:
             raise ImportError(
                 "event_loop='uvloop' needs the uvloop package: pip install 'workcrew[uvloop]' "

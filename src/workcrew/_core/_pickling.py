@@ -70,7 +70,7 @@ class _ChildPickler(cloudpickle.Pickler):  # type: ignore[misc]  # untyped base
     # so it must be a class attribute.
     dispatch_table: ClassVar[ChainMap[type, Any]] = ChainMap(
         cloudpickle.Pickler.dispatch_table,
-        ForkingPickler._extra_reducers,  # type: ignore[attr-defined]  # private, see above
+        ForkingPickler._extra_reducers,  # type: ignore[attr-defined]  # private CPython attribute  # private, see above
     )
 
     if sys.version_info < (3, 11):
@@ -80,7 +80,7 @@ class _ChildPickler(cloudpickle.Pickler):  # type: ignore[misc]  # untyped base
             # a lock made in a fork context has no name (it was unlinked at
             # once), and a spawned child would rebuild it from the parent's
             # raw pointer.  Refuse with 3.11's words.
-            if isinstance(obj, _SemLock) and obj._semlock.name is None:  # type: ignore[attr-defined]
+            if isinstance(obj, _SemLock) and obj._semlock.name is None:  # type: ignore[attr-defined]  # private CPython attribute
                 raise RuntimeError(
                     "A SemLock created in a fork context is being shared with a process in "
                     "a spawn context. This is not supported. Please use the same context to "

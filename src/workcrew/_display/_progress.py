@@ -98,7 +98,7 @@ class Display:
     def _run_bar(self) -> None:
         from tqdm.auto import tqdm
 
-        class Bar(tqdm):  # type: ignore[type-arg]
+        class Bar(tqdm):  # type: ignore[type-arg]  # tqdm's stubs make it generic
             # tqdm's monitor thread re-draws stalled bars; ours are redrawn by
             # this thread, and a global thread would outlive the pool.
             monitor_interval = 0

@@ -21,20 +21,22 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from .._backends import open_engine
-from .._core._auto import KindChoice, kind_choices, set_kind
+from .._core._auto_policy import KindChoice
+from .._core._engine_api import PoolEngine
 from .._core._execute import STAR, function_name
 from .._core._jobs import iterate_results
 from .._core._options import PoolOptions, check_chunksize
 from .._core._stats import PoolStatistics
 from .._display._progress import Display, open_display
 from .._display._timeline import Timeline
-from ._shared import tally_for, timeline_of
+from ._shared import documented_options, tally_for, timeline_of
 
 __all__ = ("Executor",)
 
 T = TypeVar("T")
 
 
+@documented_options("executor")
 class Executor(concurrent.futures.Executor):
     """A pool of process (or thread) workers behind the ``concurrent.futures`` API.
 
@@ -114,7 +116,7 @@ class Executor(concurrent.futures.Executor):
             client=client,
             security=security,
         )
-        self._engine = open_engine(self._options, drain_at_exit=True)
+        self._engine: PoolEngine = open_engine(self._options, drain_at_exit=True)
         finalizer = weakref.finalize(self, self._engine.close)
         finalizer.atexit = False  # the engine's exit hook drains it instead
 
@@ -133,11 +135,11 @@ class Executor(concurrent.futures.Executor):
 
     def set_kind(self, fn: Callable[..., Any], kind: str) -> None:
         """``kind="auto"`` executors: run ``fn`` on ``kind`` workers, without measuring it."""
-        set_kind(self._engine, fn, kind)
+        self._engine.set_kind(fn, kind)
 
     def kind_choices(self) -> list[KindChoice]:
         """``kind="auto"`` executors: which kind each function was routed to, and why."""
-        return kind_choices(self._engine)
+        return self._engine.kind_choices()
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         """Schedule ``fn(*args, **kwargs)``; return its ``concurrent.futures.Future``."""

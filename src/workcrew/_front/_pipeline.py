@@ -42,17 +42,17 @@ from __future__ import annotations
 import contextvars
 import inspect
 import queue
-import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass, field
 from typing import Any
 
 from .._core._exceptions import TaskCancelled
+from .._core._execute import add_note
 from .._core._jobs import Tally
 from .._display._progress import Display, open_display
+from ._channels import Channel, Window
 from ._pool import Pool
 from ._shared import tally_for
 
@@ -295,96 +295,6 @@ class PipelineRun(Iterator[Any]):
 # -- the machinery of one run ------------------------------------------------------------
 
 
-class _Channel:
-    """A bounded FIFO between two threads; ``abort`` wakes and drops everything."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._items: deque[Any] = deque()
-        self._cond = threading.Condition(threading.Lock())
-        self._closed = False  # the producer is done: the end of the stream
-        self._aborted = False  # the run stopped
-        #: seconds the consumer waited on an empty channel / the producer on a full one
-        self.get_wait = 0.0
-        self.put_wait = 0.0
-
-    def put_some(self, items: list[Any], start: int) -> int:
-        """Put ``items[start:]``, as many as fit after waiting for room; 0 once aborted."""
-        with self._cond:
-            if len(self._items) >= self.capacity and not self._aborted:
-                began = _clock()
-                while len(self._items) >= self.capacity and not self._aborted:
-                    self._cond.wait()
-                self.put_wait += _clock() - began
-            if self._aborted:
-                return 0
-            room = min(self.capacity - len(self._items), len(items) - start)
-            self._items.extend(items[start : start + room])
-            self._cond.notify_all()
-            return room
-
-    def get_batch(self, most: int) -> list[Any] | None:
-        """Up to ``most`` items, waiting for the first; [] at the end, None once aborted."""
-        with self._cond:
-            if not self._items and not self._closed and not self._aborted:
-                began = _clock()
-                while not self._items and not self._closed and not self._aborted:
-                    self._cond.wait()
-                self.get_wait += _clock() - began
-            if self._aborted:
-                return None
-            batch = [self._items.popleft() for _ in range(min(most, len(self._items)))]
-            if batch:
-                self._cond.notify_all()
-            return batch
-
-    def get(self) -> tuple[bool, Any]:
-        """``(True, item)``, or ``(False, None)`` at the end of the stream or once aborted."""
-        batch = self.get_batch(1)
-        return (True, batch[0]) if batch else (False, None)
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-    def abort(self) -> None:
-        with self._cond:
-            self._aborted = True
-            self._items.clear()
-            self._cond.notify_all()
-
-
-class _Window:
-    """Credits for the items a stage may hold: taken by the feeder, given back by the collector."""
-
-    def __init__(self, size: int) -> None:
-        self._free = size
-        self._cond = threading.Condition(threading.Lock())
-        self._stopped = False
-
-    def wait_free(self) -> int:
-        """Wait for at least one free credit; return how many are free (0 once stopped)."""
-        with self._cond:
-            while self._free == 0 and not self._stopped:
-                self._cond.wait()
-            return 0 if self._stopped else self._free
-
-    def take(self, n: int) -> None:
-        with self._cond:
-            self._free -= n
-
-    def give(self, n: int) -> None:
-        with self._cond:
-            self._free += n
-            self._cond.notify_all()
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopped = True
-            self._cond.notify_all()
-
-
 @dataclass(frozen=True)
 class _End:
     """In a done queue: the feeder submitted ``batches`` batches and will submit no more."""
@@ -404,7 +314,7 @@ class _StageRun:
     """
 
     def __init__(
-        self, index: int, count: int, stage: Stage, pool: Pool, channels: list[_Channel]
+        self, index: int, count: int, stage: Stage, pool: Pool, channels: list[Channel]
     ) -> None:
         self.stage = stage
         self.pool = pool
@@ -413,7 +323,7 @@ class _StageRun:
             f"in stage {index + 1} of {count} ({stage.name!r}, kind={stage.kind!r}) of a Pipeline"
         )
         size = max(self.inp.capacity, WINDOW_PER_WORKER * pool.workers)
-        self.window = _Window(size)
+        self.window = Window(size)
         self.batch = max(1, size // BATCHES_PER_WINDOW)
         self.done: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.items_in = self.items_out = self.failures = 0
@@ -445,7 +355,7 @@ class _Run:
         self._error: BaseException | None = None
         self._ordered = ordered
         self.started = _clock()
-        channels = [_Channel(buffer) for _ in range(len(stages) + 1)]
+        channels = [Channel(buffer) for _ in range(len(stages) + 1)]
         self._channels = channels
         self.results = channels[-1]
         self._stages: list[_StageRun] = []
@@ -500,7 +410,7 @@ class _Run:
                 return
             self._stopped = True
             if error is not None and where:  # before the caller can see it
-                _add_note(error, f"workcrew: raised {where}")
+                add_note(error, f"workcrew: raised {where}")
             self._error = error
         for channel in self._channels:
             channel.abort()
@@ -653,9 +563,6 @@ class _Run:
         return True
 
 
-# -- helpers -------------------------------------------------------------------------------
-
-
 def _open_pool(stage: Stage) -> Pool:
     return Pool(
         stage.workers,
@@ -682,15 +589,3 @@ def _check_count(name: str, value: object, *, allow_none: bool) -> None:
         raise TypeError(f"{name} must be an int, got {value!r}")
     if value < 1:
         raise ValueError(f"{name}={value} is invalid: it must be at least 1")
-
-
-def _add_note(exc: BaseException, note: str) -> None:
-    """``exc.add_note`` (3.11+); on 3.10 the note is kept in ``__notes__`` all the same."""
-    if sys.version_info >= (3, 11):
-        exc.add_note(note)
-    else:  # pragma: no cover - 3.10: tracebacks do not show it, but code can read it
-        notes = getattr(exc, "__notes__", None)
-        try:
-            exc.__notes__ = [*(notes or ()), note]  # type: ignore[attr-defined]
-        except AttributeError:
-            pass  # an exception type with __slots__: the note is lost, the error is not

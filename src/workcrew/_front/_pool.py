@@ -28,16 +28,16 @@ from concurrent.futures import TimeoutError as FuturesTimeout
 from typing import Any, Generic, TypeVar
 
 from .._backends import open_engine
-from .._core._auto import AutoEngine, KindChoice, kind_choices, set_kind
-from .._core._engine import Engine
+from .._core._auto_policy import KindChoice
+from .._core._engine_api import PoolEngine
 from .._core._exceptions import TaskCancelled, TimeoutError
 from .._core._execute import MAP, STAR, function_name
 from .._core._jobs import ResultIterator, RunSource
-from .._core._options import PoolOptions, TaskPolicy
+from .._core._options import PoolOptions, TaskPolicy, check_chunksize
 from .._core._stats import PoolStatistics
 from .._display._progress import Display, open_display
 from .._display._timeline import Timeline
-from ._shared import tally_for, timeline_of
+from ._shared import documented_options, tally_for, timeline_of
 
 __all__ = ("AsyncResult", "IMapIterator", "Pool")
 
@@ -133,6 +133,7 @@ class IMapIterator(ResultIterator, Iterator[T]):
         self._job.cancel()
 
 
+@documented_options("pool")
 class Pool:
     """A pool of workers with the ``multiprocessing.Pool`` API.
 
@@ -220,8 +221,8 @@ class Pool:
             client=client,
             security=security,
         )
-        self._engine = open_engine(self._options, drain_at_exit=False)
-        if initializer is not None and isinstance(self._engine, Engine):
+        self._engine: PoolEngine = open_engine(self._options, drain_at_exit=False)
+        if initializer is not None:
             self._engine.start_all()  # as multiprocessing.Pool: initializers run at once
         self._finalizer = weakref.finalize(self, _collect, self._engine)
         self._finalizer.atexit = False  # the engine's own exit hook handles interpreter exit
@@ -249,7 +250,7 @@ class Pool:
 
     @property
     def kind(self) -> str:
-        """The worker kind (``"process"`` or ``"thread"``)."""
+        """The worker kind: ``"process"``, ``"thread"``, ``"async"``, ``"auto"`` or ``"dask"``."""
         return self._options.kind
 
     @property
@@ -259,11 +260,11 @@ class Pool:
 
     def set_kind(self, fn: Callable[..., Any], kind: str) -> None:
         """``kind="auto"`` pools: run ``fn`` on ``kind`` workers, without measuring it."""
-        set_kind(self._engine, fn, kind)
+        self._engine.set_kind(fn, kind)
 
     def kind_choices(self) -> list[KindChoice]:
         """``kind="auto"`` pools: which kind each function was routed to, and why."""
-        return kind_choices(self._engine)
+        return self._engine.kind_choices()
 
     # -- single calls ----------------------------------------------------------------
 
@@ -425,7 +426,7 @@ class Pool:
         loop = asyncio.get_running_loop()
         try:
             while True:
-                value = await loop.run_in_executor(None, _next_or_stop, it)
+                value = await loop.run_in_executor(None, next, it, _STOP)
                 if value is _STOP:
                     return
                 yield value
@@ -519,15 +520,9 @@ class Pool:
         return f"<workcrew.Pool kind={self.kind!r} workers={self.workers} state={state}>"
 
 
+#: what ``next(it, _STOP)`` returns at the end of ``aimap``'s iterator: StopIteration
+#: cannot cross an executor future, so the end is turned into this marker
 _STOP: Any = object()
-
-
-def _next_or_stop(it: IMapIterator[T]) -> Any:
-    # StopIteration cannot cross an executor future: turn it into a marker.
-    try:
-        return next(it)
-    except StopIteration:
-        return _STOP
 
 
 class _ShownResult(AsyncResult[T]):
@@ -588,13 +583,11 @@ def _as_list(iterable: Iterable[Any]) -> list[Any]:
 
 
 def _chunksize(chunksize: int | None) -> int | None:
-    from .._core._options import check_chunksize
-
     check_chunksize(chunksize)
     return chunksize
 
 
-def _collect(engine: Engine | AutoEngine) -> None:
+def _collect(engine: PoolEngine) -> None:
     if engine.accepting:
         warnings.warn(
             "a workcrew.Pool was garbage-collected without close() or terminate(); "

@@ -1,18 +1,22 @@
-"""What the front ends (Pool, Executor, Pipeline) share: progress tallies and timelines."""
+"""What the front ends (Pool, Executor, Pipeline) share: tallies, timelines, option docs."""
 
 from __future__ import annotations
 
-from .._core._auto import AutoEngine
-from .._core._engine import Engine
+from collections.abc import Callable
+from typing import Literal, TypeVar
+
+from .._core._engine_api import PoolEngine
 from .._core._jobs import Tally
-from .._core._options import PoolOptions
+from .._core._options import OPTIONS, PoolOptions
 from .._display._progress import check_progress
 from .._display._timeline import Timeline
 
-__all__ = ("tally_for", "timeline_of")
+__all__ = ("documented_options", "tally_for", "timeline_of")
+
+_Front = TypeVar("_Front", bound=type)
 
 
-def timeline_of(engine: Engine | AutoEngine, options: PoolOptions, front: str) -> Timeline:
+def timeline_of(engine: PoolEngine, options: PoolOptions, front: str) -> Timeline:
     """The recorded spans of a pool or executor; ``ValueError`` if it records none."""
     if not options.timeline:
         raise ValueError(
@@ -30,3 +34,23 @@ def tally_for(progress: bool | str) -> Tally | None:
         return None
     check_progress(progress)
     return Tally()
+
+
+def documented_options(front: Literal["pool", "executor"]) -> Callable[[_Front], _Front]:
+    """A class decorator appending the front end's keyword options to its docstring.
+
+    The list comes from ``OPTIONS`` (``_core/_options.py``), where each option is
+    declared once, so a front end's docstring names every option it takes, with
+    its default, and cannot drift from the signature.
+    """
+
+    def decorate(cls: _Front) -> _Front:
+        lines = [(cls.__doc__ or "").rstrip(), "", "    Keyword options:", ""]
+        for option in OPTIONS:
+            keyword = getattr(option, front)
+            if keyword is not None:
+                lines.append(f"    * ``{keyword}`` (default ``{option.default!r}``): {option.doc}")
+        cls.__doc__ = "\n".join(lines) + "\n"
+        return cls
+
+    return decorate

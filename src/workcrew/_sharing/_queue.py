@@ -227,7 +227,7 @@ class Queue(Generic[T]):
                 self._notify(words, self._putters, WAIT_PUT, SEM_VALUE_MAX)
         finally:
             self._unlock(words)
-        return pickle.loads(data)  # type: ignore[no-any-return]
+        return pickle.loads(data)  # type: ignore[no-any-return]  # the queue's item type
 
     def _write(self, at: int, data: bytes, capacity: int) -> None:
         first = min(len(data), capacity - at)
