@@ -33,6 +33,22 @@ def pool_kw(request: pytest.FixtureRequest) -> dict[str, object]:
     return kw
 
 
+@pytest.fixture(params=[*KINDS, pytest.param(("async", None), id="async")])
+def any_kind_kw(request: pytest.FixtureRequest) -> dict[str, object]:
+    """``pool_kw``'s kinds and start methods, plus ``kind="async"``.
+
+    For contract tests whose work can be coroutines.  The async kind runs only
+    coroutine functions, and the thread kind refuses them (process kinds run
+    both), so such a test picks its task by kind, e.g.
+    ``fn = helpers.async_square if kw["kind"] == "async" else helpers.square``.
+    """
+    kind, method = request.param
+    kw: dict[str, object] = {"kind": kind}
+    if method is not None:
+        kw["start_method"] = method
+    return kw
+
+
 @pytest.fixture(params=["fork", "spawn", "forkserver"])
 def start_method(request: pytest.FixtureRequest) -> str:
     """A process start method."""

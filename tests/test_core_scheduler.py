@@ -1,0 +1,210 @@
+"""The dispatch policy alone (``_core/_scheduler.py``): chunk sizes, prefetch, re-queue order.
+
+Complements tests/test_scheduler.py (which covers the cost of many pending
+calls and their round robin).  Real jobs, no master, no threads.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from workcrew._core._execute import MAP
+from workcrew._core._jobs import Job, ListJob, StreamJob
+from workcrew._core._options import TaskPolicy
+from workcrew._core._scheduler import (
+    CHUNK_BYTES,
+    GROWTH,
+    MAX_ESTIMATES,
+    PREFETCH_MAX_SECONDS,
+    PREFETCH_TAIL,
+    SMOOTHING,
+    TAPER,
+    TARGET_CHUNK_SECONDS,
+    Scheduler,
+)
+
+TIMED = TaskPolicy(timeout=10.0)
+
+
+def listed(
+    n: int, key: Any = "f", chunksize: int | None = None, policy: TaskPolicy | None = None
+) -> ListJob:
+    job = ListJob(abs, MAP, list(range(n)), key, chunksize)
+    if policy is not None:
+        job.policy = policy
+    return job
+
+
+def streamed(n: int, key: Any = "f") -> StreamJob:
+    job = StreamJob(abs, MAP, range(n), key, None, True, 1, lambda _: None)
+    job.feed()  # the reader's thread pulls the input; here, the test's
+    return job
+
+
+def sizes(scheduler: Scheduler, job: Job, steps: int, per_item: float) -> list[int]:
+    """Sizes of the next ``steps`` chunks, each reported back as taking ``per_item`` per item."""
+    out = []
+    for _ in range(steps):
+        chunk = scheduler.next_chunk(None, prefetch=False)
+        assert chunk is not None
+        out.append(len(chunk[2]))
+        scheduler.record(job.key, len(chunk[2]), per_item * len(chunk[2]))
+    return out
+
+
+# -- chunk sizing -------------------------------------------------------------------------
+
+
+def test_chunks_start_at_one_item_and_grow_at_most_growth_fold_to_the_target() -> None:
+    # The first measurement may be an unusually fast item: growth is capped per step.
+    scheduler = Scheduler(workers=1)
+    job = listed(10**5)
+    scheduler.add(job)
+    ideal = round(TARGET_CHUNK_SECONDS / 1e-6)  # 5000 items of 1 µs
+    assert sizes(scheduler, job, 7, 1e-6) == [1, 8, 64, 512, 4096, ideal, ideal]
+    assert GROWTH == 8
+
+
+def test_a_new_job_of_a_known_function_starts_at_its_ideal_size() -> None:
+    scheduler = Scheduler(workers=1)
+    scheduler.record("f", 10, 10 * 1e-4)  # learned from an earlier job: 100 µs per item
+    job = listed(10**5)
+    scheduler.add(job)
+    assert sizes(scheduler, job, 1, 1e-4) == [round(TARGET_CHUNK_SECONDS / 1e-4)]
+    assert job.chunk_hint == 50  # a StreamJob sizes its read-ahead window from this
+
+
+def test_many_workers_aim_at_longer_chunks() -> None:
+    assert Scheduler(workers=1).target == TARGET_CHUNK_SECONDS
+    assert math.isclose(Scheduler(workers=200).target, 0.04)
+
+
+def test_a_fixed_chunksize_wins_and_a_timeout_means_one_item_per_chunk() -> None:
+    scheduler = Scheduler(workers=1)
+    scheduler.record("f", 1, 1e-6)
+    fixed, timed = listed(100, chunksize=7), listed(100, chunksize=7, policy=TIMED)
+    assert scheduler.chunk_size(fixed) == 7
+    assert scheduler.chunk_size(timed) == 1  # its timer starts when it is sent
+
+
+def test_the_last_chunks_of_a_finite_job_shrink_so_workers_finish_together() -> None:
+    workers, per_item = 4, 1e-4  # ideal 50 items; taper floor 1 ms = 10 items
+    scheduler = Scheduler(workers)
+    scheduler.record("f", 1, per_item)
+    job = listed(200)
+    scheduler.add(job)
+    got = []
+    while (chunk := scheduler.next_chunk(None, prefetch=False)) is not None:
+        remaining = 200 - chunk[1]
+        tapered = max(math.ceil(remaining / (TAPER * workers)), 10)
+        assert len(chunk[2]) == min(50, tapered, remaining)
+        got.append(len(chunk[2]))
+    assert got[0] == 25 and got[-1] <= 10 and sum(got) == 200
+    assert got == sorted(got, reverse=True)
+
+
+def test_large_pickled_items_make_small_chunks() -> None:
+    scheduler = Scheduler(workers=1)
+    scheduler.record("f", 1, 1e-6)
+    scheduler.record_size("f", 2, 2 << 20)  # 1 MiB per item
+    assert scheduler.chunk_size(listed(10**5)) == CHUNK_BYTES // (1 << 20)
+
+
+def test_hybrid_workers_never_get_fewer_items_than_they_run_at_once() -> None:
+    scheduler = Scheduler(workers=1, min_chunk=4)
+    assert scheduler.chunk_size(listed(100)) == 4  # no estimate yet: still 4
+
+
+def test_estimates_are_a_moving_average() -> None:
+    scheduler = Scheduler(workers=1)
+    scheduler.record("f", 1, 1e-3)
+    scheduler.record("f", 2, 2 * 3e-3)  # per item: 1 ms, then 3 ms
+    per_item = 1e-3 + SMOOTHING * (3e-3 - 1e-3)
+    assert scheduler.chunk_size(listed(10**5)) == int(TARGET_CHUNK_SECONDS / per_item)
+
+
+def test_only_the_most_recent_functions_keep_an_estimate() -> None:
+    scheduler = Scheduler(workers=1)
+    for key in range(MAX_ESTIMATES + 1):
+        scheduler.record(key, 1, 1e-4)
+    assert scheduler.chunk_size(listed(10**5, key=0)) == 1  # forgotten: starts over
+    assert scheduler.chunk_size(listed(10**5, key=1)) == 50
+
+
+# -- prefetch (a second chunk queued behind a busy worker) ---------------------------------------
+
+
+def test_prefetch_only_for_short_known_untimed_items_far_from_the_end() -> None:
+    workers = 2
+    scheduler = Scheduler(workers)
+    assert not scheduler.can_prefetch(listed(100))  # duration unknown
+    scheduler.record("f", 1, 1e-4)
+    scheduler.record("slow", 1, PREFETCH_MAX_SECONDS * 2)
+    assert scheduler.can_prefetch(listed(100))
+    assert scheduler.can_prefetch(streamed(100))  # lazy: its end is unknown
+    assert not scheduler.can_prefetch(listed(100, key="slow"))
+    assert not scheduler.can_prefetch(listed(100, policy=TIMED))
+    assert not scheduler.can_prefetch(listed(PREFETCH_TAIL * workers))  # the tail
+    assert scheduler.can_prefetch(listed(PREFETCH_TAIL * workers + 1))
+
+
+def test_a_prefetch_skips_jobs_that_cannot_be_prefetched() -> None:
+    scheduler = Scheduler(workers=1)
+    scheduler.record("slow", 1, 1.0)
+    scheduler.record("fast", 1, 1e-4)
+    slow, fast = listed(100, key="slow"), listed(100, key="fast")
+    scheduler.add(slow)
+    scheduler.add(fast)
+    chunk = scheduler.next_chunk(None, prefetch=True)
+    assert chunk is not None and chunk[0] is fast
+    chunk = scheduler.next_chunk(None, prefetch=False)  # an idle worker takes anything
+    assert chunk is not None and chunk[0] is slow
+
+
+# -- re-queued chunks ---------------------------------------------------------------------------
+
+
+def test_requeued_chunks_go_first_in_the_order_given_back() -> None:
+    scheduler = Scheduler(workers=1)
+    job = listed(10, chunksize=2)
+    scheduler.add(job)
+    taken = [scheduler.next_chunk(None, prefetch=False) for _ in range(3)]
+    assert [c[1] for c in taken if c] == [0, 2, 4]
+    scheduler.requeue(job, 2, [2, 3])
+    scheduler.requeue(job, 4, [4, 5])
+    scheduler.requeue(job, 0, [0])
+    got = [scheduler.next_chunk(None, prefetch=False) for _ in range(4)]
+    assert [(c[1], c[2]) for c in got if c] == [(2, [2, 3]), (4, [4, 5]), (0, [0]), (6, [6, 7])]
+
+
+def test_a_requeued_chunk_over_a_workers_quota_is_split_and_its_rest_stays_first() -> None:
+    scheduler = Scheduler(workers=1)
+    job = listed(10)
+    scheduler.add(job)
+    scheduler.requeue(job, 3, [3, 4, 5])
+    assert scheduler.next_chunk(2, prefetch=False) == (job, 3, [3, 4])
+    assert scheduler.next_chunk(None, prefetch=False) == (job, 5, [5])
+
+
+def test_a_requeued_timed_chunk_waits_for_a_ready_worker() -> None:
+    scheduler = Scheduler(workers=1)
+    timed, other = listed(1, key="t", policy=TIMED), listed(5, key="o")
+    scheduler.add(other)
+    scheduler.requeue(timed, 0, [0])
+    chunk = scheduler.next_chunk(None, prefetch=False, timed_ok=False)
+    assert chunk is not None and chunk[0] is other  # the starting worker gets other work
+    assert scheduler.next_chunk(None, prefetch=False, timed_ok=True) == (timed, 0, [0])
+
+
+def test_dropping_requeued_chunks_returns_their_jobs_to_settle() -> None:
+    scheduler = Scheduler(workers=1)
+    job = listed(2)
+    scheduler.add(job)
+    while scheduler.next_chunk(None, prefetch=False) is not None:
+        pass
+    assert scheduler.idle()
+    scheduler.requeue(job, 1, [1])
+    assert not scheduler.idle() and scheduler.jobs == [job]
+    assert scheduler.clear_requeued() == [job]
+    assert scheduler.idle() and scheduler.jobs == []
