@@ -424,3 +424,58 @@ def test_the_fake_runs_nothing_by_itself(fake: Make) -> None:
     assert [held(w) for w in workers] == [[(0,)], [(1,)]]
     pool.run(lambda: None)
     assert not job.future.done()
+
+
+# -- found by this test layer, fixed with it ---------------------------------------------------
+
+
+def test_a_lazy_map_with_a_fixed_chunksize_reads_enough_to_feed_every_worker(fake: Make) -> None:
+    pool = fake(workers=4)
+    source = Source(100_000)
+    job = pool.stream(source, chunksize=100)
+    # Sized from the chunksize before any chunk is cut (it once used chunk_hint=1,
+    # a window of 64 items: one chunk's worth of input for four workers).
+    assert job.window == 4 * 4 * 100
+    pool.feed(job)
+    assert source.read == job.window
+    busy = {sent.worker for sent in pool.chunks()}
+    assert len(busy) == 4, f"{len(busy)} of 4 workers got work"
+
+
+def test_a_requeued_chunk_of_a_job_that_already_failed_is_not_run(fake: Make) -> None:
+    pool = fake(workers=1)
+    first = warm_up(pool)
+    job = pool.map(list(range(4)), chunksize=1)
+    assert held(first) == [(0,), (1,)]  # running 0, 1 prefetched behind it
+    pool.exit(first, CRASH)  # 0 killed it: the map fails at once (its future)
+    assert isinstance(job.future.exception(TIMEOUT), WorkerCrashed)
+    pool.run(lambda: None)  # the dispatch after the crash
+    assert sent_items(pool, 1) == [(1,)]  # 1 was not sent again, for nobody
+    assert sent_items(pool, 2) == sent_items(pool, 3) == []
+
+
+def test_a_chunk_error_for_no_chunk_in_flight_is_ignored(fake: Make) -> None:
+    pool = fake(workers=1)
+    worker = warm_up(pool)
+    stray = unloadable()
+    # A report with nothing in flight (or for another seq) must not break the loop.
+    pool.run(lambda: pool.master.on_chunk_error(worker, 12345, stray, ran=True))
+    pool.run(lambda: pool.master.on_chunk_error(worker, -1, stray, ran=True))
+    assert pool.master.broken is None
+    job = pool.call(7)
+    sent = pool.chunk()
+    pool.run(lambda: pool.master.on_chunk_error(worker, sent.seq + 1, stray, ran=True))
+    pool.answer(sent)
+    assert job.future.result(TIMEOUT) == call_items(7)[0]  # the stray report took no place
+
+
+def test_an_item_unsendable_on_its_retry_keeps_its_earlier_attempts(fake: Make) -> None:
+    pool = fake(workers=1, retries=1, retry_backoff=0.01)
+    job = pool.call(3)
+    first = pool.chunk()
+    refused = unloadable()
+    pool.backend.unsendable = lambda item: refused  # from now on nothing can be sent
+    failed = ValueError("first attempt")
+    pool.answer(first, failures={0: failed})
+    assert job.future.exception(TIMEOUT) is refused  # SerializationError: not retried
+    assert refused.attempts == [failed]  # settled like any failure: history kept

@@ -92,6 +92,10 @@ class WorkerEvents(ABC):
     ) -> None:
         """The oldest unanswered chunk failed as a whole with ``error``.
 
+        ``seq`` is that chunk's, or -1 when the worker cannot tell which it was
+        (a result that could not be unpickled); a ``seq`` that is not the
+        oldest unanswered chunk's is ignored.
+
         ``ran`` tells whether its tasks ran (their results were lost on the way
         back) or never started (the worker could not unpickle the chunk).
         """

@@ -329,7 +329,10 @@ class StreamJob(Job):
 
     @property
     def window(self) -> int:
-        return max(self.MIN_WINDOW, 4 * self._workers * self.chunk_hint)
+        """Items read ahead of the reader: enough to keep every worker fed four chunks deep."""
+        # A fixed chunksize is known before the scheduler first sizes a chunk.
+        chunk = self.chunksize or self.chunk_hint
+        return max(self.MIN_WINDOW, 4 * self._workers * chunk)
 
     def feed(self) -> None:
         """Pull input up to the window (caller's thread)."""

@@ -222,7 +222,8 @@ class Master(WorkerEvents):
             self.recorder.submit(len(items))  # lazy input: counted as it goes out
         errors = sent.failed or None
         if errors and len(errors) == len(items):
-            job.deliver(start, [None] * len(items), errors)  # nothing was sent
+            # Nothing was sent: settled like any failure (earlier attempts kept).
+            self._settle(job, start, items, [None] * len(items), errors)
             return True
         slot.inflight.append(InFlight(seq, job, start, items, errors))
         timeout = job.policy.timeout
@@ -397,8 +398,8 @@ class Master(WorkerEvents):
         self, handle: WorkerHandle, seq: int, error: WorkcrewError, *, ran: bool
     ) -> None:
         slot = self._slots.get(handle.worker_id)
-        if slot is None:
-            return
+        if slot is None or not slot.inflight or seq not in (-1, slot.inflight[0].seq):
+            return  # nothing in flight there, or not its oldest chunk: already settled
         chunk = slot.inflight.popleft()
         self._touch(slot)
         if ran or len(chunk.items) == 1:

@@ -120,6 +120,10 @@ class Scheduler:
         ``limit`` caps its size (a worker close to its task quota); with
         ``prefetch`` only jobs with items short enough to queue are considered.
         """
+        # A re-queued chunk of a job that has ended (failed, cancelled,
+        # aborted) would run for nobody: drop it.
+        while self._requeued and self._requeued[0][0].done():
+            self._requeued.popleft()
         if self._requeued:
             job, start, items = self._requeued[0]
             if (not prefetch or self.can_prefetch(job)) and (
