@@ -588,11 +588,50 @@ def sectioned_table(title: str, metric: str, rows: list[Any], notes: list[str]) 
     return Table(title, headers, table_rows, notes)
 
 
+def bench_imports(sizes: Sizes) -> Table:
+    from programs import bench_imports as measure
+
+    results = measure(max(sizes.repeats * 3, 5))
+    for r in results:
+        progress(f"imports {r.name}: {r.value:.1f} ms")
+    notes = [
+        "wall time of the statement alone in a fresh interpreter (interpreter start-up excluded), "
+        "median of the runs; `import workcrew` loads no module of the package until a name is "
+        "used, so `from workcrew import Pool` is what a program pays.",
+    ]
+    return comparison_table("Import time (ms)", "ms", False, results, notes)
+
+
+def bench_programs(sizes: Sizes) -> Table:
+    import tempfile
+
+    from programs import bench_programs as measure
+
+    with tempfile.TemporaryDirectory() as tmp:
+        results = measure(max(sizes.repeats * 2, 3), Path(tmp))
+    rows = []
+    for r in results:
+        section = r.name.split(":")[0]
+        peer = next(o.value for o in results if o.name.split(":")[0] == section and not o.workcrew)
+        progress(f"programs {r.name}: {r.value:.1f} ms")
+        name = f"**{r.name}**" if r.workcrew else r.name
+        rows.append([name, f"{r.value:,.1f}", f"{r.value / peer:.2f}x"])
+    notes = [
+        "a fresh program creates a 2-worker pool, runs one task and shuts it down, twice; the "
+        "first pool pays the helpers its start method needs (forkserver, resource tracker), the "
+        "second reuses them. Import time excluded (see the import table). Median of the runs.",
+    ]
+    headers = ["start method, pool: library", "ms (lower is better)", "vs multiprocessing"]
+    return Table("Whole programs: first and second pool", headers, rows, notes)
+
+
 WORKLOADS: dict[str, Callable[[Sizes], Table]] = {
     "throughput": bench_throughput,
     "cpu": bench_cpu,
     "skewed": bench_skewed,
     "startup": bench_startup,
+    "imports": bench_imports,
+    "programs": bench_programs,
     "submits": bench_submits,
     "memory": bench_memory,
     "io": kinds_workload("io"),

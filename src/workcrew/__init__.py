@@ -5,33 +5,38 @@
 same engine, whose workers may be processes or threads (``kind=``).
 """
 
-from ._core._auto_policy import KindChoice
-from ._core._exceptions import (
-    BrokenPoolError,
-    DeadlockError,
-    InitializerError,
-    NestedPoolWarning,
-    PoolClosedError,
-    QueueClosed,
-    RemoteTraceback,
-    SerializationError,
-    TaskCancelled,
-    TaskFailed,
-    TaskTimeout,
-    TimeoutError,
-    WorkcrewError,
-    WorkerCrashed,
-)
-from ._core._options import default_start_method
-from ._core._state import worker_state
-from ._core._stats import PoolStatistics, TaskSpan, WorkerStatistics
-from ._core._system import available_cpu_count
-from ._display._timeline import Timeline
-from ._front._executor import Executor
-from ._front._pipeline import Pipeline, PipelineRun, Stage, StageStatistics
-from ._front._pool import AsyncResult, IMapIterator, Pool
-from ._sharing._locks import Lock, RLock, Value
-from ._sharing._queue import Queue
+import importlib as _importlib
+import typing as _typing
+
+if _typing.TYPE_CHECKING:  # the names, for type checkers; at run time they load on first use
+    from ._core._auto_policy import KindChoice
+    from ._core._exceptions import (
+        BrokenPoolError,
+        DeadlockError,
+        InitializerError,
+        NestedPoolWarning,
+        PoolClosedError,
+        QueueClosed,
+        RemoteTraceback,
+        SerializationError,
+        TaskCancelled,
+        TaskFailed,
+        TaskTimeout,
+        TimeoutError,
+        WorkcrewError,
+        WorkerCrashed,
+    )
+    from ._core._options import default_start_method
+    from ._core._state import worker_state
+    from ._core._stats import PoolStatistics, TaskSpan, WorkerStatistics
+    from ._core._system import available_cpu_count
+    from ._display._timeline import Timeline
+    from ._front._executor import Executor
+    from ._front._pipeline import Pipeline, PipelineRun, Stage, StageStatistics
+    from ._front._pool import Pool
+    from ._front._results import AsyncResult, IMapIterator
+    from ._sharing._locks import Lock, RLock, Value
+    from ._sharing._queue import Queue
 
 __version__ = "0.1.0"
 
@@ -78,13 +83,56 @@ __all__ = (
     "RemoteTraceback",
 )
 
-# Tracebacks, reprs and pickles name the public path (workcrew.Pool), not the
-# private module that defines it.
-for _name in __all__:
-    _obj = globals()[_name]
-    if getattr(_obj, "__module__", "").startswith("workcrew."):
-        try:
-            _obj.__module__ = "workcrew"
-        except (AttributeError, TypeError):  # pragma: no cover - builtins refuse
-            pass
-del _name, _obj
+#: Where each public name lives.  ``import workcrew`` loads none of them: a name's
+#: module (and what it needs) is imported when the name is first used, so a program
+#: pays only for the features it touches (see docs/design.md, "Start-up").
+_HOMES = {
+    "Pool": "._front._pool",
+    "Executor": "._front._executor",
+    "AsyncResult": "._front._results",
+    "IMapIterator": "._front._results",
+    "KindChoice": "._core._auto_policy",
+    "PoolStatistics": "._core._stats",
+    "WorkerStatistics": "._core._stats",
+    "TaskSpan": "._core._stats",
+    "Timeline": "._display._timeline",
+    "Pipeline": "._front._pipeline",
+    "Stage": "._front._pipeline",
+    "PipelineRun": "._front._pipeline",
+    "StageStatistics": "._front._pipeline",
+    "Queue": "._sharing._queue",
+    "Lock": "._sharing._locks",
+    "RLock": "._sharing._locks",
+    "Value": "._sharing._locks",
+    "available_cpu_count": "._core._system",
+    "default_start_method": "._core._options",
+    "worker_state": "._core._state",
+    "WorkcrewError": "._core._exceptions",
+    "PoolClosedError": "._core._exceptions",
+    "BrokenPoolError": "._core._exceptions",
+    "InitializerError": "._core._exceptions",
+    "NestedPoolWarning": "._core._exceptions",
+    "WorkerCrashed": "._core._exceptions",
+    "TaskCancelled": "._core._exceptions",
+    "SerializationError": "._core._exceptions",
+    "TaskFailed": "._core._exceptions",
+    "TaskTimeout": "._core._exceptions",
+    "TimeoutError": "._core._exceptions",
+    "DeadlockError": "._core._exceptions",
+    "QueueClosed": "._core._exceptions",
+    "RemoteTraceback": "._core._exceptions",
+}
+
+
+def __getattr__(name: str) -> _typing.Any:
+    """Load a public name's module on first use (PEP 562)."""
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'workcrew' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(home, __name__), name)
+    globals()[name] = value  # later uses are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*__all__, *(name for name in globals() if name.startswith("_"))})

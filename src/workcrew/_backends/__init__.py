@@ -9,12 +9,12 @@ dependencies such as Dask).
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
-from .._core._auto import AutoEngine
-from .._core._backend import WorkerBackend
-from .._core._engine import Engine
-from .._core._engine_api import PoolEngine
-from .._core._options import PoolOptions
+if TYPE_CHECKING:  # a worker process imports a kind's module without the engine
+    from .._core._backend import WorkerBackend
+    from .._core._engine_api import PoolEngine
+    from .._core._options import PoolOptions
 
 __all__ = ("get_backend", "open_engine")
 
@@ -34,5 +34,9 @@ def get_backend(kind: str) -> type[WorkerBackend]:
 def open_engine(options: PoolOptions, *, drain_at_exit: bool) -> PoolEngine:
     """The engine behind a front end: one kind's, or kind="auto"'s router over all kinds."""
     if options.kind == "auto":
+        from .._core._auto import AutoEngine  # only pools of kind "auto" load the router
+
         return AutoEngine(options, get_backend, drain_at_exit=drain_at_exit)
+    from .._core._engine import Engine
+
     return Engine(options, get_backend(options.kind), drain_at_exit=drain_at_exit)

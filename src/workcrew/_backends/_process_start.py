@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from typing import Any
 
 __all__ = ("reap_unstarted", "start_helpers_without_stdout")
 
@@ -79,8 +80,26 @@ def start_helpers_without_stdout(start_method: str) -> None:
         os.dup2(devnull, 1)
         resource_tracker.ensure_running()
         if start_method == "forkserver":
+            _preload_worker_code(forkserver._forkserver)
             forkserver.ensure_running()
     finally:
         os.dup2(saved, 1)
         os.close(saved)
         os.close(devnull)
+
+
+#: What every process worker runs; preloaded by the forkserver, so that a worker
+#: forked from it starts with this code imported instead of importing it again.
+WORKER_MODULE = "workcrew._backends._process_worker"
+
+
+def _preload_worker_code(server: Any) -> None:
+    """Add the worker's module to what the forkserver imports once, when it starts.
+
+    Only a server not yet running takes it (one started earlier by someone else
+    keeps its own list); the caller's own preloads (``__main__`` by default)
+    stay, and come first.
+    """
+    modules = list(getattr(server, "_preload_modules", None) or ["__main__"])
+    if WORKER_MODULE not in modules:
+        server.set_forkserver_preload([*modules, WORKER_MODULE])

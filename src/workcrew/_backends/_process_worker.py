@@ -19,7 +19,6 @@ as LOG frames, from any thread: ``_wire`` writes a frame under a lock);
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import faulthandler
 import inspect
@@ -31,12 +30,12 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import cloudpickle
+if TYPE_CHECKING:
+    import asyncio
 
 from .._core._context import ENV_WORKER
-from .._core._engine import shutdown_all
 from .._core._exceptions import serialization_error
 from .._core._execute import (
     Failure,
@@ -64,6 +63,10 @@ EncodedFailure = tuple[bytes | None, str, str, str, str]
 
 #: Exit status of a worker whose master is gone (its lifeline pipe closed).
 ORPHAN_EXIT = 70
+#: The process that imported this module.  A worker forked from the forkserver
+#: finds the server's pid here: the server preloaded it (``_process_start``), so
+#: the worker starts with its code in memory instead of importing it again.
+IMPORTED_BY = os.getpid()
 
 
 class RunSettings(NamedTuple):
@@ -122,7 +125,10 @@ def worker_main(
         # A pool a task left open must end before multiprocessing's exit code
         # joins this process's children (in a worker it runs before our
         # threading exit hook would).
-        shutdown_all()
+        # (Only a task that made a pool imported the engine: no import here.)
+        engine = sys.modules.get("workcrew._core._engine")
+        if engine is not None:
+            engine.shutdown_all()
         # os._exit runs no finalizers: give back this process's holds on
         # shared locks and values, or their slots would never be freed.
         release_holds()
@@ -390,6 +396,8 @@ class _Worker:
 
 def _load_function(blob: bytes) -> Callable[..., Any] | BaseException:
     try:
+        import cloudpickle
+
         fn: Callable[..., Any] = cloudpickle.loads(blob)
     except BaseException as exc:  # noqa: BLE001 - every task of this function reports it
         return serialization_error(

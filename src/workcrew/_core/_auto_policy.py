@@ -38,8 +38,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import cloudpickle
-
 from ._execute import function_name
 
 __all__ = (
@@ -196,6 +194,8 @@ class Route:
 def _unpicklable(fn: Callable[..., Any]) -> str | None:
     """Why ``fn`` cannot reach a process worker, or None if it can be pickled."""
     try:
+        import cloudpickle
+
         cloudpickle.dumps(fn)
     except Exception as exc:  # noqa: BLE001 - any pickling failure means "keep it in-process"
         return f"{type(exc).__name__}: {exc}"
@@ -247,3 +247,10 @@ def _measured(fn: Callable[..., Any], cell: _Measure) -> Callable[..., Any]:
             cell.wall = max(cell.cpu, wall - (_runqueue_wait() - waited))
 
     return probe
+
+
+# Tracebacks, reprs and pickles name the public path (``workcrew.<name>``), not
+# this module; ``workcrew`` loads it when such a name is first used (its __init__).
+for _public in (KindChoice,):
+    _public.__module__ = "workcrew"
+del _public

@@ -39,8 +39,6 @@ import types
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
-import cloudpickle
-
 from ._execute import WRAPPER_CODES, function_name, short_repr
 
 __all__ = ("Carried", "CarriedAsync", "carry", "locate")
@@ -153,6 +151,8 @@ def _portable(context: contextvars.Context) -> tuple[tuple[str, str, bytes], ...
                 _skip(var, "it is not defined at module level (define it at the top of a module)")
             continue
         try:
+            import cloudpickle
+
             blob = cloudpickle.dumps(value, protocol=5)
         except Exception as exc:  # noqa: BLE001 - skipped, and reported once
             _skip(var, f"its value {short_repr(value)} does not pickle ({type(exc).__name__})")

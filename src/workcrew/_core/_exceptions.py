@@ -381,3 +381,25 @@ class RemoteTraceback(Exception):
 
     def __str__(self) -> str:
         return self.tb
+
+
+# Tracebacks, reprs and pickles name the public path (``workcrew.<name>``), not
+# this module; ``workcrew`` loads it when such a name is first used (its __init__).
+for _public in (
+    WorkcrewError,
+    PoolClosedError,
+    BrokenPoolError,
+    InitializerError,
+    NestedPoolWarning,
+    WorkerCrashed,
+    TaskCancelled,
+    SerializationError,
+    TaskFailed,
+    TaskTimeout,
+    TimeoutError,
+    DeadlockError,
+    QueueClosed,
+    RemoteTraceback,
+):
+    _public.__module__ = "workcrew"
+del _public

@@ -591,3 +591,10 @@ def _check_positive_int(name: str, value: object, meaning: str) -> None:
         raise TypeError(f"{name} must be an int ({meaning}), got {value!r}")
     if value < 1:
         raise ValueError(f"{name}={value} is invalid: {meaning} must be at least 1")
+
+
+# Tracebacks, reprs and pickles name the public path (``workcrew.<name>``), not
+# this module; ``workcrew`` loads it when such a name is first used (its __init__).
+for _public in (default_start_method,):
+    _public.__module__ = "workcrew"
+del _public

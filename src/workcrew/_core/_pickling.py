@@ -9,6 +9,7 @@ inheritance" (its queues, locks, values, manager proxies) reach the workers.
 
 from __future__ import annotations
 
+import functools
 import io
 import pickle
 import sys
@@ -19,8 +20,6 @@ from multiprocessing import context as mp_context
 from multiprocessing.reduction import ForkingPickler
 from multiprocessing.synchronize import SemLock as _SemLock
 from typing import Any, ClassVar, Generic, TypeVar
-
-import cloudpickle
 
 V = TypeVar("V")
 
@@ -44,6 +43,8 @@ def dumps(obj: Any) -> bytes:
     try:
         return pickle.dumps(obj, protocol=5)
     except Exception:  # noqa: BLE001 - any refusal: let cloudpickle try, it raises the real error
+        import cloudpickle
+
         return bytes(cloudpickle.dumps(obj, protocol=5))
 
 
@@ -57,36 +58,43 @@ def dumps_for_child(obj: Any) -> bytes:
     descriptors handed to that child as for ``Process(args=...)``.
     """
     buffer = io.BytesIO()
-    _ChildPickler(buffer, protocol=5).dump(obj)
+    _child_pickler()(buffer, protocol=5).dump(obj)
     return buffer.getvalue()
 
 
-class _ChildPickler(cloudpickle.Pickler):  # type: ignore[misc]  # untyped base
-    # multiprocessing's reducers (Connection, socket, heap arenas, ...) after
-    # cloudpickle's own.  _extra_reducers is the live registry behind
-    # multiprocessing.reduction.register (private, unchanged since 3.4): a copy
-    # would miss the reducers modules such as multiprocessing.heap add when
-    # first imported.  The C pickler reads dispatch_table once, at __init__,
-    # so it must be a class attribute.
-    dispatch_table: ClassVar[ChainMap[type, Any]] = ChainMap(
-        cloudpickle.Pickler.dispatch_table,
-        ForkingPickler._extra_reducers,  # type: ignore[attr-defined]  # private CPython attribute  # private, see above
-    )
+@functools.cache
+def _child_pickler() -> type[Any]:
+    """The pickler of :func:`dumps_for_child` (made on first use: cloudpickle loads then)."""
+    import cloudpickle
 
-    if sys.version_info < (3, 11):
+    class _ChildPickler(cloudpickle.Pickler):  # type: ignore[misc]  # untyped base
+        # multiprocessing's reducers (Connection, socket, heap arenas, ...) after
+        # cloudpickle's own.  _extra_reducers is the live registry behind
+        # multiprocessing.reduction.register (private, unchanged since 3.4): a copy
+        # would miss the reducers modules such as multiprocessing.heap add when
+        # first imported.  The C pickler reads dispatch_table once, at __init__,
+        # so it must be a class attribute.
+        dispatch_table: ClassVar[ChainMap[type, Any]] = ChainMap(
+            cloudpickle.Pickler.dispatch_table,
+            ForkingPickler._extra_reducers,  # type: ignore[attr-defined]  # private, see above
+        )
 
-        def reducer_override(self, obj: Any) -> Any:
-            # Python 3.10 lacks the check 3.11 added to SemLock.__getstate__:
-            # a lock made in a fork context has no name (it was unlinked at
-            # once), and a spawned child would rebuild it from the parent's
-            # raw pointer.  Refuse with 3.11's words.
-            if isinstance(obj, _SemLock) and obj._semlock.name is None:  # type: ignore[attr-defined]  # private CPython attribute
-                raise RuntimeError(
-                    "A SemLock created in a fork context is being shared with a process in "
-                    "a spawn context. This is not supported. Please use the same context to "
-                    "create multiprocessing objects and Process."
-                )
-            return super().reducer_override(obj)
+        if sys.version_info < (3, 11):
+
+            def reducer_override(self, obj: Any) -> Any:
+                # Python 3.10 lacks the check 3.11 added to SemLock.__getstate__:
+                # a lock made in a fork context has no name (it was unlinked at
+                # once), and a spawned child would rebuild it from the parent's
+                # raw pointer.  Refuse with 3.11's words.
+                if isinstance(obj, _SemLock) and obj._semlock.name is None:  # type: ignore[attr-defined]  # private CPython attribute
+                    raise RuntimeError(
+                        "A SemLock created in a fork context is being shared with a process in "
+                        "a spawn context. This is not supported. Please use the same context to "
+                        "create multiprocessing objects and Process."
+                    )
+                return super().reducer_override(obj)
+
+    return _ChildPickler
 
 
 def check_for_child(obj: Any) -> None:

@@ -194,3 +194,10 @@ def worker_state() -> Any:
             "Pool(initializer=open_connection, initargs=(url,))"
         )
     return state.value
+
+
+# Tracebacks, reprs and pickles name the public path (``workcrew.<name>``), not
+# this module; ``workcrew`` loads it when such a name is first used (its __init__).
+for _public in (worker_state,):
+    _public.__module__ = "workcrew"
+del _public

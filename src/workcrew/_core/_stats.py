@@ -278,3 +278,14 @@ def combine(kind: str, parts: list[PoolStatistics]) -> PoolStatistics:
         restarts=sum(p.restarts for p in parts),
         crashes=sum(p.crashes for p in parts),
     )
+
+
+# Tracebacks, reprs and pickles name the public path (``workcrew.<name>``), not
+# this module; ``workcrew`` loads it when such a name is first used (its __init__).
+for _public in (
+    PoolStatistics,
+    WorkerStatistics,
+    TaskSpan,
+):
+    _public.__module__ = "workcrew"
+del _public

@@ -86,3 +86,10 @@ def oom_kill_count() -> int | None:
             if key == "oom_kill" and value.strip().isdigit():
                 return int(value)
     return None
+
+
+# Tracebacks, reprs and pickles name the public path (``workcrew.<name>``), not
+# this module; ``workcrew`` loads it when such a name is first used (its __init__).
+for _public in (available_cpu_count,):
+    _public.__module__ = "workcrew"
+del _public

@@ -15,10 +15,11 @@ knows nothing of the engine.  Three renderings:
 from __future__ import annotations
 
 import html
-import json
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = ("Timeline",)
 
@@ -96,6 +97,9 @@ class Timeline:
 
     def write_trace(self, path: str | Path) -> Path:
         """Write :meth:`trace` as JSON to ``path``; open it in ui.perfetto.dev."""
+        import json
+        from pathlib import Path
+
         path = Path(path)
         path.write_text(json.dumps(self.trace()))
         return path
@@ -104,6 +108,8 @@ class Timeline:
 
     def write_html(self, path: str | Path, title: str = "workcrew timeline") -> Path:
         """A self-contained HTML page with the timeline drawn in SVG (no script, no network)."""
+        from pathlib import Path
+
         path = Path(path)
         path.write_text(self.html(title))
         return path
@@ -181,3 +187,10 @@ class Timeline:
 
     def __repr__(self) -> str:
         return f"<workcrew.Timeline {len(self.spans)} tasks on {len(self.workers())} workers>"
+
+
+# Tracebacks, reprs and pickles name the public path (``workcrew.<name>``), not
+# this module; ``workcrew`` loads it when such a name is first used (its __init__).
+for _public in (Timeline,):
+    _public.__module__ = "workcrew"
+del _public

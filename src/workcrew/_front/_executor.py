@@ -204,3 +204,10 @@ def _shown(results: Iterator[T], display: Display) -> Iterator[T]:
     finally:
         display.close()
         display.join()
+
+
+# Tracebacks, reprs and pickles name the public path (``workcrew.<name>``), not
+# this module; ``workcrew`` loads it when such a name is first used (its __init__).
+for _public in (Executor,):
+    _public.__module__ = "workcrew"
+del _public

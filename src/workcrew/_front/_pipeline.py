@@ -589,3 +589,9 @@ def _check_count(name: str, value: object, *, allow_none: bool) -> None:
         raise TypeError(f"{name} must be an int, got {value!r}")
     if value < 1:
         raise ValueError(f"{name}={value} is invalid: it must be at least 1")
+
+
+# Tracebacks, reprs and pickles name the public path (``workcrew.<name>``).
+for _public in (Pipeline, Stage, PipelineRun, StageStatistics):
+    _public.__module__ = "workcrew"
+del _public

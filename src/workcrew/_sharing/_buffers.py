@@ -34,8 +34,6 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-import cloudpickle
-
 from .._core._fds import register_master_fd, unregister_master_fd
 from ._memory import require_support
 
@@ -86,6 +84,8 @@ def dumps_oob(obj: Any) -> tuple[bytes, list[memoryview]]:
         return pickle.dumps(obj, protocol=5, buffer_callback=keep_apart), buffers
     except Exception:  # noqa: BLE001 - any refusal: cloudpickle raises the real error
         buffers.clear()
+        import cloudpickle
+
         return bytes(cloudpickle.dumps(obj, protocol=5, buffer_callback=keep_apart)), buffers
 
 

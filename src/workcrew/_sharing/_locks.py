@@ -511,3 +511,14 @@ def _typecode(spec: str | type) -> str:
         f"codes {FLOAT_CODES!r} (or float), got {spec!r}; share other data through a "
         "workcrew.Queue or a shared array"
     )
+
+
+# Tracebacks, reprs and pickles name the public path (``workcrew.<name>``), not
+# this module; ``workcrew`` loads it when such a name is first used (its __init__).
+for _public in (
+    Lock,
+    RLock,
+    Value,
+):
+    _public.__module__ = "workcrew"
+del _public

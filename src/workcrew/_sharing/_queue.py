@@ -404,3 +404,10 @@ def _attach(ref: SegmentRef) -> Queue[Any]:
         q._limits()
         _attached[ref] = q
     return q
+
+
+# Tracebacks, reprs and pickles name the public path (``workcrew.<name>``), not
+# this module; ``workcrew`` loads it when such a name is first used (its __init__).
+for _public in (Queue,):
+    _public.__module__ = "workcrew"
+del _public

@@ -1,0 +1,103 @@
+"""Whole programs, each in a fresh interpreter: import time, and the first and second pool.
+
+A long-lived pool hides what a short script pays: the import, the helper
+processes a start method needs (the forkserver, the resource tracker), the
+workers' own imports.  Each measurement here runs a new ``python`` and reads
+back what it timed, so nothing of an earlier run (a warm forkserver, imported
+modules) helps a later one.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from common import Result
+
+SRC = str(Path(__file__).resolve().parent.parent / "src")
+
+IMPORTS = [
+    ("workcrew: import workcrew", "import workcrew", True),
+    ("workcrew: from workcrew import Pool", "from workcrew import Pool", True),
+    ("multiprocessing.pool", "import multiprocessing.pool", False),
+    (
+        "concurrent.futures (ProcessPoolExecutor)",
+        "from concurrent.futures import ProcessPoolExecutor",
+        False,
+    ),
+]
+
+PROGRAM = """
+import json, sys, time
+t0 = time.perf_counter()
+{imports}
+t1 = time.perf_counter()
+
+def square(x):
+    return x * x
+
+def one_pool():
+{run}
+
+if __name__ == "__main__":
+    times = []
+    for _ in range(2):
+        start = time.perf_counter()
+        one_pool()
+        times.append(time.perf_counter() - start)
+    print(json.dumps([t1 - t0, *times]))
+"""
+
+WORKCREW = (
+    "import workcrew",
+    """    with workcrew.Pool(2, start_method={method!r}) as pool:
+        assert pool.apply(square, (7,)) == 49""",
+)
+MULTIPROCESSING = (
+    "import multiprocessing.pool, multiprocessing",
+    """    with multiprocessing.get_context({method!r}).Pool(2) as pool:
+        assert pool.apply(square, (7,)) == 49
+        pool.close()
+        pool.join()""",
+)
+
+
+def _fresh(args: list[str]) -> str:
+    done = subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin"},
+    )
+    return done.stdout.strip().splitlines()[-1]
+
+
+def bench_imports(repeats: int) -> list[Result]:
+    """Median wall time of each import statement in a fresh interpreter, in ms."""
+    results = []
+    for name, statement, ours in IMPORTS:
+        code = f"import time; t = time.perf_counter(); {statement}; print(time.perf_counter() - t)"
+        times = [float(_fresh(["-c", code])) for _ in range(repeats)]
+        results.append(Result(name, statistics.median(times) * 1000, ours, ""))
+    return results
+
+
+def bench_programs(repeats: int, tmp: Path) -> list[Result]:
+    """First and second pool of a fresh program (2 workers, one task, shut down), in ms."""
+    results = []
+    for method in ("forkserver", "fork", "spawn"):
+        for library, (imports, run), ours in (
+            ("workcrew", WORKCREW, True),
+            ("multiprocessing", MULTIPROCESSING, False),
+        ):
+            script = tmp / f"{library}_{method}.py"
+            script.write_text(PROGRAM.format(imports=imports, run=run.format(method=method)))
+            runs = [json.loads(_fresh([str(script)])) for _ in range(repeats)]
+            for index, label in ((1, "first pool"), (2, "second pool")):
+                value = statistics.median(r[index] for r in runs) * 1000
+                results.append(Result(f"{method}, {label}: {library}", value, ours, ""))
+    return results

@@ -1,0 +1,79 @@
+"""Start-up: what `import workcrew` loads, and the forkserver's preloaded worker code.
+
+Each check runs in a fresh interpreter: what a program has imported, and which
+forkserver it runs, is process-wide state the test session itself has changed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import TIMEOUT
+
+SRC = str(Path(__file__).resolve().parent.parent / "src")
+#: Loaded only when the feature that needs them is first used.
+HEAVY = ("asyncio", "cloudpickle", "psutil", "tqdm", "numpy", "distributed", "threadpoolctl")
+
+
+def run_fresh(code: str, *args: str) -> object:
+    """Run ``code`` (or, with ``args``, a script) in a new interpreter; return its JSON line."""
+    done = subprocess.run(
+        [sys.executable, *(args or ("-c", code))],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin"},
+        check=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize(
+    "statement",
+    ["import workcrew", "from workcrew import Pool", "from workcrew import Executor"],
+)
+def test_importing_loads_no_heavy_module(statement: str) -> None:
+    report = f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
+    loaded = run_fresh(f"{statement}\nimport json, sys\n{report}")
+    assert loaded == [], f"`{statement}` loaded {loaded}"
+
+
+def test_import_workcrew_loads_no_front_end_until_one_is_used() -> None:
+    loaded = run_fresh(
+        "import json, sys, workcrew\n"
+        "before = 'workcrew._front._pool' in sys.modules\n"
+        "workcrew.Pool\n"
+        "after = 'workcrew._front._pool' in sys.modules\n"
+        "print(json.dumps([before, after, workcrew.Pool.__module__]))"
+    )
+    assert loaded == [False, True, "workcrew"]
+
+
+PRELOADED = """
+import json, os
+import workcrew
+
+def where_imported(_):
+    from workcrew._backends import _process_worker
+    return _process_worker.IMPORTED_BY, os.getpid()
+
+if __name__ == "__main__":
+    with workcrew.Pool(1, start_method="forkserver") as pool:
+        imported_by, worker = pool.apply(where_imported, (0,))
+    print(json.dumps([imported_by, worker, os.getpid()]))
+"""
+
+
+def test_forkserver_workers_start_with_the_worker_code_preloaded(tmp_path: Path) -> None:
+    script = tmp_path / "preloaded.py"
+    script.write_text(PRELOADED)
+    imported_by, worker, caller = run_fresh(
+        f"import runpy; runpy.run_path({str(script)!r}, run_name='__main__')"
+    )  # type: ignore[misc]
+    # Imported neither by the worker nor by the caller: by the forkserver, once.
+    assert imported_by not in (worker, caller)
