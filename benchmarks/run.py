@@ -619,7 +619,9 @@ def bench_programs(sizes: Sizes) -> Table:
     notes = [
         "a fresh program creates a 2-worker pool, runs one task and shuts it down, twice; the "
         "first pool pays the helpers its start method needs (forkserver, resource tracker), the "
-        "second reuses them. Import time excluded (see the import table). Median of the runs.",
+        "second reuses them. The program's own `import` is excluded (see the import table); "
+        "`import workcrew` is lazy, so workcrew's first pool also loads the front end it uses "
+        "(about the `from workcrew import Pool` row). Median of the runs.",
     ]
     headers = ["start method, pool: library", "ms (lower is better)", "vs multiprocessing"]
     return Table("Whole programs: first and second pool", headers, rows, notes)
