@@ -67,24 +67,26 @@ def test_task_exception_keeps_type_and_names_worker_and_args(pool_kw: dict[str, 
         assert pool.map(helpers.square, [1, 2]) == [1, 4]
 
 
-def test_imap_raises_at_the_failing_item_and_goes_on(pool_kw: dict[str, Any]) -> None:
-    with Pool(2, **pool_kw) as pool:
-        it = pool.imap(helpers.fail_on, range(6), chunksize=2)
+def test_imap_raises_at_the_failing_item_and_goes_on(any_kind_kw: dict[str, Any]) -> None:
+    fail_on = helpers.async_fail_on if any_kind_kw["kind"] == "async" else helpers.fail_on
+    with Pool(2, **any_kind_kw) as pool:
+        it = pool.imap(fail_on, range(6), chunksize=2)
         assert [next(it), next(it), next(it)] == [0, 1, 2]
         with pytest.raises(ValueError, match="bad input 3"):
             next(it)
         assert list(it) == [4, 5]
 
 
-def test_callbacks_are_called(pool_kw: dict[str, Any]) -> None:
+def test_callbacks_are_called(any_kind_kw: dict[str, Any]) -> None:
+    coroutines = any_kind_kw["kind"] == "async"
+    square = helpers.async_square if coroutines else helpers.square
+    fail_on = helpers.async_fail_on if coroutines else helpers.fail_on
     got: list[Any] = []
     done = threading.Event()
     failed = threading.Event()
-    with Pool(2, **pool_kw) as pool:
-        pool.apply_async(helpers.square, (3,), callback=lambda r: (got.append(r), done.set()))
-        pool.map_async(
-            helpers.fail_on, [3], error_callback=lambda e: (got.append(type(e)), failed.set())
-        )
+    with Pool(2, **any_kind_kw) as pool:
+        pool.apply_async(square, (3,), callback=lambda r: (got.append(r), done.set()))
+        pool.map_async(fail_on, [3], error_callback=lambda e: (got.append(type(e)), failed.set()))
         assert done.wait(TIMEOUT)
         assert failed.wait(TIMEOUT)
     assert sorted(map(str, got)) == sorted(map(str, [9, ValueError]))
@@ -131,11 +133,12 @@ def test_maxtasksperchild_recycles_workers(pool_kw: dict[str, Any]) -> None:
     assert names[0] == names[1] != names[2] == names[3] != names[4] == names[5]
 
 
-def test_closed_pool_refuses_work_with_a_clear_error(pool_kw: dict[str, Any]) -> None:
-    pool = Pool(1, **pool_kw)
+def test_closed_pool_refuses_work_with_a_clear_error(any_kind_kw: dict[str, Any]) -> None:
+    square = helpers.async_square if any_kind_kw["kind"] == "async" else helpers.square
+    pool = Pool(1, **any_kind_kw)
     pool.close()
     with pytest.raises(workcrew.PoolClosedError, match="closed") as info:
-        pool.apply(helpers.square, (1,))
+        pool.apply(square, (1,))
     assert isinstance(info.value, ValueError)  # what multiprocessing raises
     pool.join()
 
@@ -167,9 +170,10 @@ def test_terminate_fails_pending_results(pool_kw: dict[str, Any], tmp_path: Path
             blocked.get(TIMEOUT)
 
 
-def test_with_block_waits_for_submitted_work(pool_kw: dict[str, Any]) -> None:
-    with Pool(2, **pool_kw) as pool:
-        results = [pool.apply_async(helpers.square, (i,)) for i in range(20)]
+def test_with_block_waits_for_submitted_work(any_kind_kw: dict[str, Any]) -> None:
+    square = helpers.async_square if any_kind_kw["kind"] == "async" else helpers.square
+    with Pool(2, **any_kind_kw) as pool:
+        results = [pool.apply_async(square, (i,)) for i in range(20)]
     assert [r.get(0) for r in results] == [i * i for i in range(20)]
 
 
