@@ -101,3 +101,52 @@ def bench_programs(repeats: int, tmp: Path) -> list[Result]:
                 value = statistics.median(r[index] for r in runs) * 1000
                 results.append(Result(f"{method}, {label}: {library}", value, ours, ""))
     return results
+
+
+PSS_PROGRAM = """
+import json, multiprocessing, psutil
+import workcrew
+
+def noop(_):
+    return 0
+
+def workers(me):
+    # every descendant but the start method's helpers (forkserver, resource tracker)
+    out = []
+    for child in me.children(recursive=True):
+        cmd = " ".join(child.cmdline())
+        helper = "resource_tracker" in cmd or "forkserver" in cmd
+        if not (child.ppid() == me.pid and helper):
+            out.append(child)
+    return out
+
+def pss(children):
+    return sum(c.memory_full_info().pss for c in children) / len(children)
+
+if __name__ == "__main__":
+    me = psutil.Process()
+    with {open} as pool:
+        pool.map(noop, range(8))
+        print(json.dumps(pss(workers(me))))
+        {finish}
+"""
+
+
+def bench_worker_pss(repeats: int, tmp: Path) -> list[Result]:
+    """Mean proportional set size (PSS) of an idle worker of a 2-worker pool, in MiB."""
+    results = []
+    for method in ("forkserver", "fork", "spawn"):
+        for library, opener, finish, ours in (
+            ("workcrew", f"workcrew.Pool(2, start_method={method!r})", "", True),
+            (
+                "multiprocessing",
+                f"multiprocessing.get_context({method!r}).Pool(2)",
+                "pool.close(); pool.join()",
+                False,
+            ),
+        ):
+            script = tmp / f"pss_{library}_{method}.py"
+            script.write_text(PSS_PROGRAM.format(open=opener, finish=finish))
+            values = [float(_fresh([str(script)])) / 2**20 for _ in range(repeats)]
+            results.append(Result(f"{method}: {library}", statistics.median(values), ours, ""))
+    return results

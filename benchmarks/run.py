@@ -627,6 +627,32 @@ def bench_programs(sizes: Sizes) -> Table:
     return Table("Whole programs: first and second pool", headers, rows, notes)
 
 
+def bench_worker_pss(sizes: Sizes) -> Table:
+    import tempfile
+
+    from programs import bench_worker_pss as measure
+
+    with tempfile.TemporaryDirectory() as tmp:
+        results = measure(max(sizes.repeats, 3), Path(tmp))
+    rows = []
+    for r in results:
+        section = r.name.split(":")[0]
+        peer = next(o.value for o in results if o.name.split(":")[0] == section and not o.workcrew)
+        progress(f"worker memory {r.name}: {r.value:.1f} MiB")
+        name = f"**{r.name}**" if r.workcrew else r.name
+        rows.append([name, f"{r.value:,.1f}", f"{r.value / peer:.2f}x"])
+    notes = [
+        "proportional set size (shared pages divided among their sharers) of an idle worker of "
+        "a fresh 2-worker pool after 8 trivial tasks, mean of its workers, median of the runs.",
+    ]
+    headers = [
+        "start method: library",
+        "MiB per idle worker (lower is better)",
+        "vs multiprocessing",
+    ]
+    return Table("Memory of an idle process worker (PSS)", headers, rows, notes)
+
+
 WORKLOADS: dict[str, Callable[[Sizes], Table]] = {
     "throughput": bench_throughput,
     "cpu": bench_cpu,
@@ -634,6 +660,7 @@ WORKLOADS: dict[str, Callable[[Sizes], Table]] = {
     "startup": bench_startup,
     "imports": bench_imports,
     "programs": bench_programs,
+    "workers": bench_worker_pss,
     "submits": bench_submits,
     "memory": bench_memory,
     "io": kinds_workload("io"),
