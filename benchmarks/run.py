@@ -602,6 +602,18 @@ def bench_imports(sizes: Sizes) -> Table:
     return comparison_table("Import time (ms)", "ms", False, results, notes)
 
 
+def versus_peer_rows(results: list[Result], unit: str) -> list[list[str]]:
+    """Rows "section: library", each with its ratio to the peer of its section (lower is better)."""
+    rows = []
+    for r in results:
+        section = r.name.split(":")[0]
+        peer = next(o.value for o in results if o.name.split(":")[0] == section and not o.workcrew)
+        progress(f"{r.name}: {r.value:.1f} {unit}")
+        name = f"**{r.name}**" if r.workcrew else r.name
+        rows.append([name, f"{r.value:,.1f}", f"{r.value / peer:.2f}x"])
+    return rows
+
+
 def bench_programs(sizes: Sizes) -> Table:
     import tempfile
 
@@ -609,13 +621,6 @@ def bench_programs(sizes: Sizes) -> Table:
 
     with tempfile.TemporaryDirectory() as tmp:
         results = measure(max(sizes.repeats * 2, 3), Path(tmp))
-    rows = []
-    for r in results:
-        section = r.name.split(":")[0]
-        peer = next(o.value for o in results if o.name.split(":")[0] == section and not o.workcrew)
-        progress(f"programs {r.name}: {r.value:.1f} ms")
-        name = f"**{r.name}**" if r.workcrew else r.name
-        rows.append([name, f"{r.value:,.1f}", f"{r.value / peer:.2f}x"])
     notes = [
         "a fresh program creates a 2-worker pool, runs one task and shuts it down, twice; the "
         "first pool pays the helpers its start method needs (forkserver, resource tracker), the "
@@ -624,6 +629,7 @@ def bench_programs(sizes: Sizes) -> Table:
         "(about the `from workcrew import Pool` row). Median of the runs.",
     ]
     headers = ["start method, pool: library", "ms (lower is better)", "vs multiprocessing"]
+    rows = versus_peer_rows(results, "ms")
     return Table("Whole programs: first and second pool", headers, rows, notes)
 
 
@@ -634,22 +640,13 @@ def bench_worker_pss(sizes: Sizes) -> Table:
 
     with tempfile.TemporaryDirectory() as tmp:
         results = measure(max(sizes.repeats, 3), Path(tmp))
-    rows = []
-    for r in results:
-        section = r.name.split(":")[0]
-        peer = next(o.value for o in results if o.name.split(":")[0] == section and not o.workcrew)
-        progress(f"worker memory {r.name}: {r.value:.1f} MiB")
-        name = f"**{r.name}**" if r.workcrew else r.name
-        rows.append([name, f"{r.value:,.1f}", f"{r.value / peer:.2f}x"])
     notes = [
         "proportional set size (shared pages divided among their sharers) of an idle worker of "
         "a fresh 2-worker pool after 8 trivial tasks, mean of its workers, median of the runs.",
     ]
-    headers = [
-        "start method: library",
-        "MiB per idle worker (lower is better)",
-        "vs multiprocessing",
-    ]
+    headers = ["start method: library", "MiB per idle worker (lower is better)"]
+    headers.append("vs multiprocessing")
+    rows = versus_peer_rows(results, "MiB")
     return Table("Memory of an idle process worker (PSS)", headers, rows, notes)
 
 
