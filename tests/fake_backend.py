@@ -217,32 +217,26 @@ class _Call:
         self.error: BaseException | None = None
 
 
-class RecordedList(ListJob):
+class _Recording:
+    """Mixed into a job class: records every ``deliver`` call before the job handles it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.deliveries: list[tuple[int, list[Any], dict[int, BaseException]]] = []
+
+    def deliver(
+        self, start: int, values: list[Any], errors: dict[int, BaseException] | None
+    ) -> None:
+        self.deliveries.append((start, list(values), dict(errors or {})))
+        super().deliver(start, values, errors)  # type: ignore[misc]  # the job class mixed with
+
+
+class RecordedList(_Recording, ListJob):
     """A ``ListJob`` (map) that also records every ``deliver`` call."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.deliveries: list[tuple[int, list[Any], dict[int, BaseException]]] = []
 
-    def deliver(
-        self, start: int, values: list[Any], errors: dict[int, BaseException] | None
-    ) -> None:
-        self.deliveries.append((start, list(values), dict(errors or {})))
-        super().deliver(start, values, errors)
-
-
-class RecordedStream(StreamJob):
+class RecordedStream(_Recording, StreamJob):
     """A ``StreamJob`` (imap) that also records every ``deliver`` call."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.deliveries: list[tuple[int, list[Any], dict[int, BaseException]]] = []
-
-    def deliver(
-        self, start: int, values: list[Any], errors: dict[int, BaseException] | None
-    ) -> None:
-        self.deliveries.append((start, list(values), dict(errors or {})))
-        super().deliver(start, values, errors)
 
 
 def delivered(job: RecordedList | RecordedStream) -> dict[int, Any]:

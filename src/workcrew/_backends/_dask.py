@@ -234,7 +234,7 @@ class DaskHandle(WorkerHandle):
             )
             self._events.on_chunk_error(self, seq, error, ran=True)
             return
-        outcome = Outcome.from_wire(wire)
+        outcome = Outcome(*wire)
         for failure in (outcome.failures or {}).values():
             failure.exc.__cause__ = RemoteTraceback(f"on a Dask worker:\n{failure.tb}")
         self._events.on_result(self, seq, duration, outcome)

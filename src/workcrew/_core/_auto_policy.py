@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._execute import function_name
+from ._public import public
 
 __all__ = (
     "CPU_BOUND_RATIO",
@@ -249,8 +250,4 @@ def _measured(fn: Callable[..., Any], cell: _Measure) -> Callable[..., Any]:
     return probe
 
 
-# Tracebacks, reprs and pickles name the public path (``workcrew.<name>``), not
-# this module; ``workcrew`` loads it when such a name is first used (its __init__).
-for _public in (KindChoice,):
-    _public.__module__ = "workcrew"
-del _public
+public(KindChoice)

@@ -61,6 +61,8 @@ from concurrent.futures.process import BrokenProcessPool
 from concurrent.futures.thread import BrokenThreadPool
 from typing import Any
 
+from ._public import public
+
 __all__ = (
     "BrokenPoolError",
     "DeadlockError",
@@ -383,9 +385,7 @@ class RemoteTraceback(Exception):
         return self.tb
 
 
-# Tracebacks, reprs and pickles name the public path (``workcrew.<name>``), not
-# this module; ``workcrew`` loads it when such a name is first used (its __init__).
-for _public in (
+public(
     WorkcrewError,
     PoolClosedError,
     BrokenPoolError,
@@ -400,6 +400,4 @@ for _public in (
     DeadlockError,
     QueueClosed,
     RemoteTraceback,
-):
-    _public.__module__ = "workcrew"
-del _public
+)

@@ -69,24 +69,15 @@ class Outcome:
     ``values`` holds one value per item (``None`` where it failed or was
     skipped); ``failures`` the captured exceptions by item index (``None`` if
     none failed); ``spans`` each item's (start, end) on :data:`timer`, only
-    when the pool records a timeline.  Process workers send it as the plain
-    tuple :meth:`wire` (a pickle naming no class stays cheap to load on the
-    master thread, see ``_backends/_decoding.py``).
+    when the pool records a timeline.  Workers in other processes send it as
+    the plain tuple ``(values, failures, spans)`` and the master rebuilds it
+    with ``Outcome(*that)``: a pickle naming no class stays cheap to load on
+    the master thread (see ``_backends/_decoding.py``).
     """
 
     values: list[Any]
     failures: dict[int, Failure] | None = None
     spans: list[tuple[float, float]] | None = None
-
-    def wire(self) -> tuple[Any, ...]:
-        """The outcome as a tuple of built-in objects, for :meth:`from_wire`."""
-        return (self.values, self.failures, self.spans)
-
-    @classmethod
-    def from_wire(cls, data: tuple[Any, ...]) -> Outcome:
-        """The outcome :meth:`wire` made."""
-        values, failures, spans = data
-        return cls(values, failures, spans)
 
 
 def function_name(fn: Callable[..., Any]) -> str:

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from ._exceptions import serialization_error
 from ._execute import EVENT_LOOPS
 from ._pickling import check_for_child
+from ._public import public
 from ._state import WorkerHooks
 from ._system import available_cpu_count
 
@@ -593,8 +594,4 @@ def _check_positive_int(name: str, value: object, meaning: str) -> None:
         raise ValueError(f"{name}={value} is invalid: {meaning} must be at least 1")
 
 
-# Tracebacks, reprs and pickles name the public path (``workcrew.<name>``), not
-# this module; ``workcrew`` loads it when such a name is first used (its __init__).
-for _public in (default_start_method,):
-    _public.__module__ = "workcrew"
-del _public
+public(default_start_method)

@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ._execute import function_name
+from ._public import public
 
 __all__ = ("WorkerHooks", "WorkerState", "bind_process", "bind_thread", "worker_state")
 
@@ -196,8 +197,4 @@ def worker_state() -> Any:
     return state.value
 
 
-# Tracebacks, reprs and pickles name the public path (``workcrew.<name>``), not
-# this module; ``workcrew`` loads it when such a name is first used (its __init__).
-for _public in (worker_state,):
-    _public.__module__ = "workcrew"
-del _public
+public(worker_state)

@@ -15,6 +15,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._public import public
+
 __all__ = ("PoolStatistics", "Recorder", "TaskSpan", "WorkerStatistics", "combine")
 
 #: Peak memory is sampled at most this often per process worker (psutil costs ~30 µs).
@@ -280,12 +282,4 @@ def combine(kind: str, parts: list[PoolStatistics]) -> PoolStatistics:
     )
 
 
-# Tracebacks, reprs and pickles name the public path (``workcrew.<name>``), not
-# this module; ``workcrew`` loads it when such a name is first used (its __init__).
-for _public in (
-    PoolStatistics,
-    WorkerStatistics,
-    TaskSpan,
-):
-    _public.__module__ = "workcrew"
-del _public
+public(PoolStatistics, WorkerStatistics, TaskSpan)

@@ -12,6 +12,8 @@ import os
 import sys
 from pathlib import Path
 
+from ._public import public
+
 __all__ = ("available_cpu_count", "cgroup_cpu_limit", "oom_kill_count")
 
 _ROOT = Path("/sys/fs/cgroup")
@@ -88,8 +90,4 @@ def oom_kill_count() -> int | None:
     return None
 
 
-# Tracebacks, reprs and pickles name the public path (``workcrew.<name>``), not
-# this module; ``workcrew`` loads it when such a name is first used (its __init__).
-for _public in (available_cpu_count,):
-    _public.__module__ = "workcrew"
-del _public
+public(available_cpu_count)

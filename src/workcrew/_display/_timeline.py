@@ -189,8 +189,6 @@ class Timeline:
         return f"<workcrew.Timeline {len(self.spans)} tasks on {len(self.workers())} workers>"
 
 
-# Tracebacks, reprs and pickles name the public path (``workcrew.<name>``), not
-# this module; ``workcrew`` loads it when such a name is first used (its __init__).
-for _public in (Timeline,):
-    _public.__module__ = "workcrew"
-del _public
+# Named by the public path, ``workcrew.<name>``, as _core/_public.py's public() does
+# for the other layers (a display imports nothing of the engine).
+Timeline.__module__ = "workcrew"

@@ -26,6 +26,7 @@ from .._core._engine_api import PoolEngine
 from .._core._execute import STAR, function_name
 from .._core._jobs import iterate_results
 from .._core._options import PoolOptions, check_chunksize
+from .._core._public import public
 from .._core._stats import PoolStatistics
 from .._display._progress import Display, open_display
 from .._display._timeline import Timeline
@@ -206,8 +207,4 @@ def _shown(results: Iterator[T], display: Display) -> Iterator[T]:
         display.join()
 
 
-# Tracebacks, reprs and pickles name the public path (``workcrew.<name>``), not
-# this module; ``workcrew`` loads it when such a name is first used (its __init__).
-for _public in (Executor,):
-    _public.__module__ = "workcrew"
-del _public
+public(Executor)

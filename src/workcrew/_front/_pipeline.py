@@ -51,6 +51,7 @@ from typing import Any
 from .._core._exceptions import TaskCancelled
 from .._core._execute import add_note
 from .._core._jobs import Tally
+from .._core._public import public
 from .._display._progress import Display, open_display
 from ._channels import Channel, Window
 from ._pool import Pool
@@ -591,7 +592,4 @@ def _check_count(name: str, value: object, *, allow_none: bool) -> None:
         raise ValueError(f"{name}={value} is invalid: it must be at least 1")
 
 
-# Tracebacks, reprs and pickles name the public path (``workcrew.<name>``).
-for _public in (Pipeline, Stage, PipelineRun, StageStatistics):
-    _public.__module__ = "workcrew"
-del _public
+public(Pipeline, Stage, PipelineRun, StageStatistics)

@@ -30,6 +30,7 @@ from .._core._engine_api import PoolEngine
 from .._core._exceptions import TaskCancelled
 from .._core._execute import MAP, STAR, function_name
 from .._core._options import PoolOptions, TaskPolicy, check_chunksize
+from .._core._public import public
 from .._core._stats import PoolStatistics
 from .._display._progress import open_display
 from .._display._timeline import Timeline
@@ -470,8 +471,4 @@ def _collect(engine: PoolEngine) -> None:
     engine.terminate()
 
 
-# Tracebacks, reprs and pickles name the public path (``workcrew.<name>``), not
-# this module; ``workcrew`` loads it when such a name is first used (its __init__).
-for _public in (Pool,):
-    _public.__module__ = "workcrew"
-del _public
+public(Pool)

@@ -13,6 +13,7 @@ from typing import Any, Generic, TypeVar
 
 from .._core._exceptions import TaskCancelled, TimeoutError
 from .._core._jobs import ResultIterator, RunSource
+from .._core._public import public
 from .._display._progress import Display
 
 __all__ = ("AsyncResult", "IMapIterator")
@@ -151,8 +152,4 @@ class _ShownIMapIterator(IMapIterator[T]):
         self._display.close()
 
 
-# Tracebacks, reprs and pickles name the public path (``workcrew.<name>``), not
-# this module; ``workcrew`` loads it when such a name is first used (its __init__).
-for _public in (AsyncResult, IMapIterator):
-    _public.__module__ = "workcrew"
-del _public
+public(AsyncResult, IMapIterator)

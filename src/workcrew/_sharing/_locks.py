@@ -43,6 +43,7 @@ from typing import Any, cast
 
 from .._core._context import ENV_WORKER
 from .._core._exceptions import DeadlockError
+from .._core._public import public
 from ._memory import (
     RECURSIVE_MUTEX,
     SEMAPHORE,
@@ -513,12 +514,4 @@ def _typecode(spec: str | type) -> str:
     )
 
 
-# Tracebacks, reprs and pickles name the public path (``workcrew.<name>``), not
-# this module; ``workcrew`` loads it when such a name is first used (its __init__).
-for _public in (
-    Lock,
-    RLock,
-    Value,
-):
-    _public.__module__ = "workcrew"
-del _public
+public(Lock, RLock, Value)

@@ -36,6 +36,7 @@ from typing import Any, Generic, TypeVar
 from .._core._exceptions import QueueClosed, serialization_error
 from .._core._execute import short_repr
 from .._core._pickling import dumps
+from .._core._public import public
 from ._memory import SEM_VALUE_MAX, SEMAPHORE, Segment, SegmentRef, lock_mutex, make_semaphore
 
 __all__ = ("Queue",)
@@ -406,8 +407,4 @@ def _attach(ref: SegmentRef) -> Queue[Any]:
     return q
 
 
-# Tracebacks, reprs and pickles name the public path (``workcrew.<name>``), not
-# this module; ``workcrew`` loads it when such a name is first used (its __init__).
-for _public in (Queue,):
-    _public.__module__ = "workcrew"
-del _public
+public(Queue)
