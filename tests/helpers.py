@@ -16,13 +16,15 @@ _state: dict[str, Any] = {}
 
 
 def helper_pids() -> set[int]:
-    """Long-lived multiprocessing helpers that are not pool workers (forkserver, tracker)."""
+    """Long-lived helpers that are not pool workers: the fork servers, the resource tracker."""
     pids = set()
     from multiprocessing import forkserver, resource_tracker
 
+    from workcrew._backends._forkserver import server_pid
+
     server = getattr(forkserver._forkserver, "_forkserver_pid", None)
     tracker = getattr(resource_tracker._resource_tracker, "_pid", None)
-    for pid in (server, tracker):
+    for pid in (server, tracker, server_pid()):
         if pid:
             pids.add(pid)
     return pids

@@ -141,6 +141,7 @@ ORPHAN_SCRIPT = """
 import os, re, signal, sys
 from multiprocessing import forkserver, resource_tracker
 from workcrew import Pool
+from workcrew._backends._forkserver import server_pid
 
 def pid(_):
     return os.getpid()
@@ -168,6 +169,7 @@ if __name__ == "__main__":
     helpers = [
         getattr(forkserver._forkserver, "_forkserver_pid", None),
         getattr(resource_tracker._resource_tracker, "_pid", None),
+        server_pid(),
     ]
     pids.update(p for p in helpers if p)
     print(" ".join(map(str, pids)), flush=True)

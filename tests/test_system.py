@@ -12,7 +12,7 @@ from workcrew._core import _system
 
 def _fake_cgroup(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cpu_max: str) -> None:
     (tmp_path / "cpu.max").write_text(cpu_max)
-    monkeypatch.setattr(_system, "_cgroups", lambda: {"": tmp_path})
+    monkeypatch.setattr(_system, "_cgroups", lambda: {"": str(tmp_path)})
 
 
 def test_cpu_quota_caps_the_usable_cpu_count(
@@ -32,5 +32,5 @@ def test_no_quota_means_the_affinity_mask(monkeypatch: pytest.MonkeyPatch, tmp_p
 
 def test_oom_kill_counter_v2(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     (tmp_path / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 2\noom_kill 2\n")
-    monkeypatch.setattr(_system, "_cgroups", lambda: {"": tmp_path})
+    monkeypatch.setattr(_system, "_cgroups", lambda: {"": str(tmp_path)})
     assert _system.oom_kill_count() == 2

@@ -9,8 +9,8 @@ dependencies such as Dask).
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False  # a worker imports this package: no typing at run time
 if TYPE_CHECKING:  # a worker process imports a kind's module without the engine
     from .._core._backend import WorkerBackend
     from .._core._engine_api import PoolEngine

@@ -51,8 +51,8 @@ from .._core._exceptions import (
 from .._core._execute import Failure, Outcome, function_name
 from .._core._execute import run_chunk as run_items
 from .._core._execute import run_chunk_timed as run_items_timed
+from .._core._function_cache import FunctionCache
 from .._core._options import PoolOptions
-from .._core._pickling import FunctionCache
 from .._core._system import available_cpu_count
 
 __all__ = ("DaskBackend", "backend_class", "run_chunk")

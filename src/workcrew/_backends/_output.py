@@ -35,9 +35,12 @@ import pickle
 import sys
 import traceback
 from collections import deque
-from typing import Any
 
 from . import _wire
+
+TYPE_CHECKING = False  # a worker imports this module: no typing at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = (
     "LogLevels",

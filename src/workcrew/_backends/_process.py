@@ -39,15 +39,23 @@ from .._core._execute import (
     function_name,
     short_repr,
 )
-from .._core._fds import Inherited, master_fds, register_master_fd, unregister_master_fd
+from .._core._fds import (
+    Inherited,
+    master_fds,
+    pipe,
+    register_master_fd,
+    unregister_master_fd,
+)
+from .._core._function_cache import FunctionCache
 from .._core._options import PoolOptions
-from .._core._pickling import ForChild, FunctionCache
+from .._core._pickling import ForChild
 from .._core._system import available_cpu_count
 from .._sharing._buffers import Exporter, dumps_oob, map_buffers
 from . import _wire
 from ._decoding import Decoders, Delivery, InOrder, needs_decoder
+from ._forkserver import ServerContext
 from ._output import LineForwarder, caller_log_levels, emit_record, line_prefix, load_record
-from ._process_start import reap_unstarted, start_helpers_without_stdout
+from ._process_start import reap_unstarted, start_tracker_without_stdout
 from ._process_worker import EncodedFailure, RunSettings, worker_main
 
 __all__ = ("ProcessBackend", "backend_class")
@@ -57,6 +65,8 @@ FUNCTION_CACHE_SIZE = 256
 #: Lines of a worker's stderr kept for its crash report (a fatal-signal stack
 #: dump can be long; the report shows its top, where the task's frames are).
 STDERR_TAIL_LINES = 200
+#: Bytes per page, for the resident sizes /proc reports in pages.
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 #: A worker's function table is reset once it holds this many functions.
 WORKER_FUNCTION_LIMIT = 512
 
@@ -68,9 +78,14 @@ class ProcessBackend(WorkerBackend):
 
     def __init__(self, options: PoolOptions, loop: Loop) -> None:
         super().__init__(options, loop)
-        self.context: Any = multiprocessing.get_context(options.start_method)
-        if options.start_method != "fork":
-            start_helpers_without_stdout(options.start_method)
+        # forkserver: workcrew's own server (see _forkserver); fork, spawn: multiprocessing's
+        self.context: Any = (
+            ServerContext()
+            if options.start_method == "forkserver"
+            else multiprocessing.get_context(options.start_method)
+        )
+        if options.start_method == "spawn":
+            start_tracker_without_stdout()
         self.start_eagerly = options.start_method == "fork"
         #: BLAS/OpenMP threads per worker: the CPUs shared out among the workers.
         self.native_threads = max(1, available_cpu_count() // options.workers)
@@ -148,11 +163,11 @@ class ProcessHandle(WorkerHandle):
         self._incoming = InOrder(self._loop, backend.decoders)  # frames, in order
         self.exited = False
         self.exitcode: int | None = None
-        task_r, task_w = multiprocessing.Pipe(duplex=False)
-        result_r, result_w = multiprocessing.Pipe(duplex=False)
-        stdout_r, stdout_w = multiprocessing.Pipe(duplex=False)
-        stderr_r, stderr_w = multiprocessing.Pipe(duplex=False)
-        lifeline_r, lifeline_w = multiprocessing.Pipe(duplex=False)
+        task_r, task_w = pipe()
+        result_r, result_w = pipe()
+        stdout_r, stdout_w = pipe()
+        stderr_r, stderr_w = pipe()
+        lifeline_r, lifeline_w = pipe()
         prefix = line_prefix(worker_id, backend.options.worker_output)
         self._stdout = LineForwarder(stdout_r.fileno(), "stdout", prefix)
         self._stderr = LineForwarder(stderr_r.fileno(), "stderr", prefix, STDERR_TAIL_LINES)
@@ -167,7 +182,7 @@ class ProcessHandle(WorkerHandle):
         except (BrokenPipeError, ConnectionResetError) as exc:
             # The child died before it read its start-up data (killed from
             # outside at birth): a worker that exited before it was ready.
-            self.pid, self.exitcode = reap_unstarted(exc, backend.options.start_method)
+            self.pid, self.exitcode = reap_unstarted(exc)
             self._stillborn = True
         else:
             self.pid = self.process.pid
@@ -362,14 +377,9 @@ class ProcessHandle(WorkerHandle):
             self._loop.remove_reader(forwarder.fd)
 
     def memory(self) -> int | None:
-        import psutil
-
         if self.pid is None:
             return None
-        try:
-            return int(psutil.Process(self.pid).memory_info().rss)
-        except psutil.Error:
-            return None
+        return resident_bytes(self.pid)
 
     def last_stderr_lines(self) -> list[str]:
         """The last lines the worker wrote to stderr (for crash reports)."""
@@ -548,3 +558,25 @@ def _find_unpicklable(item: Any, mode: int) -> str:
 
 
 backend_class = ProcessBackend
+
+
+def resident_bytes(pid: int) -> int | None:
+    """The resident memory of process ``pid`` in bytes, or None if it is gone.
+
+    Read from ``/proc/<pid>/statm`` on Linux (a few microseconds, and no
+    import: psutil costs the first pool ~6 ms to load); psutil elsewhere.
+    """
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * PAGE_SIZE
+    except FileNotFoundError:
+        if os.path.isdir("/proc/self"):
+            return None  # Linux: the process is gone
+    except (OSError, ValueError, IndexError):
+        return None
+    import psutil
+
+    try:
+        return int(psutil.Process(pid).memory_info().rss)
+    except psutil.Error:
+        return None

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextvars
 import faulthandler
-import inspect
 import os
 import pickle
 import signal
@@ -29,18 +28,14 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, NamedTuple
-
-if TYPE_CHECKING:
-    import asyncio
 
 from .._core._context import ENV_WORKER
-from .._core._exceptions import serialization_error
 from .._core._execute import (
     Failure,
     add_note,
     describe_call,
+    is_awaitable,
+    is_coroutine_function,
     new_event_loop,
     run_chunk,
     run_chunk_concurrently,
@@ -54,6 +49,16 @@ from .._sharing._buffers import BufferRef, Exporter, Imported, dumps_oob
 from .._sharing._locks import release_holds
 from . import _output, _wire
 from ._output import LogLevels
+
+# What a worker imports is paid by every worker, at every start (and by the
+# forkserver, which preloads this module): typing, inspect, dataclasses,
+# concurrent.futures and the exception classes (which load multiprocessing's
+# connection machinery) are imported where they are needed, not here.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+    from typing import Any
 
 __all__ = ("EncodedFailure", "RunSettings", "worker_main")
 
@@ -69,15 +74,18 @@ ORPHAN_EXIT = 70
 IMPORTED_BY = os.getpid()
 
 
-class RunSettings(NamedTuple):
-    """How a worker runs its chunks, fixed for its life."""
+class RunSettings:
+    """How a worker runs its chunks, fixed for its life (a plain class: no typing import)."""
 
-    #: tasks of a chunk run at once (hybrid workers; 1: one after the other)
-    concurrency: int
-    #: "auto", "asyncio" or "uvloop": the event loop of hybrid coroutines
-    event_loop: str
-    #: time each task (the pool records a timeline)
-    timed: bool
+    __slots__ = ("concurrency", "event_loop", "timed")
+
+    def __init__(self, concurrency: int, event_loop: str, timed: bool) -> None:
+        #: tasks of a chunk run at once (hybrid workers; 1: one after the other)
+        self.concurrency = concurrency
+        #: "auto", "asyncio" or "uvloop": the event loop of hybrid coroutines
+        self.event_loop = event_loop
+        #: time each task (the pool records a timeline)
+        self.timed = timed
 
 
 def worker_main(
@@ -258,7 +266,7 @@ class _Worker:
         try:
             hooks = (None, ()) if init is None else init.load()
             state = WorkerState.begin(*hooks)
-            if inspect.isawaitable(state.value):  # an async initializer: on this worker's loop
+            if is_awaitable(state.value):  # an async initializer: on this worker's loop
                 state.value = self._event_loop().run_until_complete(state.value)
         except BaseException as exc:  # noqa: BLE001 - reported to the master, which breaks the pool
             failure = Failure(exc, _format(exc), "initializer")
@@ -311,7 +319,7 @@ class _Worker:
         if isinstance(fn, BaseException):
             failure = _encode_error(fn, "")
             return [None] * len(items), dict.fromkeys(range(len(items)), failure), None
-        if self.concurrency > 1 or inspect.iscoroutinefunction(fn):
+        if self.concurrency > 1 or is_coroutine_function(fn):
             outcome = run_chunk_concurrently(
                 fn,
                 mode,
@@ -337,6 +345,8 @@ class _Worker:
 
     def _thread_pool(self) -> ThreadPoolExecutor | None:
         if self._threads is None and self.concurrency > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
             self._threads = ThreadPoolExecutor(self.concurrency, "workcrew-task")
         return self._threads
 
@@ -390,23 +400,34 @@ class _Worker:
                     "Return plain data (numbers, strings, lists, dicts, dataclasses), "
                     "or make the type picklable."
                 )
-                failures[i] = _encode_error(serialization_error(message, cause=exc), call)
+                failures[i] = _encode_error(_serialization_error(message, exc), call)
         return values, failures
 
 
 def _load_function(blob: bytes) -> Callable[..., Any] | BaseException:
     try:
-        import cloudpickle
-
-        fn: Callable[..., Any] = cloudpickle.loads(blob)
+        # cloudpickle.loads is pickle.loads: a function sent by value names
+        # cloudpickle's helpers, and loading it imports cloudpickle then; one
+        # sent by reference (most) does not, and this worker never loads it.
+        fn: Callable[..., Any] = pickle.loads(blob)
     except BaseException as exc:  # noqa: BLE001 - every task of this function reports it
-        return serialization_error(
+        return _serialization_error(
             f"could not unpickle the task's function in the worker: {_describe(exc)}. "
             "Define the function in an importable module (not only in an interactive "
             "session), and make sure the worker can import everything it uses.",
             loading=True,
         )
     return fn
+
+
+def _serialization_error(
+    message: str, cause: BaseException | None = None, *, loading: bool = False
+) -> BaseException:
+    # The exception classes load multiprocessing's connection machinery (their
+    # bases): only a worker that has an error to report pays for them.
+    from .._core._exceptions import serialization_error
+
+    return serialization_error(message, loading=loading, cause=cause)
 
 
 def _encode_error(exc: BaseException, call: str) -> EncodedFailure:

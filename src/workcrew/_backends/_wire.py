@@ -21,9 +21,12 @@ import pickle
 import struct
 import threading
 from collections import deque
-from typing import Any
 
 from .._core._pickling import dumps
+
+TYPE_CHECKING = False  # a worker imports this module: no typing at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ("FrameReader", "FrameWriter", "dumps", "read_frame", "write_frame")
 

@@ -20,12 +20,14 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ._auto_policy import KindChoice
 from ._jobs import RunSource, Tally
 from ._options import TaskPolicy
-from ._stats import PoolStatistics, TaskSpan
+
+if TYPE_CHECKING:  # loaded with the engine, not with the front end's import
+    from ._auto_policy import KindChoice
+    from ._stats import PoolStatistics, TaskSpan
 
 __all__ = ("PoolEngine",)
 

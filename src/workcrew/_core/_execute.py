@@ -13,10 +13,13 @@ import reprlib
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from types import CodeType
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+from types import CodeType, GeneratorType, MethodType
+
+TYPE_CHECKING = False  # typing is not loaded at run time: a worker imports this module
+if TYPE_CHECKING:
+    from typing import Any, TypeGuard
 
 __all__ = (
     "CALL",
@@ -48,7 +51,6 @@ _repr.maxlist = _repr.maxtuple = _repr.maxdict = 4
 _repr.maxlevel = 2
 
 
-@dataclass
 class Failure:
     """One item's exception, captured where it was raised.
 
@@ -57,14 +59,19 @@ class Failure:
     description of the call that raised, for messages.
     """
 
-    exc: BaseException
-    tb: str
-    call: str
+    __slots__ = ("call", "exc", "tb")
+
+    def __init__(self, exc: BaseException, tb: str, call: str) -> None:
+        self.exc = exc
+        self.tb = tb
+        self.call = call
+
+    def __repr__(self) -> str:
+        return f"Failure({self.exc!r}, call={self.call!r})"
 
 
-@dataclass(frozen=True)
 class Outcome:
-    """What running a chunk produced, item by item.
+    """What running a chunk produced, item by item (read-only once made).
 
     ``values`` holds one value per item (``None`` where it failed or was
     skipped); ``failures`` the captured exceptions by item index (``None`` if
@@ -73,11 +80,56 @@ class Outcome:
     the plain tuple ``(values, failures, spans)`` and the master rebuilds it
     with ``Outcome(*that)``: a pickle naming no class stays cheap to load on
     the master thread (see ``_backends/_decoding.py``).
+
+    A plain class rather than a dataclass: process workers import this module,
+    and ``dataclasses`` would load ``inspect`` in every one of them.
     """
 
-    values: list[Any]
-    failures: dict[int, Failure] | None = None
-    spans: list[tuple[float, float]] | None = None
+    __slots__ = ("failures", "spans", "values")
+
+    def __init__(
+        self,
+        values: list[Any],
+        failures: dict[int, Failure] | None = None,
+        spans: list[tuple[float, float]] | None = None,
+    ) -> None:
+        self.values = values
+        self.failures = failures
+        self.spans = spans
+
+    def __repr__(self) -> str:
+        return f"Outcome({self.values!r}, {self.failures!r}, {self.spans!r})"
+
+
+#: Code flags of ``async def`` functions and of ``@types.coroutine`` generators.
+CO_COROUTINE = 0x80
+CO_ITERABLE_COROUTINE = 0x100
+
+
+def is_coroutine_function(fn: object) -> bool:
+    """``inspect.iscoroutinefunction(fn)``, without importing ``inspect`` in a worker.
+
+    ``inspect`` costs every process worker milliseconds to import, and this
+    runs for each chunk.  Until it is loaded, no function can carry its
+    ``markcoroutinefunction`` mark (3.12+), so the code flags of the function
+    under bound methods and then ``functools.partial`` decide, as in ``inspect``.
+    """
+    inspect = sys.modules.get("inspect")
+    if inspect is not None:
+        return bool(inspect.iscoroutinefunction(fn))
+    while isinstance(fn, MethodType):
+        fn = fn.__func__
+    while isinstance(fn, partial):
+        fn = fn.func
+    code = getattr(fn, "__code__", None)
+    return isinstance(code, CodeType) and bool(code.co_flags & CO_COROUTINE)
+
+
+def is_awaitable(value: object) -> TypeGuard[Awaitable[Any]]:
+    """``inspect.isawaitable(value)``, without importing ``inspect`` in a worker."""
+    if isinstance(value, Awaitable):
+        return True
+    return isinstance(value, GeneratorType) and bool(value.gi_code.co_flags & CO_ITERABLE_COROUTINE)
 
 
 def function_name(fn: Callable[..., Any]) -> str:
@@ -301,12 +353,11 @@ def run_chunk_concurrently(
     item's outcome is captured as in :func:`run_chunk`.
     """
     import asyncio
-    import inspect
 
     singles = [
         ([item], frozenset({0}) if skip and i in skip else None) for i, item in enumerate(items)
     ]
-    if inspect.iscoroutinefunction(fn):
+    if is_coroutine_function(fn):
 
         async def run_all() -> list[Outcome]:
             gate = asyncio.Semaphore(limit)

@@ -21,7 +21,14 @@ from __future__ import annotations
 import os
 import threading
 
-__all__ = ("close_inherited", "master_fds", "register_master_fd", "unregister_master_fd")
+__all__ = (
+    "PipeEnd",
+    "close_inherited",
+    "master_fds",
+    "pipe",
+    "register_master_fd",
+    "unregister_master_fd",
+)
 
 #: A descriptor, and the (device, inode) of the file it named when registered.
 Inherited = tuple[int, tuple[int, int]]
@@ -70,3 +77,43 @@ def _identity(fd: int) -> tuple[int, int] | None:
     except OSError:
         return None
     return stat.st_dev, stat.st_ino
+
+
+class PipeEnd:
+    """One end of a pipe, by its descriptor: how a worker process is given its pipes.
+
+    A forked child inherits it as it is; for a new process (spawn, the fork
+    server) it pickles through ``multiprocessing``'s descriptor passing, as a
+    ``Connection`` does, without loading ``multiprocessing.connection`` in
+    the worker.
+    """
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def fileno(self) -> int:
+        """The descriptor (-1 once closed)."""
+        return self.fd
+
+    def close(self) -> None:
+        """Close the descriptor (once)."""
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        from multiprocessing import reduction  # only while a process starts
+
+        return (_rebuild_pipe_end, (reduction.DupFd(self.fd),))
+
+
+def _rebuild_pipe_end(passed: object) -> PipeEnd:
+    return PipeEnd(passed.detach())  # type: ignore[attr-defined]  # multiprocessing's DupFd objects
+
+
+def pipe() -> tuple[PipeEnd, PipeEnd]:
+    """A new pipe's (read, write) ends, not inherited by programs this process executes."""
+    read, write = os.pipe()
+    return PipeEnd(read), PipeEnd(write)

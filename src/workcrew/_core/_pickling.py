@@ -13,19 +13,13 @@ import functools
 import io
 import pickle
 import sys
-import weakref
-from collections import ChainMap, OrderedDict
-from collections.abc import Callable
-from multiprocessing import context as mp_context
-from multiprocessing.reduction import ForkingPickler
-from multiprocessing.synchronize import SemLock as _SemLock
-from typing import Any, ClassVar, Generic, TypeVar
 
-V = TypeVar("V")
+TYPE_CHECKING = False  # a worker imports this module: no typing at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = (
     "ForChild",
-    "FunctionCache",
     "PickledForChild",
     "check_for_child",
     "dumps",
@@ -65,6 +59,11 @@ def dumps_for_child(obj: Any) -> bytes:
 @functools.cache
 def _child_pickler() -> type[Any]:
     """The pickler of :func:`dumps_for_child` (made on first use: cloudpickle loads then)."""
+    from collections import ChainMap
+    from multiprocessing.reduction import ForkingPickler
+    from multiprocessing.synchronize import SemLock
+    from typing import ClassVar
+
     import cloudpickle
 
     class _ChildPickler(cloudpickle.Pickler):  # type: ignore[misc]  # untyped base
@@ -86,7 +85,7 @@ def _child_pickler() -> type[Any]:
                 # a lock made in a fork context has no name (it was unlinked at
                 # once), and a spawned child would rebuild it from the parent's
                 # raw pointer.  Refuse with 3.11's words.
-                if isinstance(obj, _SemLock) and obj._semlock.name is None:  # type: ignore[attr-defined]  # private CPython attribute
+                if isinstance(obj, SemLock) and obj._semlock.name is None:  # type: ignore[attr-defined]  # private CPython attribute
                     raise RuntimeError(
                         "A SemLock created in a fork context is being shared with a process in "
                         "a spawn context. This is not supported. Please use the same context to "
@@ -103,6 +102,8 @@ def check_for_child(obj: Any) -> None:
     A dry run of :func:`dumps_for_child` outside any process start: descriptors
     are not duplicated, only checked.
     """
+    from multiprocessing import context as mp_context
+
     previous = mp_context.get_spawning_popen()
     mp_context.set_spawning_popen(_DryRun())  # type: ignore[arg-type]  # duck-typed Popen
     try:
@@ -160,34 +161,3 @@ class PickledForChild:
     def load(self) -> Any:
         """The value, unpickled."""
         return pickle.loads(self.blob)
-
-
-class FunctionCache(Generic[V]):
-    """What a backend made of each function it sent (its pickle), by identity.
-
-    It holds no function alive: entries keep a weak reference, so a bound
-    method's object (or a closure's captured data) is freed once the caller
-    and its jobs drop it (CPython's test_no_stale_references).  A dead entry
-    whose id is reused never matches the new function; callables that take no
-    weak reference are not cached (made again for every use).
-    """
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._entries: OrderedDict[int, tuple[weakref.ref[Any], V]] = OrderedDict()
-
-    def get(self, fn: Callable[..., Any], make: Callable[[Callable[..., Any]], V]) -> V:
-        """The cached value for ``fn``, or ``make(fn)``, cached."""
-        entry = self._entries.get(id(fn))
-        if entry is not None and entry[0]() is fn:
-            self._entries.move_to_end(id(fn))
-            return entry[1]
-        value = make(fn)
-        try:
-            ref = weakref.ref(fn)
-        except TypeError:  # e.g. an instance of a class with __slots__ and __call__
-            return value
-        self._entries[id(fn)] = (ref, value)
-        if len(self._entries) > self._size:
-            self._entries.popitem(last=False)
-        return value

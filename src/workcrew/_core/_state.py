@@ -21,14 +21,16 @@ the one pickle it already gets.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any
 
-from ._execute import function_name
+from ._execute import function_name, is_awaitable
 from ._public import public
+
+TYPE_CHECKING = False  # typing is not loaded at run time: a worker imports this module
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ("WorkerHooks", "WorkerState", "bind_process", "bind_thread", "worker_state")
 
@@ -106,7 +108,7 @@ class WorkerState:
             return
         try:
             result = self.worker_exit(self.value)
-            if inspect.isawaitable(result):
+            if is_awaitable(result):
                 (run or _run_on_new_loop)(result)
         except BaseException as exc:  # noqa: BLE001 - a failing teardown must not break the pool
             _report(self.worker_exit, exc, report)
@@ -117,7 +119,7 @@ class WorkerState:
             return
         try:
             result = self.worker_exit(self.value)
-            if inspect.isawaitable(result):
+            if is_awaitable(result):
                 await result
         except BaseException as exc:  # noqa: BLE001 - a failing teardown must not break the pool
             _report(self.worker_exit, exc, None)

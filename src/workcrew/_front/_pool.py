@@ -22,20 +22,22 @@ import warnings
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sized
 from concurrent.futures import Future, InvalidStateError
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._backends import open_engine
-from .._core._auto_policy import KindChoice
 from .._core._engine_api import PoolEngine
 from .._core._exceptions import TaskCancelled
 from .._core._execute import MAP, STAR, function_name
 from .._core._options import PoolOptions, TaskPolicy, check_chunksize
 from .._core._public import public
-from .._core._stats import PoolStatistics
 from .._display._progress import open_display
-from .._display._timeline import Timeline
 from ._results import AsyncResult, IMapIterator, _ShownIMapIterator, _ShownResult
 from ._shared import documented_options, tally_for, timeline_of
+
+if TYPE_CHECKING:  # loaded when used, not with ``from workcrew import Pool``
+    from .._core._auto_policy import KindChoice
+    from .._core._stats import PoolStatistics
+    from .._display._timeline import Timeline
 
 __all__ = ("Pool",)
 

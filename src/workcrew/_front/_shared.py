@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from .._core._engine_api import PoolEngine
 from .._core._jobs import Tally
 from .._core._options import OPTIONS, PoolOptions
 from .._display._progress import check_progress
-from .._display._timeline import Timeline
+
+if TYPE_CHECKING:  # the timeline page's code loads when a timeline is asked for
+    from .._display._timeline import Timeline
 
 __all__ = ("documented_options", "tally_for", "timeline_of")
 
@@ -22,6 +24,8 @@ def timeline_of(engine: PoolEngine, options: PoolOptions, front: str) -> Timelin
         raise ValueError(
             f"this {front} records no timeline: create it with {front}(..., timeline=True)"
         )
+    from .._display._timeline import Timeline
+
     return Timeline(engine.timeline())
 
 

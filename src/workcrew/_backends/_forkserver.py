@@ -1,0 +1,326 @@
+"""workcrew's fork server: the default start method, started fast.
+
+``start_method="forkserver"`` starts workers by asking a server process to
+fork them: a fresh interpreter that imported only what workers need, so no
+thread, lock or module state of the caller reaches a worker (the safety of
+spawn), and a worker starts in a millisecond (the speed of fork).
+``multiprocessing``'s own forkserver does the same, but its server imports
+``multiprocessing``'s whole connection machinery (~20 ms) and needs the
+resource tracker (another interpreter) before its first fork; this one
+imports ``multiprocessing`` itself, cloudpickle and the worker's code
+(``_forkserver_main.PRELOAD``), and needs no tracker: workcrew's shared
+memory has no names to clean up.
+
+What a worker sees is what a ``multiprocessing`` forkserver child sees: the
+server became the caller's twin when it started (``sys.path``, working
+directory, ``__main__`` run as ``__mp_main__``, authkey, the modules of
+``multiprocessing.set_forkserver_preload``), and each worker runs
+``Process._bootstrap`` (``current_process()``, ``parent_process()``,
+finalizers).  Like ``multiprocessing``'s, the server keeps the environment
+and ``sys.path`` of the moment it started; it starts with the first pool of
+a process (one per process: a forked child starts its own) and ends when
+the caller does.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import socket
+import subprocess
+import sys
+import threading
+from multiprocessing import process, spawn, util
+from multiprocessing.context import set_spawning_popen
+from typing import Any
+
+from .._core._fds import register_master_fd, unregister_master_fd
+from ._forkserver_main import LENGTH, MAX_FDS, STATUS, ServerDupFd
+
+__all__ = ("ServerProcess", "StartFailed")
+
+#: Seconds to wait for the server to fork a worker and report its pid (the
+#: first request also waits for the server to start: an interpreter and its
+#: imports, tens of milliseconds; a loaded machine may take seconds).
+PID_TIMEOUT = 60.0
+#: Seconds to learn how a worker that died before reading its start-up data ended.
+REAP_TIMEOUT = 5.0
+
+
+class StartFailed(BrokenPipeError):
+    """A worker died before it read its start-up data (killed at birth).
+
+    ``pid`` and ``exitcode`` say which and how, where they could be learned.
+    """
+
+    def __init__(self, message: str, pid: int | None, exitcode: int | None) -> None:
+        super().__init__(message)
+        self.pid = pid
+        self.exitcode = exitcode
+
+
+class _Server:
+    """This process's fork server: started on first use, again if it died."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.channel: socket.socket | None = None
+        self.popen: subprocess.Popen[bytes] | None = None
+
+    def request(self, fds: list[int]) -> None:
+        """Ask the server to fork a worker given ``fds`` (status, data, passed)."""
+        with self.lock:
+            for attempt in (1, 2):
+                channel = self._running()
+                try:
+                    socket.send_fds(channel, [b"fork"], fds)
+                    return
+                except OSError:
+                    if attempt == 2:
+                        raise
+                    self._forget()  # the server died (killed?): start a new one, once
+
+    def _running(self) -> socket.socket:
+        if self.channel is not None and self.popen is not None and self.popen.poll() is None:
+            return self.channel
+        self._forget()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self.popen = _launch(theirs.fileno())
+        finally:
+            theirs.close()
+        self.channel = ours
+        register_master_fd(ours.fileno())  # forked workers must not hold the server's channel
+        ours.send(_setup())
+        return ours
+
+    def _forget(self) -> None:
+        if self.channel is not None:
+            unregister_master_fd(self.channel.fileno())
+            self.channel.close()  # the server ends at end of file
+        self.channel = None
+        self.popen = None
+
+    def pid(self) -> int | None:
+        """The server's pid, if it runs."""
+        popen = self.popen
+        return popen.pid if popen is not None and popen.poll() is None else None
+
+    def after_fork_in_child(self) -> None:
+        # A forked child must not share its parent's server: it starts its own.
+        if self.channel is not None:
+            self.channel.close()
+        self.__init__()  # type: ignore[misc]  # a fresh lock: another thread may have held it
+
+
+_server = _Server()
+os.register_at_fork(after_in_child=_server.after_fork_in_child)
+
+
+def server_pid() -> int | None:
+    """The pid of this process's fork server, if one runs (for tests and tools)."""
+    return _server.pid()
+
+
+def _launch(channel_fd: int) -> subprocess.Popen[bytes]:
+    """Start the server: a fresh interpreter with the caller's flags.
+
+    Its stdout and stdin are /dev/null: a daemon a task forks inherits the
+    server's descriptors, and must not hold the caller's stdout open
+    (``python script.py | cat`` would wait for it).  stderr stays the
+    caller's: a main module that fails in the server is reported there.
+    """
+    command = [
+        spawn.get_executable(),
+        *util._args_from_interpreter_flags(),  # type: ignore[attr-defined]  # multiprocessing's own helper, stable since 3.4
+        "-c",
+        f"from workcrew._backends._forkserver_main import main; main({channel_fd})",
+    ]
+    return subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        pass_fds=[channel_fd],
+        close_fds=True,
+    )
+
+
+def _setup() -> bytes:
+    """What makes the server the caller's twin, pickled: preparation data, modules to preload."""
+    preparation = spawn.get_preparation_data("workcrew-forkserver")
+    preload: list[str] = []
+    mp_server = sys.modules.get("multiprocessing.forkserver")
+    if mp_server is not None:  # multiprocessing.set_forkserver_preload applies here too
+        listed = getattr(mp_server._forkserver, "_preload_modules", None) or []
+        preload = [name for name in listed if name != "__main__"]  # __main__: in preparation
+    # The authkey pickles only while a process is being started.
+    set_spawning_popen(_Pickling())  # type: ignore[arg-type]  # duck-typed Popen
+    try:
+        return pickle.dumps((preparation, preload), protocol=5)
+    finally:
+        set_spawning_popen(None)
+
+
+def _dump(obj: Any) -> bytes:
+    from multiprocessing.reduction import ForkingPickler
+
+    buffer = io.BytesIO()
+    ForkingPickler(buffer, 5).dump(obj)
+    return buffer.getvalue()
+
+
+class _Pickling:
+    """The "spawning popen" while the set-up pickles (it passes no descriptors)."""
+
+    def duplicate_for_child(self, fd: int) -> int:
+        raise ValueError("the fork server's set-up cannot pass descriptors")
+
+
+class _ServerPopen:
+    """What ``Process.start()`` makes for a fork server worker (multiprocessing's Popen API)."""
+
+    method = "forkserver"
+
+    def __init__(self, process_obj: Any) -> None:
+        util._flush_std_streams()  # type: ignore[attr-defined]  # as every multiprocessing Popen does
+        self.returncode: int | None = None
+        self.pid: int | None = None
+        self.finalizer: Any = None
+        self._passed: list[int] = []
+        self._launch(process_obj)
+
+    # -- what multiprocessing's reducers call while the Process pickles --
+
+    def duplicate_for_child(self, fd: int) -> int:
+        """Pass ``fd`` with the request; the worker finds it at this index."""
+        self._passed.append(fd)
+        return len(self._passed) - 1
+
+    DupFd = ServerDupFd
+
+    # -- start --
+
+    def _launch(self, process_obj: Any) -> None:
+        set_spawning_popen(self)  # type: ignore[arg-type]  # duck-typed Popen
+        try:
+            body = _dump(process_obj)
+        finally:
+            set_spawning_popen(None)
+        if len(self._passed) + 2 > MAX_FDS:
+            raise ValueError(
+                f"a worker's start-up arguments pass {len(self._passed)} descriptors (pipes, "
+                f"queues, locks); the fork server takes at most {MAX_FDS - 2}: pass fewer, "
+                "or use start_method='spawn'"
+            )
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        data_r, data_w = os.pipe()
+        try:
+            _server.request([theirs.fileno(), data_r, *self._passed])
+        finally:
+            theirs.close()
+            os.close(data_r)  # now only the server (until it forks) and the worker hold it
+        self.sentinel = ours.detach()
+        # The worker's end of the data pipe is its parent sentinel: it reaches
+        # end of file when the caller is gone, so this copy lives with the Popen.
+        keep = os.dup(data_w)
+        self.finalizer = util.Finalize(self, util.close_fds, (keep, self.sentinel))  # type: ignore[attr-defined]  # in multiprocessing.util since 3.8, not in its stubs
+        try:
+            pid = self._read_status(PID_TIMEOUT)
+        except EOFError:
+            raise StartFailed(
+                "the fork server ended without starting a worker", None, None
+            ) from None
+        if pid is None:
+            raise StartFailed(
+                "the fork server did not start a worker within "
+                f"{PID_TIMEOUT:.0f} s (is the machine overloaded?)",
+                None,
+                None,
+            )
+        self.pid = pid
+        try:
+            with open(data_w, "wb", closefd=True) as pipe:
+                pipe.write(LENGTH.pack(len(body)))
+                pipe.write(body)
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            self.returncode = self._status_within(REAP_TIMEOUT)
+            raise StartFailed(
+                f"worker process {pid} died before reading its start-up data", pid, self.returncode
+            ) from exc
+
+    def _read_status(self, timeout: float | None) -> int | None:
+        """The next value the server writes: the pid, then the exit code.
+
+        None if nothing came within ``timeout``; EOFError if the server ended
+        without writing it (it was killed).
+        """
+        from multiprocessing.connection import wait
+
+        if not wait([self.sentinel], timeout):
+            return None
+        raw = b""
+        while len(raw) < STATUS.size:
+            part = os.read(self.sentinel, STATUS.size - len(raw))
+            if not part:
+                raise EOFError("the fork server closed a worker's status")
+            raw += part
+        value: int = STATUS.unpack(raw)[0]
+        return value
+
+    # -- multiprocessing's Popen API --
+
+    def _status_within(self, timeout: float | None) -> int | None:
+        try:
+            return self._read_status(timeout)
+        except EOFError:  # the server was killed: the worker's end is unknown
+            return 255  # what multiprocessing reports then
+
+    def poll(self, flag: int = os.WNOHANG) -> int | None:
+        """The worker's exit code once the server reported it (waits if ``flag`` is 0)."""
+        if self.returncode is None:
+            self.returncode = self._status_within(0 if flag == os.WNOHANG else None)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """The exit code, waiting at most ``timeout`` seconds (None: for ever)."""
+        if self.returncode is None:
+            self.returncode = self._status_within(timeout)
+        return self.returncode
+
+    def _send_signal(self, sig: int) -> None:
+        if self.returncode is None and self.pid is not None:
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def terminate(self) -> None:
+        import signal
+
+        self._send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        import signal
+
+        self._send_signal(signal.SIGKILL)
+
+    def close(self) -> None:
+        if self.finalizer is not None:
+            self.finalizer()
+
+
+class ServerProcess(process.BaseProcess):
+    """A ``multiprocessing`` Process that the fork server starts."""
+
+    _start_method = "forkserver"
+
+    @staticmethod
+    def _Popen(process_obj: Any) -> _ServerPopen:
+        return _ServerPopen(process_obj)
+
+
+class ServerContext:
+    """The part of a ``multiprocessing`` context the process backend uses."""
+
+    Process = ServerProcess
