@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextvars
 import faulthandler
+import gc
 import os
 import pickle
 import signal
@@ -103,6 +104,12 @@ def worker_main(
     lifeline pipes; ``log_levels`` the caller's logger levels (see _output.py).
     """
     task_conn, result_conn, stdout_conn, stderr_conn, lifeline_conn = conns
+    # Objects inherited from the forking process (the caller under fork, the
+    # server under forkserver) move to the collector's permanent generation:
+    # a collection would otherwise write to every one of them, copying the
+    # pages this worker shares with its parent (its memory would grow by the
+    # size of everything the parent imported).
+    gc.freeze()
     # Under fork the child inherits the master's ends of every pipe of every
     # pool in this process; holding them would keep pipes open after the
     # master dies, so drop them first.
