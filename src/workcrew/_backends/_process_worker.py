@@ -189,9 +189,11 @@ def _watch_lifeline(fd: int) -> None:
     kernel itself is asked to end this process: the lifeline is put in
     asynchronous mode with SIGKILL as its signal, which the kernel sends when
     the pipe's last writer closes (SIGKILL reaches stopped processes too).
-    The thread stays for the platforms without F_SETSIG.
+    Only where that cannot be armed (no F_SETSIG) does a thread watch the
+    pipe instead: on Linux a worker runs no thread of its own while idle.
     """
-    _kill_me_when_closed(fd)
+    if _kill_me_when_closed(fd):
+        return
 
     def watch() -> None:
         while True:
@@ -207,19 +209,23 @@ def _watch_lifeline(fd: int) -> None:
     threading.Thread(target=watch, name="workcrew-lifeline", daemon=True).start()
 
 
-def _kill_me_when_closed(fd: int) -> None:
-    """Have the kernel SIGKILL this process when the pipe ``fd`` reads from loses its writer."""
+def _kill_me_when_closed(fd: int) -> bool:
+    """Have the kernel SIGKILL this process when the pipe ``fd`` reads from loses its writer.
+
+    False where the kernel cannot be asked (not Linux, or it refused).
+    """
     import fcntl
 
     set_signal = getattr(fcntl, "F_SETSIG", None)
     if set_signal is None:  # not Linux: the watchdog thread alone
-        return
+        return False
     try:
         fcntl.fcntl(fd, fcntl.F_SETOWN, os.getpid())
         fcntl.fcntl(fd, set_signal, signal.SIGKILL)
         fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_ASYNC)
     except OSError:  # a kernel that refuses: the watchdog thread alone
-        pass
+        return False
+    return True
 
 
 class _Worker:
