@@ -65,6 +65,8 @@ FUNCTION_CACHE_SIZE = 256
 #: Lines of a worker's stderr kept for its crash report (a fatal-signal stack
 #: dump can be long; the report shows its top, where the task's frames are).
 STDERR_TAIL_LINES = 200
+#: Seconds to learn an exited worker's exit code from its parent.
+EXIT_STATUS_TIMEOUT = 5.0
 #: Bytes per page, for the resident sizes /proc reports in pages.
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 #: A worker's function table is reset once it holds this many functions.
@@ -196,7 +198,7 @@ class ProcessHandle(WorkerHandle):
             return
         for conn in (task_w, result_r, stdout_r, stderr_r):
             os.set_blocking(conn.fileno(), False)
-        self._sentinel = self._exit_sentinel(backend.options.start_method)
+        self._sentinel = self._exit_sentinel()
 
     def _new_process(self, child_ends: tuple[Any, ...]) -> Any:
         """The worker's (unstarted) Process, given its ends of the five pipes."""
@@ -221,23 +223,27 @@ class ProcessHandle(WorkerHandle):
             daemon=False,  # workers may start pools of their own
         )
 
-    def _exit_sentinel(self, start_method: str) -> int:
+    def _exit_sentinel(self) -> int:
         """A descriptor that becomes readable when the worker process exits.
 
         multiprocessing's sentinel under fork and spawn is a pipe the worker
         holds open until it exits, and a grandchild that a task forks inherits
         it: the pipe would stay open after the worker died, and crash reports,
-        timeouts, terminate() and join() would wait for the grandchild.  A
-        pidfd (Linux 5.3+) is readable when the worker itself exits.  The
-        forkserver's sentinel is a socket to the server, which no grandchild
-        holds.
+        timeouts, terminate() and join() would wait for the grandchild.  The
+        fork server's sentinel is its status socket for the worker, which
+        reports the exit only while the server lives.  A pidfd (Linux 5.3+)
+        is readable when the worker itself exits, whoever its parent is, and
+        the server's death does not fire it.  (A forkserver worker is not our
+        child: killed and reaped by the server before we open its pidfd, it
+        makes ``pidfd_open`` fail and the status socket serves; its pid
+        cannot have been reused in that instant unless the pid space wrapped.)
         """
         pidfd_open = getattr(os, "pidfd_open", None)
-        if start_method == "forkserver" or pidfd_open is None or self.pid is None:
+        if pidfd_open is None or self.pid is None:
             return int(self.process.sentinel)
         try:
             self._pidfd = pidfd_open(self.pid)
-        except OSError:  # an older kernel: the pipe sentinel, with its limit
+        except OSError:  # an older kernel, or the worker is already gone: the sentinel
             return int(self.process.sentinel)
         register_master_fd(self._pidfd)
         return self._pidfd
@@ -358,7 +364,10 @@ class ProcessHandle(WorkerHandle):
         # read it first, so results are never mistaken for a crash.
         self._on_readable()
         self._loop.remove_reader(self._sentinel)
-        self.process.join()
+        # The worker has exited: its parent reaps it at once (we, or the fork
+        # server, which then writes its status); the bound only guards
+        # against a server that cannot answer (stopped): the code is then unknown.
+        self.process.join(EXIT_STATUS_TIMEOUT)
         self.exitcode = self.process.exitcode
         self._close()
         # Reported after the results read above, some of which may still be

@@ -1,0 +1,205 @@
+"""workcrew's fork server: workers see what a multiprocessing forkserver child sees, and it recovers.
+
+Programs run in fresh interpreters (each starts its own server); the pool's
+answers come back as one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import TIMEOUT
+
+import workcrew
+from workcrew._backends._forkserver import server_pid
+
+SRC = str(Path(workcrew.__file__).resolve().parent.parent)
+
+
+def run_script(tmp_path: Path, text: str, *args: str) -> object:
+    """Run ``text`` as a script file in a fresh interpreter; its last line, as JSON."""
+    script = tmp_path / "program.py"
+    script.write_text(text)
+    done = subprocess.run(
+        [sys.executable, str(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env={"PYTHONPATH": f"{SRC}:{tmp_path}", "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+MAIN_NAMES = """
+import json, multiprocessing, os
+import workcrew
+
+class Point:
+    def __init__(self, x):
+        self.x = x
+
+def describe(point):
+    me = multiprocessing.current_process()
+    return [
+        type(point).__module__,
+        point.x,
+        me.name,
+        multiprocessing.parent_process().pid,
+        bytes(me.authkey).hex(),
+    ]
+
+if __name__ == "__main__":
+    with workcrew.Pool(2) as pool:
+        rows = pool.map(describe, [Point(1), Point(2)])
+    me = multiprocessing.current_process()
+    print(json.dumps([rows, os.getpid(), bytes(me.authkey).hex()]))
+"""
+
+
+def test_workers_find_the_main_module_s_names_and_their_caller(tmp_path: Path) -> None:
+    rows, caller, authkey = run_script(tmp_path, MAIN_NAMES)  # type: ignore[misc]
+    for module, x, name, parent, key in rows:
+        # the script ran in the server as __mp_main__, so its classes load in workers
+        assert module == "__mp_main__"  # as multiprocessing names it there
+        assert name.startswith("workcrew-worker-")
+        assert parent == caller  # the caller is the parent, not the server
+        assert key == authkey  # manager proxies authenticate with it
+    assert sorted(row[1] for row in rows) == [1, 2]
+
+
+PRELOAD = """
+import json, multiprocessing, os, sys
+import workcrew
+
+def where(_):
+    import probe_module
+    return probe_module.LOADED_IN, os.getpid()
+
+if __name__ == "__main__":
+    multiprocessing.set_forkserver_preload(["probe_module"])
+    with workcrew.Pool(1) as pool:
+        loaded_in, worker = pool.apply(where, (0,))
+    print(json.dumps([loaded_in, worker, os.getpid(), "probe_module" in sys.modules]))
+"""
+
+
+def test_set_forkserver_preload_applies_to_the_server(tmp_path: Path) -> None:
+    (tmp_path / "probe_module.py").write_text("import os\nLOADED_IN = os.getpid()\n")
+    loaded_in, worker, caller, in_caller = run_script(tmp_path, PRELOAD)  # type: ignore[misc]
+    assert loaded_in not in (worker, caller)  # imported once, by the server
+    assert not in_caller
+
+
+KILLED_SERVER = """
+import json, os, signal
+import workcrew
+from workcrew._backends._forkserver import server_pid
+
+def pid(_):
+    return os.getpid()
+
+if __name__ == "__main__":
+    pool = workcrew.Pool(2)
+    before = set(pool.map(pid, range(20), chunksize=1))
+    first = server_pid()
+    os.kill(first, signal.SIGKILL)
+    os.waitpid(first, 0)
+    during = set(pool.map(pid, range(20), chunksize=1))  # its workers live on
+    pool.terminate()
+    pool.join()
+    with workcrew.Pool(1) as again:  # a new pool starts a new server
+        after = again.apply(pid, (0,))
+    print(json.dumps([sorted(before), sorted(during), first, server_pid(), after]))
+"""
+
+
+def test_a_killed_server_leaves_its_workers_running_and_is_started_again(
+    tmp_path: Path,
+) -> None:
+    before, during, first, second, after = run_script(tmp_path, KILLED_SERVER)  # type: ignore[misc]
+    assert during == before
+    assert second not in (None, first)
+    assert after not in before
+
+
+FORKED_CALLER = """
+import json, os
+import workcrew
+from workcrew._backends._forkserver import server_pid
+
+def pid(_):
+    return os.getpid()
+
+if __name__ == "__main__":
+    with workcrew.Pool(1) as pool:
+        pool.apply(pid, (0,))
+    parent_server = server_pid()
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:
+        with workcrew.Pool(1) as pool:
+            worker = pool.apply(pid, (0,))
+        os.write(write, json.dumps([server_pid(), worker]).encode())
+        os._exit(0)
+    os.close(write)
+    answer = json.loads(os.read(read, 1000))
+    os.waitpid(child, 0)
+    print(json.dumps([parent_server, *answer]))
+"""
+
+
+def test_a_forked_caller_starts_a_server_of_its_own(tmp_path: Path) -> None:
+    parent_server, child_server, worker = run_script(tmp_path, FORKED_CALLER)  # type: ignore[misc]
+    assert child_server not in (None, parent_server)
+    assert worker != child_server
+
+
+def test_a_worker_killed_at_birth_is_reported_with_its_signal() -> None:
+    from workcrew._backends import _forkserver
+
+    # Drive the server directly: ask for a worker whose start-up data is a
+    # pickle that never comes, kill it, and read its status.
+    with workcrew.Pool(1) as pool:  # the server runs
+        assert pool.apply(abs, (-3,)) == 3
+    popen = _forkserver._ServerPopen.__new__(_forkserver._ServerPopen)
+    popen.returncode = None
+    status_ours, status_theirs = socket.socketpair()
+    data_r, data_w = os.pipe()
+    _forkserver._server.request([status_theirs.fileno(), data_r])
+    status_theirs.close()
+    os.close(data_r)
+    popen.sentinel = status_ours.detach()
+    try:
+        pid = popen._read_status(TIMEOUT)
+        assert pid is not None and pid > 0
+        os.kill(pid, signal.SIGKILL)
+        assert popen.wait(TIMEOUT) == -signal.SIGKILL
+    finally:
+        os.close(data_w)
+        os.close(popen.sentinel)
+
+
+@pytest.mark.parametrize("count", [70])
+def test_too_many_descriptors_for_one_worker_is_a_clear_error(count: int) -> None:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("forkserver")
+    pipes = [ctx.Pipe(duplex=False) for _ in range(count // 2)]
+    try:
+        with pytest.raises(workcrew.BrokenPoolError, match="descriptors"):
+            with workcrew.Pool(1, initializer=len, initargs=(pipes,)) as pool:
+                pool.apply(abs, (1,))
+    finally:
+        for reader, writer in pipes:
+            reader.close()
+            writer.close()
+    assert server_pid() is not None
