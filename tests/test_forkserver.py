@@ -1,4 +1,4 @@
-"""workcrew's fork server: workers see what a multiprocessing forkserver child sees, and it recovers.
+"""workcrew's fork server: workers see what a forkserver child of multiprocessing sees.
 
 Programs run in fresh interpreters (each starts its own server); the pool's
 answers come back as one JSON line.
@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import TIMEOUT
 
 import workcrew
+from helpers import TIMEOUT
 from workcrew._backends._forkserver import server_pid
 
 SRC = str(Path(workcrew.__file__).resolve().parent.parent)
@@ -67,7 +67,7 @@ if __name__ == "__main__":
 
 def test_workers_find_the_main_module_s_names_and_their_caller(tmp_path: Path) -> None:
     rows, caller, authkey = run_script(tmp_path, MAIN_NAMES)  # type: ignore[misc]
-    for module, x, name, parent, key in rows:
+    for module, _, name, parent, key in rows:
         # the script ran in the server as __mp_main__, so its classes load in workers
         assert module == "__mp_main__"  # as multiprocessing names it there
         assert name.startswith("workcrew-worker-")
@@ -195,9 +195,11 @@ def test_too_many_descriptors_for_one_worker_is_a_clear_error(count: int) -> Non
     ctx = multiprocessing.get_context("forkserver")
     pipes = [ctx.Pipe(duplex=False) for _ in range(count // 2)]
     try:
-        with pytest.raises(workcrew.BrokenPoolError, match="descriptors"):
-            with workcrew.Pool(1, initializer=len, initargs=(pipes,)) as pool:
-                pool.apply(abs, (1,))
+        with (
+            pytest.raises(workcrew.BrokenPoolError, match="descriptors"),
+            workcrew.Pool(1, initializer=len, initargs=(pipes,)) as pool,
+        ):
+            pool.apply(abs, (1,))
     finally:
         for reader, writer in pipes:
             reader.close()
