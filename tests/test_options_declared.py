@@ -14,7 +14,6 @@ import multiprocessing.pool
 import re
 from collections.abc import Callable, Collection
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import fields, is_dataclass, replace
 from functools import partial
 from operator import attrgetter
 from typing import Any
@@ -92,7 +91,7 @@ def build_drift(options: Options) -> list[str]:
 def field_drift(options: Options) -> list[str]:
     """Every way the fields of PoolOptions (and its TaskPolicy) differ from ``options``."""
     declared = {o.field: o for o in options if o.field is not None}
-    top = {f.name for f in fields(PoolOptions)}
+    top = set(PoolOptions._fields)
     named = {path.split(".")[0] for path in declared} | set(RESOLVED_FIELDS)
     problems = [f"PoolOptions.{name} is not declared" for name in sorted(top - named)]
     problems += [
@@ -111,8 +110,8 @@ def field_drift(options: Options) -> list[str]:
             problems.append(f"PoolOptions.{path} defaults to {value!r}, not {option.default!r}")
     for name in sorted(named & top):
         nested = getattr(defaults, name)
-        if is_dataclass(nested):  # each attribute of a nested record is an option too
-            paths = {f"{name}.{f.name}" for f in fields(nested)}
+        if isinstance(nested, tuple):  # each field of a nested record is an option too
+            paths = {f"{name}.{field}" for field in type(nested)._fields}  # type: ignore[attr-defined]  # a NamedTuple
             problems += [f"PoolOptions.{p} is not declared" for p in sorted(paths - set(declared))]
     return problems
 
@@ -168,7 +167,7 @@ def test_positional_parameters_are_the_standard_librarys(front: str, standard: t
 
 
 def _change(name: str, **changes: Any) -> Callable[[Options], Options]:
-    return lambda options: tuple(replace(o, **changes) if o.name == name else o for o in options)
+    return lambda options: tuple(o._replace(**changes) if o.name == name else o for o in options)
 
 
 def _drop(name: str) -> Callable[[Options], Options]:

@@ -39,7 +39,6 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Iterable
 from concurrent.futures import Future
-from dataclasses import replace
 from typing import Any
 
 from ._auto_policy import ROUTED_KINDS, KindChoice, Route, _Measure, _measured
@@ -141,7 +140,7 @@ class AutoEngine:
             workers = min(asked, available_cpu_count())
         else:
             workers = asked
-        return replace(self.options, kind=kind, workers=workers)
+        return self.options._replace(kind=kind, workers=workers)
 
     def probe(
         self,

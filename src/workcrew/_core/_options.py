@@ -15,8 +15,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from ._exceptions import serialization_error
 from ._execute import EVENT_LOOPS
@@ -47,8 +46,7 @@ CHOICES = (*KINDS, "auto")
 WORKER_OUTPUT = ("tagged", "plain")
 
 
-@dataclass(frozen=True)
-class Option:
+class Option(NamedTuple):
     """One pool option: its default, meaning, storage and keyword in each front end.
 
     ``name`` is the keyword of ``PoolOptions.build`` (the option's own name when
@@ -155,13 +153,14 @@ _Class = TypeVar("_Class", bound=type)
 def _with_field_docs(cls: _Class) -> _Class:
     """``cls`` with a line per field appended to its docstring, from OPTIONS."""
     lines = [cls.__doc__ or "", "", "Fields (their options are declared in OPTIONS):", ""]
-    for field in fields(cls):
-        if field.name in RESOLVED_FIELDS:
-            lines.append(f"* ``{field.name}``: {RESOLVED_FIELDS[field.name]}")
+    names: tuple[str, ...] = cls._fields  # type: ignore[attr-defined]  # a NamedTuple class
+    for name in names:
+        if name in RESOLVED_FIELDS:
+            lines.append(f"* ``{name}``: {RESOLVED_FIELDS[name]}")
             continue
         for option in OPTIONS:
             kept = option.field or ""
-            if kept == field.name or kept.startswith(f"{field.name}."):
+            if kept == name or kept.startswith(f"{name}."):
                 origin = "" if kept == option.name else f" (option ``{option.name}``)"
                 lines.append(f"* ``{kept}``{origin}: {option.doc}")
     cls.__doc__ = "\n".join(lines)
@@ -182,8 +181,7 @@ def default_start_method() -> str:
     return "spawn"
 
 
-@dataclass(frozen=True)
-class TaskPolicy:
+class TaskPolicy(NamedTuple):
     """What happens to a task that fails or runs too long (pool default, per-call overrides).
 
     ``timeout``: seconds a task may run; then it fails with ``TaskTimeout``
@@ -202,8 +200,7 @@ class TaskPolicy:
         if timeout is None and retries is None:
             return self
         check_policy(timeout, retries, self.retry_on, self.backoff)
-        return replace(
-            self,
+        return self._replace(
             timeout=self.timeout if timeout is None else timeout,
             retries=self.retries if retries is None else retries,
         )
@@ -247,8 +244,7 @@ def check_policy(
 
 
 @_with_field_docs
-@dataclass(frozen=True)
-class PoolOptions:
+class PoolOptions(NamedTuple):
     """Everything that shapes one pool; built by the front ends, read by the engine."""
 
     workers: int
