@@ -46,7 +46,17 @@ CHOICES = (*KINDS, "auto")
 WORKER_OUTPUT = ("tagged", "plain")
 
 
-class Option(NamedTuple):
+class _OptionRecord(NamedTuple):
+    name: str
+    default: object
+    doc: str
+    field: str | None
+    pool: str | None
+    executor: str | None
+    in_build: bool
+
+
+class Option(_OptionRecord):
     """One pool option: its default, meaning, storage and keyword in each front end.
 
     ``name`` is the keyword of ``PoolOptions.build`` (the option's own name when
@@ -56,21 +66,29 @@ class Option(NamedTuple):
     or None when the value only shapes other fields.  ``pool`` and ``executor``
     are the keywords of ``Pool`` and ``Executor``, None where one does not take
     the option.  ``field``, ``pool`` and ``executor`` left at ``""`` mean ``name``.
+
+    A ``NamedTuple`` (as every record of this module): ``dataclasses`` would
+    load ``inspect`` with ``from workcrew import Pool``.
     """
 
-    name: str
-    default: object
-    doc: str
-    field: str | None = ""
-    pool: str | None = ""
-    executor: str | None = ""
-    in_build: bool = True
+    __slots__ = ()
 
-    def __post_init__(self) -> None:
-        for attribute in ("field", "pool", "executor"):
-            if getattr(self, attribute) == "":
-                # frozen: the one way to fill in a field from another at construction
-                object.__setattr__(self, attribute, self.name)
+    def __new__(
+        cls,
+        name: str,
+        default: object,
+        doc: str,
+        field: str | None = "",
+        pool: str | None = "",
+        executor: str | None = "",
+        in_build: bool = True,
+    ) -> Option:
+        def named(value: str | None) -> str | None:
+            return name if value == "" else value
+
+        return super().__new__(
+            cls, name, default, doc, named(field), named(pool), named(executor), in_build
+        )
 
 
 #: Every pool option.  Their order is free: the front ends' positional order is the stdlib's.
