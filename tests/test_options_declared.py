@@ -110,8 +110,9 @@ def field_drift(options: Options) -> list[str]:
             problems.append(f"PoolOptions.{path} defaults to {value!r}, not {option.default!r}")
     for name in sorted(named & top):
         nested = getattr(defaults, name)
-        if isinstance(nested, tuple):  # each field of a nested record is an option too
-            paths = {f"{name}.{field}" for field in type(nested)._fields}  # type: ignore[attr-defined]  # a NamedTuple
+        record_fields = getattr(type(nested), "_fields", None)  # a NamedTuple: TaskPolicy
+        if record_fields is not None:  # each field of a nested record is an option too
+            paths = {f"{name}.{field}" for field in record_fields}
             problems += [f"PoolOptions.{p} is not declared" for p in sorted(paths - set(declared))]
     return problems
 
