@@ -38,7 +38,7 @@ from typing import Any
 from .._core._fds import register_master_fd, unregister_master_fd
 from ._forkserver_main import LENGTH, MAX_FDS, STATUS, ServerDupFd
 
-__all__ = ("ServerProcess", "StartFailed")
+__all__ = ("ServerContext", "ServerProcess", "StartFailed", "server_pid", "start_server")
 
 #: Seconds to wait for the server to fork a worker and report its pid (the
 #: first request also waits for the server to start: an interpreter and its
@@ -72,7 +72,7 @@ class _Server:
         """Ask the server to fork a worker given ``fds`` (status, data, passed)."""
         with self.lock:
             for attempt in (1, 2):
-                channel = self._running()
+                channel = self.running()
                 try:
                     socket.send_fds(channel, [b"fork"], fds)
                     return
@@ -81,7 +81,8 @@ class _Server:
                         raise
                     self._forget()  # the server died (killed?): start a new one, once
 
-    def _running(self) -> socket.socket:
+    def running(self) -> socket.socket:
+        """The channel to a running server, started if need be (hold ``lock``)."""
         if self.channel is not None and self.popen is not None and self.popen.poll() is None:
             return self.channel
         self._forget()
@@ -116,6 +117,12 @@ class _Server:
 
 _server = _Server()
 os.register_at_fork(after_in_child=_server.after_fork_in_child)
+
+
+def start_server() -> None:
+    """Start this process's fork server now, if it is not running (returns at once)."""
+    with _server.lock:
+        _server.running()
 
 
 def server_pid() -> int | None:
