@@ -617,16 +617,25 @@ def versus_peer_rows(results: list[Result], unit: str) -> list[list[str]]:
 def bench_programs(sizes: Sizes) -> Table:
     import tempfile
 
+    from programs import bench_lecture
     from programs import bench_programs as measure
 
     with tempfile.TemporaryDirectory() as tmp:
         results = measure(max(sizes.repeats * 2, 3), Path(tmp))
+        results += bench_lecture(max(sizes.repeats, 3), Path(tmp))
     notes = [
-        "a fresh program creates a 2-worker pool, runs one task and shuts it down, twice; the "
-        "first pool pays the helpers its start method needs (forkserver, resource tracker), the "
-        "second reuses them. The program's own `import` is excluded (see the import table); "
-        "`import workcrew` is lazy, so workcrew's first pool also loads the front end it uses "
-        "(about the `from workcrew import Pool` row). Median of the runs.",
+        "a fresh program (`from workcrew import Pool`, or `import multiprocessing`) creates a "
+        "2-worker pool, runs one task and shuts it down, twice; the program's import is "
+        "excluded (see the import table). The first pool loads the pool's own code (workcrew's "
+        "engine; `multiprocessing.pool`) and starts the helpers its start method needs (a fork "
+        "server: workcrew's own, or multiprocessing's with its resource tracker; spawn: the "
+        "tracker); the second reuses them. Under forkserver the server runs the program's "
+        "`__main__` once (its imports included), as multiprocessing's does. Median of the runs.",
+        "lecture example: the lecture's Pool example (`Pool(4)`, five `apply_async` tasks, "
+        "`close`, `join`; each task sleeps a fixed 0.1 s instead of a random one) run as a "
+        "script, wall time from the shell including the interpreter; the two scripts differ "
+        "in their import line only, each library with its default start method "
+        "(workcrew: forkserver; multiprocessing on Python < 3.14: fork).",
     ]
     headers = ["start method, pool: library", "ms (lower is better)", "vs multiprocessing"]
     rows = versus_peer_rows(results, "ms")
