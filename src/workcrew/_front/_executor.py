@@ -22,10 +22,11 @@ from typing import Any, TypeVar
 
 from .._backends import open_engine
 from .._core._auto_policy import KindChoice
+from .._core._checks import check_chunksize
 from .._core._engine_api import PoolEngine
 from .._core._execute import STAR, function_name
 from .._core._jobs import iterate_results
-from .._core._options import PoolOptions, check_chunksize
+from .._core._options import PoolOptions
 from .._core._public import public
 from .._core._stats import PoolStatistics
 from .._display._progress import Display, open_display

@@ -25,10 +25,11 @@ from concurrent.futures import Future, InvalidStateError
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._backends import open_engine
+from .._core._checks import check_chunksize
 from .._core._engine_api import PoolEngine
 from .._core._exceptions import TaskCancelled
 from .._core._execute import MAP, STAR, function_name
-from .._core._options import PoolOptions, TaskPolicy, check_chunksize
+from .._core._options import PoolOptions, TaskPolicy
 from .._core._public import public
 from .._display._progress import open_display
 from ._results import AsyncResult, IMapIterator, _ShownIMapIterator, _ShownResult
