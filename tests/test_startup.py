@@ -33,6 +33,20 @@ def run_fresh(code: str, *args: str) -> object:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+#: What a process worker does not import when it starts (every worker, and the
+#: fork server, would pay for them): loaded where a feature or an error needs them.
+NOT_IN_WORKERS = (
+    *HEAVY,
+    "typing",
+    "inspect",
+    "dataclasses",
+    "ctypes",
+    "concurrent.futures",
+    "multiprocessing.connection",
+    "workcrew._core._exceptions",
+)
+
+
 @pytest.mark.parametrize(
     "statement",
     ["import workcrew", "from workcrew import Pool", "from workcrew import Executor"],
@@ -41,6 +55,17 @@ def test_importing_loads_no_heavy_module(statement: str) -> None:
     report = f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
     loaded = run_fresh(f"{statement}\nimport json, sys\n{report}")
     assert loaded == [], f"`{statement}` loaded {loaded}"
+
+
+def test_the_worker_s_code_imports_nothing_a_worker_can_do_without() -> None:
+    report = f"print(json.dumps([m for m in {NOT_IN_WORKERS!r} if m in sys.modules]))"
+    loaded = run_fresh(f"import workcrew._backends._process_worker\nimport json, sys\n{report}")
+    assert loaded == []
+
+
+def test_from_workcrew_import_pool_loads_no_dataclasses_nor_inspect() -> None:
+    report = "print(json.dumps([m for m in ('dataclasses', 'inspect') if m in sys.modules]))"
+    assert run_fresh(f"from workcrew import Pool\nimport json, sys\n{report}") == []
 
 
 def test_import_workcrew_loads_no_front_end_until_one_is_used() -> None:
