@@ -53,7 +53,6 @@ from .._core._system import available_cpu_count
 from .._sharing._buffers import Exporter, dumps_oob, map_buffers
 from . import _wire
 from ._decoding import Decoders, Delivery, InOrder, needs_decoder
-from ._forkserver import ServerContext
 from ._output import LineForwarder, caller_log_levels, emit_record, line_prefix, load_record
 from ._process_start import reap_unstarted, start_tracker_without_stdout
 from ._process_worker import EncodedFailure, RunSettings, worker_main
@@ -81,11 +80,13 @@ class ProcessBackend(WorkerBackend):
     def __init__(self, options: PoolOptions, loop: Loop) -> None:
         super().__init__(options, loop)
         # forkserver: workcrew's own server (see _forkserver); fork, spawn: multiprocessing's
-        self.context: Any = (
-            ServerContext()
-            if options.start_method == "forkserver"
-            else multiprocessing.get_context(options.start_method)
-        )
+        self.context: Any
+        if options.start_method == "forkserver":
+            from ._forkserver import ServerContext  # loaded only by pools that use it
+
+            self.context = ServerContext()
+        else:
+            self.context = multiprocessing.get_context(options.start_method)
         if options.start_method == "spawn":
             start_tracker_without_stdout()
         self.start_eagerly = options.start_method == "fork"

@@ -6,8 +6,6 @@ import os
 import sys
 import traceback
 
-from ._forkserver import StartFailed
-
 __all__ = ("reap_unstarted", "start_tracker_without_stdout")
 
 #: Seconds to learn how a child that died at birth ended (it is already dead).
@@ -27,6 +25,8 @@ def reap_unstarted(exc: BaseException) -> tuple[int | None, int | None]:
     environment.  ``(None, None)`` if either cannot be learned within a
     bounded wait.
     """
+    from ._forkserver import StartFailed  # a rare path: loaded when taken
+
     if isinstance(exc, StartFailed):
         return exc.pid, exc.exitcode
     popen = next(

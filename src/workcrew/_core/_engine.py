@@ -25,9 +25,8 @@ import warnings
 import weakref
 from collections.abc import Callable, Hashable, Iterable
 from concurrent.futures import Future
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._auto_policy import KindChoice
 from ._backend import WorkerBackend
 from ._carry import carry
 from ._context import in_worker
@@ -36,6 +35,9 @@ from ._jobs import CallJob, Job, ListJob, StreamJob, Tally
 from ._master import Master
 from ._options import PoolOptions, TaskPolicy
 from ._stats import PoolStatistics, TaskSpan
+
+if TYPE_CHECKING:  # only kind="auto" loads the router's module
+    from ._auto_policy import KindChoice
 
 __all__ = (
     "Engine",
