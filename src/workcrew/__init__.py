@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # the names, for type checkers; at run time they load on firs
     from ._front._pipeline import Pipeline, PipelineRun, Stage, StageStatistics
     from ._front._pool import Pool
     from ._front._results import AsyncResult, IMapIterator
+    from ._sharing._arrays import shared_array
     from ._sharing._locks import Lock, RLock, Value
     from ._sharing._queue import Queue
 
@@ -66,6 +67,7 @@ __all__ = (
     "Lock",
     "RLock",
     "Value",
+    "shared_array",
     # helpers
     "available_cpu_count",
     "default_start_method",
@@ -108,6 +110,7 @@ _HOMES = {
     "Lock": "._sharing._locks",
     "RLock": "._sharing._locks",
     "Value": "._sharing._locks",
+    "shared_array": "._sharing._arrays",
     "available_cpu_count": "._core._system",
     "default_start_method": "._core._options",
     "worker_state": "._core._state",

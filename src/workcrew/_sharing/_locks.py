@@ -32,17 +32,12 @@ names a participant wherever it runs.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
 import threading
 import time
 import weakref
-from collections.abc import Iterator
-from typing import Any, cast
 
 from .._core._context import ENV_WORKER
-from .._core._exceptions import DeadlockError
 from .._core._public import public
 from ._memory import (
     RECURSIVE_MUTEX,
@@ -54,6 +49,15 @@ from ._memory import (
     make_semaphore,
     thread_alive,
 )
+
+# Every process worker imports this module (for release_holds): ctypes, typing,
+# contextlib and the exception classes (which load multiprocessing) are imported
+# where they are used, not here.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .._core._exceptions import DeadlockError
 
 __all__ = ("Lock", "RLock", "Value")
 
@@ -75,6 +79,8 @@ class _Table:
     """The shared lock table (one per process tree)."""
 
     def __init__(self, segment: Segment, create: bool) -> None:
+        import ctypes
+
         self.segment = segment
         self.mutex = make_semaphore(segment, 0, SEMAPHORE, 1, 1 if create else None)
         self.header = segment.cells(ctypes.c_uint64, 32, 4)  # [0] next uid, [1] mutex holder
@@ -82,15 +88,9 @@ class _Table:
         self.waiter_base = HEADER + LOCKS * LOCK_BYTES
         self.waiters = segment.cells(ctypes.c_uint64, self.waiter_base, WAITERS * WAITER_WORDS)
 
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
+    def locked(self) -> _Held:
         """Hold the table mutex (held for microseconds; taken over if its holder died)."""
-        lock_mutex(self.mutex, self.header, 1, 1.0)
-        try:
-            yield
-        finally:
-            self.header[1] = 0
-            self.mutex.release()
+        return _Held(self)
 
     def allocate(self, kind: int, name: str) -> tuple[int, int]:
         """A free slot set up for a new lock or value: (slot, uid)."""
@@ -199,6 +199,22 @@ class _Table:
         return None
 
 
+class _Held:
+    """``with table.locked():`` (a class, not contextlib: this module must import cheaply)."""
+
+    __slots__ = ("_table",)
+
+    def __init__(self, table: _Table) -> None:
+        self._table = table
+
+    def __enter__(self) -> None:
+        lock_mutex(self._table.mutex, self._table.header, 1, 1.0)
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._table.header[1] = 0
+        self._table.mutex.release()
+
+
 _table: _Table | None = None
 _table_lock = threading.Lock()
 
@@ -298,7 +314,8 @@ def _attach(cls: type[Lock], ref: SegmentRef, slot: int, uid: int) -> Lock:
         table.hold(slot, uid, f"the workcrew {cls.__name__}")
         obj = cls._over(table, slot, uid)
         _track(obj, table, slot, uid)
-    return cast("Lock", obj)
+    lock: Lock = obj
+    return lock
 
 
 class Lock(SemLockBase):  # type: ignore[misc]  # SemLockBase is Any: CPython's C type
@@ -379,6 +396,8 @@ class Lock(SemLockBase):  # type: ignore[misc]  # SemLockBase is Any: CPython's 
             table.leave_wait(entry)
 
     def _deadlock(self, cycle: tuple[tuple[int, int, str], ...]) -> DeadlockError:
+        from .._core._exceptions import DeadlockError
+
         table = self._table
         steps = []
         pairs = []
@@ -444,6 +463,8 @@ class Value:
         self.value = value
 
     def _bind(self, table: _Table, slot: int, uid: int, lock: RLock | None = None) -> None:
+        import ctypes
+
         self._table, self._slot, self._uid = table, slot, uid
         ctype = ctypes.c_double if self._code in FLOAT_CODES else ctypes.c_int64
         self._cell = table.segment.cells(ctype, HEADER + slot * LOCK_BYTES + VALUE * 8, 1)

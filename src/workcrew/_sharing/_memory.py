@@ -19,15 +19,19 @@ a harmless EINVAL there).
 from __future__ import annotations
 
 import _multiprocessing  # type: ignore[import-not-found]  # CPython internals, no stubs
-import contextlib
-import ctypes
 import mmap
 import os
 import sys
 import threading
 import weakref
-from dataclasses import dataclass
-from typing import Any
+from collections import namedtuple
+
+# Every process worker imports this module (through _locks and _buffers): what
+# it imports is paid at every worker start, so ctypes (needed only once a lock
+# or segment is made), typing and dataclasses are not imported here.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NamedTuple
 
 __all__ = (
     "SEM_SIZE",
@@ -79,6 +83,8 @@ _libc: Any = None
 
 def _sem_init(address: int, value: int) -> None:
     global _libc
+    import ctypes
+
     if _libc is None:
         _libc = ctypes.CDLL(None, use_errno=True)
         _libc.sem_init.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint]
@@ -87,14 +93,19 @@ def _sem_init(address: int, value: int) -> None:
         raise OSError(errno, f"sem_init failed: {os.strerror(errno)}")
 
 
-@dataclass(frozen=True)
-class SegmentRef:
-    """How another process finds a segment: its creator's pid, descriptor and inode."""
+if TYPE_CHECKING:
 
-    pid: int
-    fd: int
-    inode: int
-    size: int
+    class SegmentRef(NamedTuple):
+        """How another process finds a segment: its creator's pid, descriptor and inode."""
+
+        pid: int
+        fd: int
+        inode: int
+        size: int
+
+else:  # the same record without importing typing (a tuple: hashable, picklable by name)
+    SegmentRef = namedtuple("SegmentRef", "pid fd inode size", module=__name__)
+    SegmentRef.__doc__ = "How another process finds a segment: its creator's pid, fd and inode."
 
 
 #: Segments mapped in this process, by (creator pid, inode).  A forked child
@@ -107,6 +118,8 @@ class Segment:
     """A block of shared memory mapped in this process (created here or attached)."""
 
     def __init__(self, buf: mmap.mmap, ref: SegmentRef, fd: int | None) -> None:
+        import ctypes
+
         self.buf = buf
         self.ref = ref
         self._fd = fd  # kept open by the creator only: it is how others reach the segment
@@ -209,6 +222,8 @@ def lock_mutex(mutex: Any, cells: Any, index: int, check_every: float) -> None:
             holder = cells[index]
             if holder and not thread_alive(holder) and cells[index] == holder:
                 cells[index] = 0
-                with contextlib.suppress(ValueError):  # another waiter took over first
+                try:
                     mutex.release()
+                except ValueError:  # another waiter took over first
+                    pass
     cells[index] = threading.get_native_id()
