@@ -291,7 +291,8 @@ class ProcessHandle(WorkerHandle):
         self._lent.update(ref.id for ref in refs)
         sidecar = _wire.pack_sidecar([], refs)
         self._write(_wire.CHUNK, _wire.SEQ.pack(seq) + sidecar + body)
-        return Sent(failed, len(body) + sum(buf.nbytes for buf in buffers))
+        # a shared array's bytes are not sent (only its reference): they do not fill a chunk
+        return Sent(failed, len(body) + sum(ref.nbytes for ref in refs if not ref.shared))
 
     def _strip_unpicklable(
         self, chunk: Chunk, wire: tuple[Any, ...], failed: dict[int, BaseException]
@@ -571,14 +572,19 @@ backend_class = ProcessBackend
 
 
 def resident_bytes(pid: int) -> int | None:
-    """The resident memory of process ``pid`` in bytes, or None if it is gone.
+    """The memory of process ``pid`` that is its own, in bytes; None if it is gone.
 
-    Read from ``/proc/<pid>/statm`` on Linux (a few microseconds, and no
-    import: psutil costs the first pool ~6 ms to load); psutil elsewhere.
+    Resident pages less those backed by files or shared memory (``statm``'s
+    resident minus shared, i.e. RssAnon): segments the worker maps (large
+    arguments, ``shared_array``s, kept for reuse) belong to the caller and do
+    not make a worker look big to ``max_memory_per_worker``.  Read from
+    ``/proc/<pid>/statm`` on Linux (microseconds, and no import: psutil costs
+    the first pool ~6 ms to load); psutil's resident size elsewhere.
     """
     try:
         with open(f"/proc/{pid}/statm", "rb") as statm:
-            return int(statm.read().split()[1]) * PAGE_SIZE
+            fields = statm.read().split()
+        return (int(fields[1]) - int(fields[2])) * PAGE_SIZE
     except FileNotFoundError:
         if os.path.isdir("/proc/self"):
             return None  # Linux: the process is gone

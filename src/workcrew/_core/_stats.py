@@ -34,7 +34,8 @@ class WorkerStatistics:
     ``"stopped"`` (asked to: close, recycling), ``"crashed"`` (died unasked:
     segfault, ``os._exit``, OOM kill) or ``"killed"`` (by the pool: a task
     timeout, a cancel, terminate).  ``peak_memory`` is the largest resident
-    size sampled (process workers; ``None`` for threads and coroutines).
+    memory of its own sampled (pages less shared-memory segments and mapped files;
+    process workers; ``None`` for threads and coroutines).
     """
 
     worker_id: int
