@@ -345,6 +345,11 @@ def startup_workcrew_pool() -> int:
         return pool.apply_async(square, (7,)).get()
 
 
+def startup_workcrew_defaults() -> int:
+    with workcrew.Pool(WORKERS) as pool:  # the default start method: forkserver
+        return pool.apply_async(square, (7,)).get()
+
+
 def startup_workcrew_executor() -> int:
     with workcrew.Executor(WORKERS, start_method="fork") as ex:
         return ex.submit(square, 7).result()
@@ -381,6 +386,7 @@ def startup_mpire() -> int:
 
 STARTUPS: list[tuple[str, Callable[[], Any], bool, str]] = [
     ("workcrew Pool", startup_workcrew_pool, True, "close + join"),
+    ("workcrew Pool, defaults", startup_workcrew_defaults, True, "forkserver (the default)"),
     ("workcrew Executor", startup_workcrew_executor, True, "shutdown(wait=True)"),
     ("multiprocessing Pool", startup_mp_pool, False, "close + join"),
     ("ProcessPoolExecutor", startup_ppe, False, "shutdown(wait=True)"),
@@ -403,8 +409,9 @@ def bench_startup(sizes: Sizes) -> Table:
         results.append(Result(name, ms, is_workcrew, note))
         progress(f"startup {name}: {ms:.1f} ms")
     notes = [
-        f"create a {WORKERS}-worker pool (fork), run one task, shut down and wait for the "
-        f"workers; median of {sizes.startup_reps} after one warm-up.",
+        f"create a {WORKERS}-worker pool (fork, except the defaults row), run one task, shut "
+        f"down and wait for the workers; median of {sizes.startup_reps} after one warm-up (so "
+        "a fork server runs already; a program's first pool is in the whole-programs table).",
         "joblib reuses one global executor across `Parallel` calls, so its row times a fresh "
         "loky executor (loky cannot fork).",
     ]
