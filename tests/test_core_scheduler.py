@@ -7,6 +7,7 @@ calls and their round robin).  Real jobs, no master, no threads.
 from __future__ import annotations
 
 import math
+import random
 from typing import Any
 
 from workcrew._core._execute import MAP
@@ -14,6 +15,7 @@ from workcrew._core._jobs import Job, ListJob, StreamJob
 from workcrew._core._options import TaskPolicy
 from workcrew._core._scheduler import (
     CHUNK_BYTES,
+    CHUNK_SECONDS_PER_WORKER,
     GROWTH,
     MAX_ESTIMATES,
     PREFETCH_MAX_SECONDS,
@@ -53,6 +55,19 @@ def sizes(scheduler: Scheduler, job: Job, steps: int, per_item: float) -> list[i
     return out
 
 
+def make_steady(scheduler: Scheduler, key: Any, per_item: float) -> int:
+    """Report chunks of ``key`` whose items take ``per_item`` each until it is steady.
+
+    Returns how many chunks that took (bounded: a function that never turns
+    steady fails the test instead of looping).
+    """
+    for count in range(1, 101):
+        scheduler.record(key, 1, per_item)
+        if scheduler.steady(key):
+            return count
+    raise AssertionError(f"{key!r} did not become steady after 100 identical chunks")
+
+
 # -- chunk sizing -------------------------------------------------------------------------
 
 
@@ -76,8 +91,11 @@ def test_a_new_job_of_a_known_function_starts_at_its_ideal_size() -> None:
 
 
 def test_many_workers_aim_at_longer_chunks() -> None:
+    # Each finished chunk costs the master a round trip (under the GIL that
+    # thread and async workers share): hundreds of workers get longer chunks.
     assert Scheduler(workers=1).target == TARGET_CHUNK_SECONDS
-    assert math.isclose(Scheduler(workers=200).target, 0.04)
+    assert math.isclose(Scheduler(workers=200).target, 200 * CHUNK_SECONDS_PER_WORKER)
+    assert Scheduler(workers=200).target > TARGET_CHUNK_SECONDS
 
 
 def test_a_fixed_chunksize_wins_and_a_timeout_means_one_item_per_chunk() -> None:
@@ -104,6 +122,71 @@ def test_the_last_chunks_of_a_finite_job_shrink_so_workers_finish_together() -> 
     assert got == sorted(got, reverse=True)
 
 
+def drain(scheduler: Scheduler, job: Job) -> list[int]:
+    """Sizes of every chunk of ``job``, each queued behind one of the same job if allowed."""
+    got = []
+    while (chunk := scheduler.next_chunk(None, prefetch=True, behind=job)) is not None:
+        got.append(len(chunk[2]))
+    return got
+
+
+def test_a_steady_job_on_many_workers_ends_in_even_shares_per_round() -> None:
+    # 20 workers (aim 10 ms), 0.9 ms items: 11 items per chunk at most.  Each
+    # round of 20 chunks takes an even share of what was left when it began:
+    # 250 left: 13 each, capped at 11 (220 taken); 30 left: 2 each.
+    # Recomputed per chunk instead, the first chunks of the last round would
+    # be larger than its last ones (ceil(30/20) = 2, ..., then 1).
+    workers = 20
+    scheduler = Scheduler(workers)
+    assert scheduler.target > TARGET_CHUNK_SECONDS  # many workers
+    make_steady(scheduler, "f", 0.9e-3)
+    job = listed(250)
+    scheduler.add(job)
+    assert drain(scheduler, job) == [11] * 20 + [2] * 15
+
+
+def test_200_io_workers_get_one_even_share_each_and_a_queued_rest() -> None:
+    # The IO benchmark's shape: 2,000 steady waits of a bit over 10 ms on 200
+    # workers.  The aim (100 ms) caps the shares at 9 items; every worker gets
+    # the same, then one item each, queued behind: no worker waits a round
+    # trip at the end, and none ends with more items than another.
+    workers = 200
+    scheduler = Scheduler(workers)
+    make_steady(scheduler, "f", 0.0102)
+    job = listed(2000)
+    scheduler.add(job)
+    assert drain(scheduler, job) == [9] * 200 + [1] * 200
+
+
+def test_a_steady_job_on_few_workers_still_halves_to_single_items() -> None:
+    # Two workers: round trips are cheap, and the halving also absorbs workers
+    # that run at different speeds (a core shared with another program).
+    workers = 2
+    scheduler = Scheduler(workers)
+    make_steady(scheduler, "f", 0.9e-3)  # target 5 items, floor 1
+    job = listed(40)
+    scheduler.add(job)
+    got = []
+    while (chunk := scheduler.next_chunk(None, prefetch=False)) is not None:
+        remaining = 40 - chunk[1]
+        assert len(chunk[2]) == min(5, math.ceil(remaining / (TAPER * workers)))
+        got.append(len(chunk[2]))
+    assert got[-4:] == [1, 1, 1, 1]
+
+
+def test_an_unsteady_job_on_many_workers_keeps_halving_and_its_tail_waits() -> None:
+    workers = 200
+    scheduler = Scheduler(workers)
+    scheduler.record("f", 1, 0.010)  # one sample: not known to be steady
+    assert not scheduler.steady("f")
+    job = listed(2000)
+    scheduler.add(job)
+    got = drain(scheduler, job)  # queued behind busy workers: stops at the tail
+    assert got[0] == math.ceil(2000 / (TAPER * workers))
+    assert sum(got) == 2000 - PREFETCH_TAIL * workers
+    assert scheduler.next_chunk(None, prefetch=False) is not None  # for a free worker
+
+
 def test_large_pickled_items_make_small_chunks() -> None:
     scheduler = Scheduler(workers=1)
     scheduler.record("f", 1, 1e-6)
@@ -122,6 +205,33 @@ def test_estimates_are_a_moving_average() -> None:
     scheduler.record("f", 2, 2 * 3e-3)  # per item: 1 ms, then 3 ms
     per_item = 1e-3 + SMOOTHING * (3e-3 - 1e-3)
     assert scheduler.chunk_size(listed(10**5)) == int(TARGET_CHUNK_SECONDS / per_item)
+
+
+def test_a_function_turns_steady_after_consistent_chunks_and_an_outlier_undoes_it() -> None:
+    scheduler = Scheduler(workers=2)
+    assert not scheduler.steady("f")  # unknown
+    scheduler.record("f", 1, 1e-3)
+    assert not scheduler.steady("f")  # one sample says nothing about the spread
+    count = make_steady(scheduler, "f", 1e-3)
+    assert 10 <= count <= 40  # a run of a few similar chunks is not enough
+    scheduler.record("f", 1, 20e-3)  # one item 20 times the usual
+    assert not scheduler.steady("f")
+    # Small jitter (a few %) keeps a steady function steady.
+    make_steady(scheduler, "f", 1e-3)
+    for i in range(50):
+        scheduler.record("f", 4, 4 * 1e-3 * (1.03 if i % 2 else 0.97))
+        assert scheduler.steady("f")
+
+
+def test_heavy_tailed_durations_never_count_as_steady() -> None:
+    # Pareto(1.5), as in the benchmarks' skewed workload: many items near the
+    # minimum, a few very long ones.  Their tail must stay handed out one
+    # chunk at a time, so they must never look steady.
+    rng = random.Random(12345)
+    scheduler = Scheduler(workers=2)
+    for _ in range(2000):
+        scheduler.record("f", 1, 1e-3 * rng.paretovariate(1.5))
+        assert not scheduler.steady("f")
 
 
 def test_only_the_most_recent_functions_keep_an_estimate() -> None:
@@ -150,6 +260,36 @@ def test_prefetch_only_for_short_known_untimed_items_far_from_the_end() -> None:
     assert not scheduler.can_prefetch(listed(100, policy=TIMED))
     assert not scheduler.can_prefetch(listed(PREFETCH_TAIL * workers))  # the tail
     assert scheduler.can_prefetch(listed(PREFETCH_TAIL * workers + 1))
+
+
+def test_the_tail_of_a_steady_job_is_prefetched_too() -> None:
+    # Busy workers of a steady function end their (tapered, short) chunks when
+    # expected: queuing the last items behind them saves each a round trip.
+    workers = 4
+    scheduler = Scheduler(workers)
+    make_steady(scheduler, "steady", 1e-3)
+    scheduler.record("new", 1, 1e-3)
+    steady, new = listed(1, key="steady"), listed(1, key="new")
+    assert scheduler.can_prefetch(steady, behind=steady)
+    assert not scheduler.can_prefetch(new, behind=new)  # not known to be steady
+    # Behind another job's chunk (whose length the tail's taper does not bound),
+    # or behind an unknown one, the last items still wait for a free worker.
+    assert not scheduler.can_prefetch(steady, behind=listed(100, key="steady"))
+    assert not scheduler.can_prefetch(steady)
+    timed = listed(1, key="steady", policy=TIMED)
+    assert not scheduler.can_prefetch(timed, behind=timed)
+
+
+def test_the_tail_of_items_longer_than_the_target_waits_for_a_free_worker() -> None:
+    # Two CPU workers, steady 10 ms items (longer than the 5 ms target): a
+    # queued last item would wait a whole item behind one worker while the
+    # other, half-way through its own, frees up first.
+    scheduler = Scheduler(workers=2)
+    make_steady(scheduler, "f", 0.010)
+    assert scheduler.target < 0.010
+    job = listed(2)
+    assert not scheduler.can_prefetch(job, behind=job)
+    assert scheduler.can_prefetch(listed(3), behind=job)  # not the tail yet
 
 
 def test_a_prefetch_skips_jobs_that_cannot_be_prefetched() -> None:

@@ -51,6 +51,8 @@ class AsyncBackend(WorkerBackend):
         # 200 chunks in one dispatch pass).
         self._posts: list[tuple[AsyncHandle, tuple[int, Chunk] | None]] = []
         self._posts_lock = threading.Lock()
+        # Reports for the master, gathered on the loop thread (see tell).
+        self._outbox: list[Callable[[], None]] = []
         self._thread = threading.Thread(
             target=self._run_loop, name="workcrew-async-loop", daemon=True
         )
@@ -108,6 +110,23 @@ class AsyncBackend(WorkerBackend):
         for handle, message in posts:
             handle.receive(message)
 
+    def tell(self, report: Callable[[], None]) -> None:
+        """Loop thread: pass ``report`` to the master with the others of this loop turn.
+
+        Slots started together finish together: 200 posts, each waking the
+        master (a pipe write that hands it the GIL mid-burst), would slow the
+        loop thread while it starts the next chunks.  One post per loop turn
+        carries them all.  Every report goes through here, so their order is
+        kept (a slot's ``on_exit`` comes after its last result).
+        """
+        self._outbox.append(report)
+        if len(self._outbox) == 1:
+            self.aloop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        reports, self._outbox = self._outbox, []
+        self.loop.call_soon_threadsafe(lambda: _run_all(reports))
+
     def close(self) -> None:
         # Every slot has ended (the master closes the backend last): tear the state down.
         asyncio.run_coroutine_threadsafe(self._end(), self.aloop).result()
@@ -129,7 +148,7 @@ class AsyncHandle(WorkerHandle):
         asyncio.run_coroutine_threadsafe(self._serve(), backend.aloop)
 
     async def _serve(self) -> None:
-        master = self._backend.loop
+        tell = self._backend.tell
         self._inbox = asyncio.Queue()
         try:
             await self._backend.initialize()
@@ -139,10 +158,10 @@ class AsyncHandle(WorkerHandle):
                 "the pool cannot start workers."
             )
             error.__cause__ = exc
-            master.call_soon_threadsafe(lambda: self._events.on_init_failed(self, error))
+            tell(lambda: self._events.on_init_failed(self, error))
             self._finish()
             return
-        master.call_soon_threadsafe(lambda: self._events.on_ready(self))
+        tell(lambda: self._events.on_ready(self))
         while True:
             message = await self._inbox.get()
             if message is _STOP:
@@ -168,11 +187,11 @@ class AsyncHandle(WorkerHandle):
             )
         self._current = None
         duration = timer() - start
-        self._backend.loop.call_soon_threadsafe(Report(self._events, self, seq, duration, outcome))
+        self._backend.tell(Report(self._events, self, seq, duration, outcome))
 
     def _finish(self) -> None:
         self._done.set()
-        self._backend.loop.call_soon_threadsafe(lambda: self._events.on_exit(self, 0))
+        self._backend.tell(lambda: self._events.on_exit(self, 0))
 
     def receive(self, message: tuple[int, Chunk] | None) -> None:
         """On the loop: queue a message for this slot."""
@@ -205,6 +224,11 @@ class AsyncHandle(WorkerHandle):
 
     def join(self, timeout: float | None) -> bool:
         return self._done.wait(timeout)
+
+
+def _run_all(reports: list[Callable[[], None]]) -> None:
+    for report in reports:
+        report()
 
 
 backend_class = AsyncBackend

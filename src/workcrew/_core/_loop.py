@@ -137,8 +137,11 @@ class EventLoop(Loop):
 
     def _drain_wake_pipe(self) -> None:
         # Empty the pipe first, then clear the flag (see the module docstring).
+        # A short read means the pipe is empty: no second read to see EAGAIN
+        # (each read lets go of the GIL, and under hundreds of busy thread
+        # workers getting it back is what costs).
         try:
-            while os.read(self._wake_r, 4096):
+            while len(os.read(self._wake_r, 4096)) == 4096:
                 pass
         except BlockingIOError:
             pass

@@ -210,7 +210,8 @@ class Master(WorkerEvents):
         allowance = slot.allowance
         if (allowance is not None and allowance <= 0) or slot.handle.exited:
             return True  # this worker is full (or gone, exit not yet reported); others may not be
-        chunk = self._scheduler.next_chunk(allowance, prefetch, timed_ok=slot.ready)
+        behind = slot.inflight[0].job if prefetch and slot.inflight else None
+        chunk = self._scheduler.next_chunk(allowance, prefetch, slot.ready, behind)
         if chunk is None:
             return False
         job, start, items = chunk

@@ -17,6 +17,21 @@ tasks evenly spread:
   behind a busy worker (so it never idles for a round trip) only while the
   job is far from its end, so the last items always go to whichever worker
   frees up first (see :meth:`Scheduler.can_prefetch`).
+
+Steady functions are the exception to the last two rules.  Besides the mean,
+the scheduler learns how much a function's durations vary; when they hardly do
+(``STEADY_SPREAD``), every busy worker ends its chunk when expected, so
+
+* with many workers, a chunk takes an even share of what is left
+  (``STEADY_TAPER``), computed once per round of ``workers`` chunks, instead of
+  halving down to single items;
+* for items shorter than the target, the tail is queued behind busy workers'
+  chunks of the same job too, and no worker waits a round trip for its last
+  items.
+
+Both matter most for hundreds of thread or async workers: started together,
+they finish together, and each round trip costs the master time under the GIL
+they all share.  Heavy-tailed durations never count as steady.
 """
 
 from __future__ import annotations
@@ -35,9 +50,11 @@ __all__ = ("Scheduler",)
 #: unknown.
 TARGET_CHUNK_SECONDS = 0.005
 #: With many workers, aim higher: this many seconds per worker (200 threads:
-#: 40 ms chunks).  Every finished chunk costs the master a round trip, and
-#: for thread and async workers that work holds the GIL they all share.
-CHUNK_SECONDS_PER_WORKER = 0.0002
+#: 100 ms chunks).  Every finished chunk costs the master a round trip of
+#: about 15-25 µs, and for thread and async workers that work holds the GIL
+#: they all share: W workers finishing a chunk every W * 0.5 ms keep the
+#: master's share of the GIL near 5 %.
+CHUNK_SECONDS_PER_WORKER = 0.0005
 #: Chunk size may grow by at most this factor per result, so one unusually
 #: fast first item cannot make a huge chunk of slow ones.
 GROWTH = 8
@@ -45,6 +62,14 @@ GROWTH = 8
 TAPER = 2
 #: ... unless that is less than this much work.
 TAPER_FLOOR_SECONDS = 0.001
+#: With many workers (more than TARGET_CHUNK_SECONDS / CHUNK_SECONDS_PER_WORKER),
+#: a steady function's chunks take remaining / (STEADY_TAPER * workers) items,
+#: the same for every chunk of a round of ``workers`` chunks: its items all
+#: take as long, so even shares end together, and halving down to single items
+#: would cost each worker round trips, hundreds of which queue for the master
+#: when the workers finish together.  Few workers keep TAPER: their round trips
+#: are cheap, and halving also absorbs workers running at different speeds.
+STEADY_TAPER = 1
 #: A second chunk is queued to a busy worker only for items known to take at
 #: most this long (a queued item waits for the one before it; past this the
 #: round trip it saves is negligible anyway) ...
@@ -65,6 +90,30 @@ PREFETCH_LOOKS = 8
 MAX_ESTIMATES = 1024
 #: Weight of the newest measurement in the moving average.
 SMOOTHING = 0.3
+#: A function is steady while the moving average of its samples' relative
+#: deviation (|sample - mean| / mean) stays under this.  A new function starts
+#: at 1 (unknown: not steady), so it takes about 20 consistent chunks to
+#: qualify; heavy-tailed durations (Pareto 1.5) stay well above it.
+STEADY_SPREAD = 0.15
+#: Weight of the newest sample's deviation in that average: small, so a run
+#: of a few similar items of a heavy-tailed function does not make it steady.
+SPREAD_SMOOTHING = 0.1
+
+
+class _Estimate:
+    """What is known of one function's items: mean duration and how much it varies."""
+
+    __slots__ = ("per_item", "spread")
+
+    def __init__(self, per_item: float) -> None:
+        self.per_item = per_item  # seconds, moving average (SMOOTHING)
+        self.spread = 1.0  # relative deviation, moving average (SPREAD_SMOOTHING)
+
+    def add(self, sample: float) -> None:
+        old = self.per_item
+        deviation = abs(sample - old) / old if old > 0 else float(sample > 0)
+        self.spread += SPREAD_SMOOTHING * (deviation - self.spread)
+        self.per_item = old + SMOOTHING * (sample - old)
 
 
 class Scheduler:
@@ -77,9 +126,10 @@ class Scheduler:
         #: hybrid workers run this many items of a chunk at once: never fewer
         self.min_chunk = min_chunk
         self._jobs: deque[Job] = deque()
-        self._estimates: OrderedDict[Hashable, float] = OrderedDict()  # seconds per item
+        self._estimates: OrderedDict[Hashable, _Estimate] = OrderedDict()
         self._sizes: dict[Hashable, float] = {}  # pickled bytes per item (process kinds)
         self._last_size: dict[int, int] = {}  # id(job) -> last adaptive chunk size
+        self._rounds: dict[int, tuple[int, int]] = {}  # id(job) -> (share, chunks left)
         #: Chunks given back after their worker died without running them.
         self._requeued: deque[tuple[Job, int, list[object]]] = deque()
 
@@ -113,12 +163,13 @@ class Scheduler:
         return not self._jobs and not self._requeued
 
     def next_chunk(
-        self, limit: int | None, prefetch: bool, timed_ok: bool = True
+        self, limit: int | None, prefetch: bool, timed_ok: bool = True, behind: Job | None = None
     ) -> tuple[Job, int, list[object]] | None:
         """The next chunk to send, or None if no job has an item now.
 
         ``limit`` caps its size (a worker close to its task quota); with
-        ``prefetch`` only jobs with items short enough to queue are considered.
+        ``prefetch`` only jobs with items short enough to queue are considered
+        (``behind``: the job of the chunk the worker runs now).
         """
         # A re-queued chunk of a job that has ended (failed, cancelled,
         # aborted) would run for nobody: drop it.
@@ -126,7 +177,7 @@ class Scheduler:
             self._requeued.popleft()
         if self._requeued:
             job, start, items = self._requeued[0]
-            if (not prefetch or self.can_prefetch(job)) and (
+            if (not prefetch or self.can_prefetch(job, behind)) and (
                 timed_ok or job.policy.timeout is None
             ):
                 self._requeued.popleft()
@@ -141,7 +192,7 @@ class Scheduler:
             if not self._jobs:  # every job looked at has left the queue
                 break
             job = self._jobs[0]
-            if (prefetch and not self.can_prefetch(job)) or (
+            if (prefetch and not self.can_prefetch(job, behind)) or (
                 not timed_ok and job.policy.timeout is not None  # timed: ready workers only
             ):
                 self._jobs.rotate(-1)
@@ -164,7 +215,7 @@ class Scheduler:
             return 1  # a timeout is per task: each runs alone, its start time known
         if job.chunksize is not None:
             return job.chunksize
-        per_item = self._estimates.get(job.key)
+        per_item = self.per_item(job.key)
         last = self._last_size.get(id(job), 0)
         if per_item is None:
             size = 1
@@ -177,7 +228,7 @@ class Scheduler:
         if item_bytes:
             size = min(size, int(CHUNK_BYTES / item_bytes))
         if job.remaining is not None:
-            tapered = math.ceil(job.remaining / (TAPER * self.workers))
+            tapered = self._share(job, job.remaining)
             # Tapering balances the end of a job; below TAPER_FLOOR_SECONDS of
             # work a chunk is too small to unbalance anything but still costs
             # a round trip, so tiny tasks stop tapering there.
@@ -188,20 +239,71 @@ class Scheduler:
         job.chunk_hint = size
         return size
 
-    def can_prefetch(self, job: Job) -> bool:
-        """True if a chunk of ``job`` may be queued behind a busy worker's current one."""
-        per_item = self._estimates.get(job.key)
-        if per_item is None or per_item > PREFETCH_MAX_SECONDS or job.policy.timeout is not None:
+    def _share(self, job: Job, remaining: int) -> int:
+        """The most items the next chunk of a finite ``job`` may take (the taper).
+
+        In general ``remaining / (TAPER * workers)``, recomputed per chunk.  A
+        steady function on many workers (see STEADY_TAPER) gets even shares,
+        computed once per round of ``workers`` chunks (factoring): recomputed
+        per chunk, the first chunks of a round would be larger than the last.
+        """
+        if self.target <= TARGET_CHUNK_SECONDS or not self.steady(job.key):
+            self._rounds.pop(id(job), None)
+            return math.ceil(remaining / (TAPER * self.workers))
+        share, left = self._rounds.get(id(job), (0, 0))
+        if left <= 0:
+            share, left = math.ceil(remaining / (STEADY_TAPER * self.workers)), self.workers
+        self._rounds[id(job)] = (share, left - 1)
+        return share
+
+    def can_prefetch(self, job: Job, behind: Job | None = None) -> bool:
+        """True if a chunk of ``job`` may be queued behind a busy worker's current one.
+
+        ``behind`` is the job of that current chunk, if known: the last items
+        of a steady job are queued only behind a chunk of the same job.
+        """
+        estimate = self._estimates.get(job.key)
+        if (
+            estimate is None
+            or estimate.per_item > PREFETCH_MAX_SECONDS
+            or job.policy.timeout is not None
+        ):
             return False
-        return job.remaining is None or job.remaining > PREFETCH_TAIL * self.workers
+        if job.remaining is None or job.remaining > PREFETCH_TAIL * self.workers:
+            return True
+        # The tail: queued only behind a chunk of this same job, if its items
+        # take as long as expected and are shorter than the chunk target.  The
+        # taper has made that chunk short (a few items, or under
+        # TAPER_FLOOR_SECONDS of work), so the queued item waits at most about
+        # that long, where a free worker might have taken it sooner; the target
+        # bounds that loss, and grows with the number of workers as the
+        # master's queue of round trips does when they finish together.  Behind
+        # another job's chunk (of unknown length) it could wait far longer.
+        return (
+            behind is job and estimate.spread < STEADY_SPREAD and estimate.per_item <= self.target
+        )
+
+    def per_item(self, key: Hashable) -> float | None:
+        """Learned seconds per item of ``key``'s function, or None if unknown."""
+        estimate = self._estimates.get(key)
+        return None if estimate is None else estimate.per_item
+
+    def steady(self, key: Hashable) -> bool:
+        """True if the durations of ``key``'s items hardly vary (see STEADY_SPREAD)."""
+        estimate = self._estimates.get(key)
+        return estimate is not None and estimate.spread < STEADY_SPREAD
 
     def record(self, key: Hashable, items: int, seconds: float) -> None:
         """Learn from a finished chunk of ``items`` items that computed ``seconds``."""
         if items <= 0:
             return
         sample = seconds / items
-        old = self._estimates.pop(key, None)
-        self._estimates[key] = sample if old is None else old + SMOOTHING * (sample - old)
+        estimate = self._estimates.pop(key, None)
+        if estimate is None:
+            estimate = _Estimate(sample)
+        else:
+            estimate.add(sample)
+        self._estimates[key] = estimate  # most recently used last
         if len(self._estimates) > MAX_ESTIMATES:
             self._estimates.popitem(last=False)
 
@@ -215,6 +317,7 @@ class Scheduler:
     def forget(self, job: Job) -> None:
         """Drop per-job state once the job has left the queue."""
         self._last_size.pop(id(job), None)
+        self._rounds.pop(id(job), None)
 
     def _drop_exhausted_front(self) -> None:
         while self._jobs and self._jobs[0].exhausted():
