@@ -33,6 +33,8 @@ cluster once and passed by reference to every task that uses the same object.
 
 from __future__ import annotations
 
+import gc
+import threading
 import time
 import uuid
 from collections import deque
@@ -43,6 +45,7 @@ import cloudpickle
 
 from .._core._backend import Chunk, Loop, Sent, WorkerBackend, WorkerEvents, WorkerHandle
 from .._core._exceptions import (
+    BrokenPoolError,
     RemoteTraceback,
     WorkcrewError,
     WorkerCrashed,
@@ -61,6 +64,24 @@ __all__ = ("DaskBackend", "backend_class", "run_chunk")
 SCATTER_BYTES = 1 << 20
 #: Scattered arguments remembered (each holds the object and its data on the cluster).
 SCATTER_KEEP = 64
+#: Chunks kept on the cluster per Dask worker thread when ``workers`` is not
+#: given: a thread then has its next chunks waiting while results travel back
+#: through the scheduler (with one per thread, 10 ms tasks kept the cluster
+#: half idle; the gain stopped at four).
+IN_FLIGHT_PER_THREAD = 4
+#: Seconds between two looks at the cluster's workers (joined, left).
+WATCH_INTERVAL = 1.0
+#: Seconds one look at the cluster may take (its scheduler may be gone).
+WATCH_TIMEOUT = 2.0
+#: Seconds closing our client may take (its scheduler may be gone).
+CLOSE_TIMEOUT = 5.0
+#: The cluster's cost per chunk (scheduling, messages, the worker's own
+#: bookkeeping) before any is measured: a few milliseconds on a small cluster.
+FIRST_OVERHEAD = 0.003
+#: Chunks answered while the cluster was busy that one measurement spans.
+OVERHEAD_WINDOW = 16
+#: Weight of the newest measurement in the running estimate.
+OVERHEAD_WEIGHT = 0.3
 
 
 def _distributed() -> Any:
@@ -81,18 +102,33 @@ _functions: dict[bytes, Callable[..., Any]] = {}
 def run_chunk(
     fn_blob: bytes, mode: int, items: list[Any], skip: frozenset[int] | None, timed: bool
 ) -> tuple[Any, ...]:
-    """The task each chunk becomes: every item's outcome, failures as (pickled) Failure."""
+    """The task each chunk becomes: its run time, every item's outcome, its CPU wait."""
     fn = _functions.get(fn_blob)
     if fn is None:
         fn = _functions[fn_blob] = cloudpickle.loads(fn_blob)
         if len(_functions) > 256:
             _functions.pop(next(iter(_functions)))
-    start = time.perf_counter()
+    start, waited = time.perf_counter(), _run_queue_wait()
     outcome = (run_items_timed if timed else run_items)(fn, mode, items, skip)
     failures = outcome.failures
     if failures:
         failures = {i: _portable(f) for i, f in failures.items()}
-    return (time.perf_counter() - start, (outcome.values, failures, outcome.spans))
+    duration = time.perf_counter() - start
+    return (duration, (outcome.values, failures, outcome.spans), _run_queue_wait() - waited)
+
+
+def _run_queue_wait() -> float:
+    """Seconds this thread has waited for a CPU while runnable (Linux; 0.0 elsewhere).
+
+    A chunk that ran slow because other processes (the scheduler, on a small
+    machine) had the CPU did less work than its wall time says: the caller
+    counts that wait as the cluster's cost, not the chunk's (see note_answer).
+    """
+    try:
+        with open("/proc/thread-self/schedstat", "rb") as stat:
+            return int(stat.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def _portable(failure: Failure) -> Failure:
@@ -135,12 +171,82 @@ class DaskBackend(WorkerBackend):
                 address: Any = self._own_cluster
             else:
                 address = options.dask_address
-            kwargs = {} if options.dask_security is None else {"security": options.dask_security}
-            self.client = distributed.Client(address, **kwargs)
+            self.client = _connect(distributed, address, options.dask_security)
             self._own_client = True
         self._killed_worker: type[BaseException] = distributed.KilledWorker
         self._blobs: FunctionCache[bytes | BaseException] = FunctionCache(256)
         self._scattered: dict[int, tuple[Any, Any]] = {}  # id -> (object, its Dask future)
+        #: seconds of cluster time each chunk costs beyond its run (see note_answer)
+        self.overhead = FIRST_OVERHEAD
+        self.in_flight = 0  # chunks submitted and not yet answered, all slots
+        self._answers: deque[tuple[float, float]] = deque(maxlen=OVERHEAD_WINDOW)
+        self.watch = ClusterWatch(self.client, loop)
+
+    def worker_target(self, configured: int) -> int:
+        """Slots to keep: four per cluster thread as it changes (unless ``workers`` was given)."""
+        if self.options.requested_workers is not None:
+            return configured
+        return IN_FLIGHT_PER_THREAD * max(1, self.watch.threads)
+
+    def parallelism(self, workers: int) -> int:
+        return max(1, self.watch.threads)  # slots queue chunks; the threads run them
+
+    def chunk_overhead(self) -> float:
+        return self.overhead
+
+    def lost_workers(self) -> tuple[str, ...]:
+        return self.watch.lost()
+
+    def note_answer(self, run: float) -> None:
+        """Master thread: a chunk answered after ``run`` seconds of work; refine ``overhead``.
+
+        ``run`` is the chunk's time on its thread less what it waited for a CPU
+        there: on a machine the scheduler shares, its CPU time is the cluster's
+        cost, as much as the idle gaps between chunks.
+
+        While every cluster thread has work waiting (at least as many chunks in
+        flight as threads), the cluster's threads x the time between answers is
+        spent either running chunks or on what each chunk costs besides:
+        ``(span * threads - work) / chunks`` over a window of answers.  A
+        window in which the cluster ran short of work says nothing, and
+        starts again.
+        """
+        threads = max(1, self.watch.threads)
+        if self.in_flight + 1 < threads:
+            self._answers.clear()
+            return
+        self._answers.append((time.perf_counter(), run))
+        if len(self._answers) < OVERHEAD_WINDOW:
+            return
+        span = self._answers[-1][0] - self._answers[0][0]
+        work = sum(seconds for _, seconds in list(self._answers)[1:])
+        measured = max(0.0, (span * threads - work) / (len(self._answers) - 1))
+        self.overhead += OVERHEAD_WEIGHT * (measured - self.overhead)
+        self._answers.clear()
+
+    def chunk_error(self, exc: BaseException) -> WorkcrewError:
+        """The error a chunk fails with when its Dask task did not answer."""
+        if isinstance(exc, self._killed_worker):
+            return WorkerCrashed(
+                f"the Dask workers running this task died ({exc}); Dask gave up after its "
+                "allowed-failures. The workcrew worker slot goes on."
+            )
+        # The scheduler is gone: the futures say so, or the client is busy
+        # reconnecting, or the gather failed on the scheduler's own connection
+        # (CommClosedError naming its address, before the client noticed).
+        address = str(self.client.scheduler.address)
+        lost = _scheduler_lost(exc) or self.client.status in ("connecting", "closing", "closed")
+        if lost or (type(exc).__name__ == "CommClosedError" and address in str(exc)):
+            return BrokenPoolError(
+                f"lost the Dask scheduler at {address} "
+                f"({type(exc).__name__}: {exc}); every task in flight failed with this. The "
+                "pool cannot run tasks on that cluster any more: terminate it, and start "
+                "another once the scheduler is back."
+            )
+        return serialization_error(
+            f"the Dask cluster could not run this chunk: {type(exc).__name__}: {exc}",
+            loading=True,
+        )
 
     def start_worker(self, worker_id: int, events: WorkerEvents) -> WorkerHandle:
         handle = DaskHandle(self, worker_id, events)
@@ -169,9 +275,10 @@ class DaskBackend(WorkerBackend):
         return entry[1]
 
     def close(self) -> None:
+        self.watch.stop()
         self._scattered.clear()
         if self._own_client:
-            self.client.close()
+            self.client.close(timeout=CLOSE_TIMEOUT)  # a lost scheduler must not hold us
         if self._own_cluster is not None:
             self._own_cluster.close()
 
@@ -205,6 +312,7 @@ class DaskHandle(WorkerHandle):
             key=f"workcrew-{function_name(chunk.fn)}-{uuid.uuid4().hex}",
         )
         self._pending.append((seq, future))
+        self._backend.in_flight += 1
         future.add_done_callback(lambda _: self._loop.call_soon_threadsafe(self._deliver))
         return Sent({})
 
@@ -217,23 +325,17 @@ class DaskHandle(WorkerHandle):
             self._exit()
 
     def _answer(self, seq: int, future: Any) -> None:
+        backend = self._backend
+        backend.in_flight -= 1
         try:
-            duration, wire = future.result()
-        except self._backend._killed_worker as exc:
-            error: WorkcrewError = WorkerCrashed(
-                f"the Dask workers running this task died ({exc}); Dask gave up after its "
-                "allowed-failures. The workcrew worker slot goes on.",
-                worker_id=self.worker_id,
-            )
-            self._events.on_chunk_error(self, seq, error, ran=True)
-            return
+            duration, wire, waited = future.result()
         except BaseException as exc:  # noqa: BLE001 - a chunk that could not travel or run
-            error = serialization_error(
-                f"the Dask cluster could not run this chunk: {type(exc).__name__}: {exc}",
-                loading=True,
-            )
+            error = backend.chunk_error(exc)
+            if isinstance(error, WorkerCrashed):
+                error.worker_id = self.worker_id
             self._events.on_chunk_error(self, seq, error, ran=True)
             return
+        backend.note_answer(duration - waited)
         outcome = Outcome(*wire)
         for failure in (outcome.failures or {}).values():
             failure.exc.__cause__ = RemoteTraceback(f"on a Dask worker:\n{failure.tb}")
@@ -254,6 +356,7 @@ class DaskHandle(WorkerHandle):
         # leave the rest to finish on the cluster, and let the slot go.
         for _, future in self._pending:
             future.cancel()
+        self._backend.in_flight -= len(self._pending)
         self._pending.clear()
         self.request_stop()
 
@@ -271,6 +374,108 @@ def _pickle_function(fn: Callable[..., Any]) -> bytes | BaseException:
             "cluster's workers.",
             cause=exc,
         )
+
+
+def _connect(distributed: Any, address: Any, security: Any) -> Any:
+    """A client of the scheduler at ``address``; ``BrokenPoolError`` if it cannot be reached.
+
+    The wait is Dask's own bound, ``distributed.comm.timeouts.connect`` (30 s
+    unless configured).
+    """
+    import dask
+
+    timeout = dask.config.get("distributed.comm.timeouts.connect")
+    kwargs = {} if security is None else {"security": security}
+    try:
+        return distributed.Client(address, timeout=timeout, **kwargs)
+    except (OSError, TimeoutError) as exc:
+        _stop_failed_client(exc)
+        # A Client that failed to connect may be closed by the collector while
+        # the next one starts, which then fails for no reason: collect it now.
+        gc.collect()
+        where = address if isinstance(address, str) else type(address).__name__
+        raise BrokenPoolError(
+            f"cannot reach the Dask scheduler at {where} within {timeout}: "
+            f"{type(exc).__name__}: {exc}. Check that `dask scheduler` runs there, that this "
+            "host can reach its address and port, and that the protocol matches (tls:// with "
+            "security= for a TLS cluster); distributed.comm.timeouts.connect bounds the wait."
+        ) from exc
+
+
+def _stop_failed_client(exc: BaseException) -> None:
+    """Stop the event-loop thread of a Client whose start failed.
+
+    distributed leaves it running for the life of the process: the failed
+    Client's status is "closed", so its ``close()`` returns at once without
+    stopping the loop runner it started (``_loop_runner``, private).
+    """
+    import traceback
+
+    for frame, _ in traceback.walk_tb(exc.__traceback__):
+        runner = getattr(frame.f_locals.get("self"), "_loop_runner", None)
+        stop = getattr(runner, "stop", None)
+        if callable(stop):
+            stop()
+            return
+
+
+def _scheduler_lost(exc: BaseException) -> bool:
+    """Whether a Dask future failed because the client lost its scheduler."""
+    # distributed's FutureCancelledError carries the reason ("scheduler-connection-lost")
+    return "scheduler-connection-lost" in f"{getattr(exc, 'reason', '')} {exc}"
+
+
+class ClusterWatch:
+    """The cluster's workers as a thread sees them every ``WATCH_INTERVAL``: threads, who left.
+
+    Each look asks the scheduler (bounded by ``WATCH_TIMEOUT``), so it runs
+    on a thread of its own, never on the master thread; each change of the
+    thread count wakes the master, which sizes the pool from ``threads``.
+    """
+
+    def __init__(self, client: Any, loop: Loop) -> None:
+        self._client = client
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._seen: dict[str, int] = {}  # address -> threads, every worker ever seen
+        self._present: set[str] = set()
+        self._stop = threading.Event()
+        self.threads = self._look()
+        self._thread = threading.Thread(target=self._run, name="workcrew-dask-watch", daemon=True)
+        self._thread.start()
+
+    def _look(self) -> int:
+        client = self._client
+        try:
+            if client.status != "running":
+                raise ConnectionError(f"the client is {client.status}")
+            workers: dict[str, int] = dict(
+                client.sync(client.scheduler.ncores, callback_timeout=WATCH_TIMEOUT)
+            )
+        except Exception:  # noqa: BLE001 - the scheduler is unreachable: keep what we knew
+            return getattr(self, "threads", 1)
+        with self._lock:
+            self._seen.update(workers)
+            self._present = set(workers)
+        return sum(workers.values())
+
+    def _run(self) -> None:
+        while not self._stop.wait(WATCH_INTERVAL):
+            threads = self._look()
+            if threads != self.threads:
+                self.threads = threads
+                self._loop.call_soon_threadsafe(lambda: None)  # wake the master: resize
+
+    def lost(self) -> tuple[str, ...]:
+        """Addresses of workers seen while the pool ran that have left the cluster."""
+        with self._lock:
+            return tuple(sorted(set(self._seen) - self._present))
+
+    def stop(self) -> None:
+        """Stop watching (joins the thread), after a last look: a loss just now counts too."""
+        self._stop.set()
+        self._thread.join()
+        self._look()
 
 
 backend_class = DaskBackend

@@ -194,6 +194,26 @@ class WorkerBackend(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release resources shared by this backend's workers."""
 
+    def worker_target(self, configured: int) -> int:
+        """How many workers the pool keeps now: ``configured``, unless a cluster says otherwise."""
+        return configured
+
+    def parallelism(self, workers: int) -> int:
+        """How many chunks really run at once with ``workers`` workers (a cluster: its threads)."""
+        return workers
+
+    def chunk_overhead(self) -> float:
+        """Seconds each chunk costs this kind beyond its items' own run time (0: negligible).
+
+        The scheduler makes chunks long enough to dwarf it: a Dask cluster's
+        few milliseconds per task, not a local pipe's microseconds.
+        """
+        return 0.0
+
+    def lost_workers(self) -> tuple[str, ...]:
+        """Workers of a cluster that left it while the pool ran (cluster kinds only)."""
+        return ()
+
 
 class Report:
     """A finished chunk on its way to the master thread (kinds whose workers are threads).

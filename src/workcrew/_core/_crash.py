@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import signal
+from typing import TYPE_CHECKING
 
+from ._exceptions import TaskTimeout, WorkerCrashed
+from ._execute import describe_call
 from ._system import oom_kill_count
 
-__all__ = ("crash_report", "describe_exit")
+if TYPE_CHECKING:
+    from ._slots import InFlight, Slot
+
+__all__ = ("crash_error", "crash_report", "describe_exit", "timeout_error")
 
 
 def describe_exit(exitcode: int | None) -> str:
@@ -51,3 +57,35 @@ def crash_report(
         shown = "\n    ".join(stderr_tail[-12:])
         parts.append(f"Last lines on the worker's stderr:\n    {shown}")
     return "\n".join(parts)
+
+
+def crash_error(
+    slot: Slot, exitcode: int | None, chunk: InFlight, oom_before: int | None
+) -> WorkerCrashed:
+    """The error of the task ``slot``'s worker was running when it died."""
+    handle = slot.handle
+    call = describe_call(chunk.job.fn, chunk.job.mode, chunk.items[0])
+    worker = f"worker {handle.worker_id} (pid {handle.pid})"
+    message = crash_report(worker, exitcode, call, handle.last_stderr_lines(), oom_before)
+    return WorkerCrashed(message, worker_id=handle.worker_id, pid=handle.pid, exitcode=exitcode)
+
+
+def timeout_error(slot: Slot, chunk: InFlight, can_kill: bool) -> TaskTimeout:
+    """The error of a task that ran past its ``task_timeout``, saying what became of its worker."""
+    timeout = chunk.job.policy.timeout or 0.0
+    call = describe_call(chunk.job.fn, chunk.job.mode, chunk.items[0])
+    handle = slot.handle
+    if can_kill:
+        what = f"worker {handle.worker_id} (pid {handle.pid}) was killed and replaced"
+    elif slot.killed_for != chunk.seq:
+        what = "the coroutine was cancelled"
+    else:
+        what = (
+            f"thread worker {handle.worker_id} was retired and replaced; the call goes on "
+            "in the background until it returns, and its result will be dropped"
+        )
+    return TaskTimeout(
+        f"{call} ran longer than its task_timeout of {timeout:g} s; {what}",
+        timeout=timeout,
+        worker_id=handle.worker_id,
+    )

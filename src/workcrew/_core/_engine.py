@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import contextvars
+import dataclasses
 import functools
 import os
 import threading
@@ -168,7 +169,9 @@ class Engine:
 
     def statistics(self) -> PoolStatistics:
         """A snapshot of this pool's workers and tasks (any thread, also after join)."""
-        return self._master.recorder.snapshot()
+        snapshot = self._master.recorder.snapshot()
+        lost = self._master.backend.lost_workers()
+        return dataclasses.replace(snapshot, lost_workers=lost) if lost else snapshot
 
     def timeline(self) -> tuple[TaskSpan, ...]:
         """Every task's span so far (the pool's ``timeline`` option records them)."""

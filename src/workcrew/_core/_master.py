@@ -32,13 +32,11 @@ import time
 from typing import Any
 
 from ._backend import Chunk, WorkerBackend, WorkerEvents, WorkerHandle
-from ._crash import crash_report
+from ._crash import crash_error, timeout_error
 from ._exceptions import (
     BrokenPoolError,
     TaskCancelled,
-    TaskTimeout,
     WorkcrewError,
-    WorkerCrashed,
 )
 from ._execute import Outcome, describe_call, function_name
 from ._jobs import Job, StreamJob
@@ -95,7 +93,11 @@ class Master(WorkerEvents):
         self._retiring: set[int] = set()  # ids of slots asked to exit
         self._attempts = Attempts()
         self.recorder = Recorder(options.kind)
-        self.backend = backend_class(options, self.loop)
+        try:
+            self.backend = backend_class(options, self.loop)
+        except BaseException:  # e.g. an unreachable cluster: the pool never existed
+            self.loop.close()
+            raise
         self.thread = threading.Thread(target=self._run, name="workcrew-master", daemon=True)
         # Workers start on demand (see _dispatch); under fork the engine forks
         # them from the submitting thread and hands them over (see adopt), and
@@ -152,7 +154,7 @@ class Master(WorkerEvents):
             if n % YIELD_EVERY == 0:
                 time.sleep(0)  # let the workers fed so far start (thread kinds need the GIL)
         # Workers start on demand: one more whenever work is left and all are busy.
-        target = self._adopted if self.backend.start_eagerly else self.options.workers
+        target = self._adopted if self.backend.start_eagerly else self._target()
         while len(self._slots) - len(self._retiring) < target:
             new = self._start_worker()
             if new is None or not self._send_next(new, prefetch=False):
@@ -165,6 +167,22 @@ class Master(WorkerEvents):
                 and not self._send_next(slot, prefetch=True)
             ):
                 return
+
+    def _target(self) -> int:
+        """Workers to keep: the configured count, or a cluster's (its kind follows it).
+
+        When a cluster shrinks, idle surplus workers retire; the scheduler
+        learns the new size and the kind's cost per chunk.
+        """
+        target = self.backend.worker_target(self.options.workers)
+        surplus = len(self._slots) - len(self._retiring) - target
+        if surplus > 0:  # rare (a cluster lost workers): only then scan the workers
+            idle = [s for s in self._slots.values() if not s.inflight and not s.retiring]
+            for slot in idle[:surplus]:
+                self._retire(slot)
+        backend = self.backend
+        self._scheduler.set_costs(target, backend.chunk_overhead(), backend.parallelism(target))
+        return target
 
     def start_all(self) -> None:
         """Master thread: start every worker now, not on demand (see Engine.start_all)."""
@@ -258,27 +276,8 @@ class Master(WorkerEvents):
         for chunk in slot.inflight:  # never started: back to the queue, in order
             self._requeue(chunk.job, chunk.start, chunk.items)
         slot.inflight.clear()
-        error = self._timeout_error(slot, running)
+        error = timeout_error(slot, running, self.backend.can_kill)
         self._settle(running.job, running.start, running.items, [None], {0: error})
-
-    def _timeout_error(self, slot: Slot, chunk: InFlight) -> TaskTimeout:
-        timeout = chunk.job.policy.timeout or 0.0
-        call = describe_call(chunk.job.fn, chunk.job.mode, chunk.items[0])
-        handle = slot.handle
-        if self.backend.can_kill:
-            what = f"worker {handle.worker_id} (pid {handle.pid}) was killed and replaced"
-        elif slot.killed_for != chunk.seq:
-            what = "the coroutine was cancelled"
-        else:
-            what = (
-                f"thread worker {handle.worker_id} was retired and replaced; the call goes on "
-                "in the background until it returns, and its result will be dropped"
-            )
-        return TaskTimeout(
-            f"{call} ran longer than its task_timeout of {timeout:g} s; {what}",
-            timeout=timeout,
-            worker_id=handle.worker_id,
-        )
 
     def cancel_running(self, job: Job) -> None:
         """Master thread: kill the worker running ``job`` (its future was cancelled)."""
@@ -325,7 +324,7 @@ class Master(WorkerEvents):
         errors = {i: f.exc for i, f in failures.items()} if failures else None
         self._record(slot, chunk, outcome, len(errors) if errors else 0, duration)
         if errors and slot.expired == chunk.seq:  # cancelled for its timeout (async kinds)
-            timeout = self._timeout_error(slot, chunk)
+            timeout = timeout_error(slot, chunk, self.backend.can_kill)
             errors = {i: timeout if _is_cancel(e) else e for i, e in errors.items()}
         if chunk.unsent:
             errors = {**(errors or {}), **chunk.unsent}
@@ -464,20 +463,11 @@ class Master(WorkerEvents):
                 self._requeue(running.job, running.start + i, [item])
             return
         if slot.expired == running.seq:
-            error: BaseException = self._timeout_error(slot, running)
+            error: BaseException = timeout_error(slot, running, self.backend.can_kill)
         else:
-            error = self._crash_error(slot, exitcode, running)
+            error = crash_error(slot, exitcode, running, self._startup.oom_kills_at_start)
         self.recorder.finished(slot.handle.worker_id, 1, 1, 0.0)  # it ran, and failed
         self._settle(running.job, running.start, running.items, [None], {0: error})
-
-    def _crash_error(self, slot: Slot, exitcode: int | None, chunk: InFlight) -> WorkerCrashed:
-        handle = slot.handle
-        call = describe_call(chunk.job.fn, chunk.job.mode, chunk.items[0])
-        worker = f"worker {handle.worker_id} (pid {handle.pid})"
-        message = crash_report(
-            worker, exitcode, call, handle.last_stderr_lines(), self._startup.oom_kills_at_start
-        )
-        return WorkerCrashed(message, worker_id=handle.worker_id, pid=handle.pid, exitcode=exitcode)
 
     # -- workers ---------------------------------------------------------------------------
 

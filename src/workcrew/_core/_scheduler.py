@@ -55,6 +55,9 @@ TARGET_CHUNK_SECONDS = 0.005
 #: they all share: W workers finishing a chunk every W * 0.5 ms keep the
 #: master's share of the GIL near 5 %.
 CHUNK_SECONDS_PER_WORKER = 0.0005
+#: A worker kind that costs something per chunk (a Dask cluster: milliseconds)
+#: gets chunks this many times that cost, so it stays about 5 % of the work.
+OVERHEAD_RATIO = 20
 #: Chunk size may grow by at most this factor per result, so one unusually
 #: fast first item cannot make a huge chunk of slow ones.
 GROWTH = 8
@@ -121,8 +124,12 @@ class Scheduler:
 
     def __init__(self, workers: int, min_chunk: int = 1) -> None:
         self.workers = workers
-        #: chunk duration aimed for (see CHUNK_SECONDS_PER_WORKER)
+        #: chunk duration aimed for (see CHUNK_SECONDS_PER_WORKER and OVERHEAD_RATIO)
         self.target = max(TARGET_CHUNK_SECONDS, workers * CHUNK_SECONDS_PER_WORKER)
+        #: what the worker kind spends per chunk besides running it (see set_costs)
+        self.overhead = 0.0
+        #: chunks that run at once (the taper's divisor): the workers, or a cluster's threads
+        self.parallel = workers
         #: hybrid workers run this many items of a chunk at once: never fewer
         self.min_chunk = min_chunk
         self._jobs: deque[Job] = deque()
@@ -132,6 +139,18 @@ class Scheduler:
         self._rounds: dict[int, tuple[int, int]] = {}  # id(job) -> (share, chunks left)
         #: Chunks given back after their worker died without running them.
         self._requeued: deque[tuple[Job, int, list[object]]] = deque()
+
+    def set_costs(self, workers: int, overhead: float, parallel: int | None = None) -> None:
+        """The pool's size, its kind's cost per chunk, how many chunks run at once.
+
+        Chunks aim to run ``OVERHEAD_RATIO`` times that cost, so that it stays a
+        small part of the work, and the tail stops tapering at twice it.
+        """
+        self.workers = workers
+        self.overhead = overhead
+        self.parallel = workers if parallel is None else parallel
+        base = max(TARGET_CHUNK_SECONDS, workers * CHUNK_SECONDS_PER_WORKER)
+        self.target = max(base, OVERHEAD_RATIO * overhead)
 
     def add(self, job: Job) -> None:
         """Queue a job; its items are given out fairly with the others."""
@@ -232,7 +251,8 @@ class Scheduler:
             # Tapering balances the end of a job; below TAPER_FLOOR_SECONDS of
             # work a chunk is too small to unbalance anything but still costs
             # a round trip, so tiny tasks stop tapering there.
-            floor = int(TAPER_FLOOR_SECONDS / per_item) if per_item else 1
+            floor_seconds = max(TAPER_FLOOR_SECONDS, 2 * self.overhead)
+            floor = int(floor_seconds / per_item) if per_item else 1
             size = min(size, max(tapered, floor))
         size = max(1, size, self.min_chunk)
         self._last_size[id(job)] = size
@@ -247,12 +267,13 @@ class Scheduler:
         computed once per round of ``workers`` chunks (factoring): recomputed
         per chunk, the first chunks of a round would be larger than the last.
         """
-        if self.target <= TARGET_CHUNK_SECONDS or not self.steady(job.key):
+        few_workers = self.workers * CHUNK_SECONDS_PER_WORKER <= TARGET_CHUNK_SECONDS
+        if few_workers or not self.steady(job.key):
             self._rounds.pop(id(job), None)
-            return math.ceil(remaining / (TAPER * self.workers))
+            return math.ceil(remaining / (TAPER * self.parallel))
         share, left = self._rounds.get(id(job), (0, 0))
         if left <= 0:
-            share, left = math.ceil(remaining / (STEADY_TAPER * self.workers)), self.workers
+            share, left = math.ceil(remaining / (STEADY_TAPER * self.parallel)), self.parallel
         self._rounds[id(job)] = (share, left - 1)
         return share
 

@@ -59,7 +59,9 @@ class PoolStatistics:
     and not finished.  ``chunk_size`` is the mean number of tasks per chunk
     over the last 100 chunks.  ``restarts`` counts workers started to replace
     one that ended (crash, kill, recycling); ``crashes`` the workers that died
-    unasked.
+    unasked.  ``lost_workers`` names the cluster workers that left while the
+    pool ran (``backend="dask"``: the addresses of Dask workers gone, crashed or
+    unreachable; empty otherwise).
     """
 
     kind: str
@@ -74,6 +76,7 @@ class PoolStatistics:
     workers_started: int
     restarts: int
     crashes: int
+    lost_workers: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         lines = [
@@ -84,6 +87,8 @@ class PoolStatistics:
             f"{self.crashes} crashes",
             "worker  pid       tasks  failed  busy s  idle s  peak MiB  exit",
         ]
+        if self.lost_workers:
+            lines.insert(1, f"cluster workers lost: {', '.join(self.lost_workers)}")
         for w in self.workers:
             memory = "-" if w.peak_memory is None else f"{w.peak_memory / 2**20:.1f}"
             pid = "-" if w.pid is None else str(w.pid)
