@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from helpers import TIMEOUT, helper_pids
+from helpers import no_leaks_around
 
 #: (kind, start method) pairs every contract test runs under.
 KINDS = [
@@ -58,22 +56,5 @@ def start_method(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(autouse=True)
 def no_leaks() -> Iterator[None]:
     """Fail a test that leaves a child process or a thread behind."""
-    me = psutil.Process()
-    threads_before = set(threading.enumerate())
-    children_before = {p.pid for p in me.children(recursive=True)}
-    yield
-    # Joining (not sleeping) gives a thread that is returning its last frame
-    # the moment it needs; a real leak still fails after TIMEOUT.
-    stray = [t for t in threading.enumerate() if t not in threads_before]
-    for thread in stray:
-        thread.join(TIMEOUT)
-    alive = [t.name for t in stray if t.is_alive()]
-    assert not alive, f"threads outlived the test: {alive}"
-    helpers = helper_pids()
-    children = [
-        p
-        for p in me.children(recursive=True)
-        if p.pid not in children_before and p.pid not in helpers
-    ]
-    _, still = psutil.wait_procs(children, timeout=TIMEOUT)
-    assert not still, f"child processes outlived the test: {[p.pid for p in still]}"
+    with no_leaks_around():
+        yield

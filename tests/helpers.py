@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 #: Bound for every wait in the tests: reached only if something deadlocks.
@@ -371,3 +373,50 @@ async def loop_module(_: object = None) -> str:
     import asyncio
 
     return type(asyncio.get_running_loop()).__module__.split(".")[0]
+
+
+@contextlib.contextmanager
+def no_leaks_around(
+    spared_threads: tuple[str, ...] = (), spared_children: Callable[[], set[int]] = set
+) -> Iterator[None]:
+    """Fail if the body leaves a thread or a child process behind.
+
+    ``spared_threads``: name prefixes of threads a library keeps for the life of
+    the process (Dask's); ``spared_children``: pids (asked after the body) that
+    belong to something longer-lived than the test (a module's cluster).  The
+    helpers of the start methods (fork servers, resource tracker) are always spared.
+    """
+    import psutil
+
+    me = psutil.Process()
+    threads_before = set(threading.enumerate())
+    children_before = {p.pid for p in me.children(recursive=True)}
+    yield
+    # Joining (not sleeping) gives a thread that is returning its last frame
+    # the moment it needs; a real leak still fails after TIMEOUT.
+    stray = [
+        t
+        for t in threading.enumerate()
+        if t not in threads_before and not (spared_threads and t.name.startswith(spared_threads))
+    ]
+    for thread in stray:
+        thread.join(TIMEOUT)
+    alive = [t.name for t in stray if t.is_alive()]
+    assert not alive, f"threads outlived the test: {alive}"
+    known = children_before | helper_pids() | spared_children()
+    children = [p for p in me.children(recursive=True) if p.pid not in known]
+    _, still = psutil.wait_procs(children, timeout=TIMEOUT)
+    assert not still, f"child processes outlived the test: {[p.pid for p in still]}"
+
+
+def forget_tblib_pickling() -> None:
+    """Undo what importing distributed does: every exception class pickling through tblib.
+
+    Later test modules check how workcrew reports exceptions that do not
+    pickle by themselves: the test process gets its default pickling back.
+    """
+    import copyreg
+
+    for cls, reducer in list(copyreg.dispatch_table.items()):
+        if getattr(reducer, "__module__", "").startswith("tblib"):
+            del copyreg.dispatch_table[cls]

@@ -19,7 +19,7 @@ import pytest
 
 import dask_helpers as dh
 import workcrew
-from helpers import TIMEOUT
+from helpers import TIMEOUT, forget_tblib_pickling, no_leaks_around
 
 distributed = pytest.importorskip("distributed")  # the test extra installs it: never skipped in CI
 
@@ -71,35 +71,15 @@ def no_leaks() -> Iterator[None]:
 
     (They are checked when the cluster closes: see ``_close``.)
     """
-    me = psutil.Process()
-    threads_before = set(threading.enumerate())
-    children_before = {p.pid for p in me.children(recursive=True)}
-    yield
-    stray = [
-        t
-        for t in threading.enumerate()
-        if t not in threads_before and not t.name.startswith(DASK_THREADS)
-    ]
-    for thread in stray:
-        thread.join(TIMEOUT)
-    assert not [t.name for t in stray if t.is_alive()], "threads outlived the test"
-    ours = _cluster_pids()
-    children = [p for p in me.children(recursive=True) if p.pid not in children_before | ours]
-    _, still = psutil.wait_procs(children, timeout=TIMEOUT)
-    assert not still, f"child processes outlived the test: {[p.pid for p in still]}"
+    with no_leaks_around(DASK_THREADS, _cluster_pids):
+        yield
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _give_back_exception_pickling() -> Iterator[None]:
-    """Importing distributed makes every exception class pickle through tblib, process-wide
-    (a copyreg entry per class).  Later test modules check how workcrew reports exceptions
-    that do not pickle by themselves: give the test process its default pickling back."""
-    import copyreg
-
+    """Dask makes exception classes pickle through tblib, process-wide: undo it after."""
     yield
-    for cls, reducer in list(copyreg.dispatch_table.items()):
-        if getattr(reducer, "__module__", "").startswith("tblib"):
-            del copyreg.dispatch_table[cls]
+    forget_tblib_pickling()
 
 
 @pytest.fixture(scope="module")

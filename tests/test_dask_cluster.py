@@ -17,19 +17,17 @@ from __future__ import annotations
 import functools
 import gc
 import re
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-import psutil
 import pytest
 
 import netns_cluster as nc
 import workcrew
-from helpers import TIMEOUT, helper_pids
+from helpers import TIMEOUT, forget_tblib_pickling, no_leaks_around
 
 distributed = pytest.importorskip("distributed")  # the test extra installs it: never skipped in CI
 dask = pytest.importorskip("dask")
@@ -55,33 +53,15 @@ def no_leaks() -> Iterator[None]:
     and reaps them in its teardown (or, for the module's clusters, they were
     there before the test).
     """
-    me = psutil.Process()
-    threads_before = set(threading.enumerate())
-    children_before = {p.pid for p in me.children(recursive=True)}
-    yield
-    stray = [
-        t
-        for t in threading.enumerate()
-        if t not in threads_before and not t.name.startswith(DASK_PROCESS_THREADS)
-    ]
-    for thread in stray:
-        thread.join(TIMEOUT)
-    assert not [t.name for t in stray if t.is_alive()], "threads outlived the test"
-    known = children_before | helper_pids()
-    children = [p for p in me.children(recursive=True) if p.pid not in known]
-    _, still = psutil.wait_procs(children, timeout=TIMEOUT)
-    assert not still, f"child processes outlived the test: {[p.pid for p in still]}"
+    with no_leaks_around(DASK_PROCESS_THREADS):
+        yield
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _give_back_exception_pickling() -> Iterator[None]:
-    """Dask makes exception classes pickle through tblib, process-wide: undo it (as test_dask)."""
-    import copyreg
-
+    """Dask makes exception classes pickle through tblib, process-wide: undo it after."""
     yield
-    for cls, reducer in list(copyreg.dispatch_table.items()):
-        if getattr(reducer, "__module__", "").startswith("tblib"):
-            del copyreg.dispatch_table[cls]
+    forget_tblib_pickling()
 
 
 def _cluster(directory: Path, *, tls: bool = False) -> Iterator[nc.NetnsCluster]:
