@@ -36,7 +36,9 @@ from __future__ import annotations
 import gc
 import threading
 import time
+import traceback
 import uuid
+import warnings
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -386,37 +388,85 @@ def _connect(distributed: Any, address: Any, security: Any) -> Any:
 
     timeout = dask.config.get("distributed.comm.timeouts.connect")
     kwargs = {} if security is None else {"security": security}
+    tls_configured = dask.config.get("distributed.comm.tls.ca-file", None) is not None
+    if str(address).startswith("tls://") and security is None and not tls_configured:
+        # distributed would fail deep in its connection code with a TypeError,
+        # and leave a broken Client behind (its __del__ then raises)
+        raise ValueError(
+            f"address {address!r} is a TLS address but no certificates were given: pass "
+            "security=distributed.Security(tls_ca_file=..., tls_client_cert=..., "
+            "tls_client_key=..., require_encryption=True), or set distributed.comm.tls.* in "
+            "Dask's configuration"
+        )
     try:
         return distributed.Client(address, timeout=timeout, **kwargs)
     except (OSError, TimeoutError) as exc:
-        _stop_failed_client(exc)
-        # A Client that failed to connect may be closed by the collector while
-        # the next one starts, which then fails for no reason: collect it now.
-        gc.collect()
-        where = address if isinstance(address, str) else type(address).__name__
-        raise BrokenPoolError(
-            f"cannot reach the Dask scheduler at {where} within {timeout}: "
+        error = BrokenPoolError(
+            f"cannot reach the Dask scheduler at {_where(address)} within {timeout}: "
             f"{type(exc).__name__}: {exc}. Check that `dask scheduler` runs there, that this "
             "host can reach its address and port, and that the protocol matches (tls:// with "
             "security= for a TLS cluster); distributed.comm.timeouts.connect bounds the wait."
-        ) from exc
+        )
+        _clean_up_failed_client(exc)
+        raise error from exc
+    except BaseException as exc:  # e.g. TypeError: tls:// without a TLS context
+        _clean_up_failed_client(exc)
+        raise
 
 
-def _stop_failed_client(exc: BaseException) -> None:
-    """Stop the event-loop thread of a Client whose start failed.
+def _where(address: Any) -> str:
+    return address if isinstance(address, str) else type(address).__name__
 
-    distributed leaves it running for the life of the process: the failed
-    Client's status is "closed", so its ``close()`` returns at once without
-    stopping the loop runner it started (``_loop_runner``, private).
+
+def _clean_up_failed_client(exc: BaseException) -> None:
+    """Release what a Client whose start failed left behind: its sockets and its thread.
+
+    distributed leaves its event-loop thread running for the life of the
+    process (the failed Client's status is "closed", so its ``close()``
+    returns at once without stopping the loop runner, ``_loop_runner``,
+    private), and tornado does not close a connection attempt that timed
+    out.  So: take the runner, clear the failure's frames so that the Client
+    and its half-open connections are unreachable, collect them now (while
+    the loop still runs, which the Client's ``__del__`` needs), silently
+    (each would warn, ResourceWarning, wherever the collector ran next), then
+    stop the runner and collect the connection attempts its loop still held.
+    Collecting now also stops a dead Client from being closed while the next
+    one starts (which then fails).
     """
-    import traceback
-
-    for frame, _ in traceback.walk_tb(exc.__traceback__):
-        runner = getattr(frame.f_locals.get("self"), "_loop_runner", None)
+    runner = next(
+        (
+            getattr(frame.f_locals.get("self"), "_loop_runner", None)
+            for frame, _ in traceback.walk_tb(exc.__traceback__)
+            if hasattr(frame.f_locals.get("self"), "_loop_runner")
+        ),
+        None,
+    )
+    _clear_frames_of_chain(exc)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
         stop = getattr(runner, "stop", None)
         if callable(stop):
             stop()
-            return
+            del runner, stop
+            gc.collect()  # the connection attempts the stopped loop still held
+
+
+def _clear_frames_of_chain(exc: BaseException) -> None:
+    """Clear the frames of ``exc`` and of every exception chained to it.
+
+    The caller keeps the error (``raise ... from exc``); the frames of the
+    connection attempts down the chain would keep their sockets alive.
+    """
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        traceback.clear_frames(current.__traceback__)
+        pending += [current.__cause__, current.__context__]
 
 
 def _scheduler_lost(exc: BaseException) -> bool:
