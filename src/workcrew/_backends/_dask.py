@@ -226,12 +226,13 @@ class DaskBackend(WorkerBackend):
         self.overhead += OVERHEAD_WEIGHT * (measured - self.overhead)
         self._answers.clear()
 
-    def chunk_error(self, exc: BaseException) -> WorkcrewError:
-        """The error a chunk fails with when its Dask task did not answer."""
+    def chunk_error(self, exc: BaseException, worker_id: int) -> WorkcrewError:
+        """The error a chunk of slot ``worker_id`` fails with when its Dask task did not answer."""
         if isinstance(exc, self._killed_worker):
             return WorkerCrashed(
                 f"the Dask workers running this task died ({exc}); Dask gave up after its "
-                "allowed-failures. The workcrew worker slot goes on."
+                "allowed-failures. The workcrew worker slot goes on.",
+                worker_id=worker_id,
             )
         # The scheduler is gone: the futures say so, or the client is busy
         # reconnecting, or the gather failed on the scheduler's own connection
@@ -332,9 +333,7 @@ class DaskHandle(WorkerHandle):
         try:
             duration, wire, waited = future.result()
         except BaseException as exc:  # noqa: BLE001 - a chunk that could not travel or run
-            error = backend.chunk_error(exc)
-            if isinstance(error, WorkerCrashed):
-                error.worker_id = self.worker_id
+            error = backend.chunk_error(exc, self.worker_id)
             self._events.on_chunk_error(self, seq, error, ran=True)
             return
         backend.note_answer(duration - waited)
@@ -490,6 +489,8 @@ class ClusterWatch:
         self._seen: dict[str, int] = {}  # address -> threads, every worker ever seen
         self._present: set[str] = set()
         self._stop = threading.Event()
+        #: the cluster's threads at the last look (1 until the scheduler answers)
+        self.threads = 1
         self.threads = self._look()
         self._thread = threading.Thread(target=self._run, name="workcrew-dask-watch", daemon=True)
         self._thread.start()
@@ -503,7 +504,7 @@ class ClusterWatch:
                 client.sync(client.scheduler.ncores, callback_timeout=WATCH_TIMEOUT)
             )
         except Exception:  # noqa: BLE001 - the scheduler is unreachable: keep what we knew
-            return getattr(self, "threads", 1)
+            return self.threads
         with self._lock:
             self._seen.update(workers)
             self._present = set(workers)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import signal
 import socket
 import subprocess
 import sys
@@ -112,7 +113,9 @@ class _Server:
         # A forked child must not share its parent's server: it starts its own.
         if self.channel is not None:
             self.channel.close()
-        self.__init__()  # type: ignore[misc]  # a fresh lock: another thread may have held it
+        self.lock = threading.Lock()  # another thread may have held the parent's at the fork
+        self.channel = None
+        self.popen = None
 
 
 _server = _Server()
@@ -303,13 +306,9 @@ class _ServerPopen:
                 pass
 
     def terminate(self) -> None:
-        import signal
-
         self._send_signal(signal.SIGTERM)
 
     def kill(self) -> None:
-        import signal
-
         self._send_signal(signal.SIGKILL)
 
     def close(self) -> None:
