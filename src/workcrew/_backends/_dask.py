@@ -73,8 +73,6 @@ SCATTER_KEEP = 64
 IN_FLIGHT_PER_THREAD = 4
 #: Seconds between two looks at the cluster's workers (joined, left).
 WATCH_INTERVAL = 1.0
-#: Seconds one look at the cluster may take (its scheduler may be gone).
-WATCH_TIMEOUT = 2.0
 #: Seconds closing our client may take (its scheduler may be gone).
 CLOSE_TIMEOUT = 5.0
 #: The cluster's cost per chunk (scheduling, messages, the worker's own
@@ -477,7 +475,7 @@ def _scheduler_lost(exc: BaseException) -> bool:
 class ClusterWatch:
     """The cluster's workers as a thread sees them every ``WATCH_INTERVAL``: threads, who left.
 
-    Each look asks the scheduler (bounded by ``WATCH_TIMEOUT``), so it runs
+    Each look asks the scheduler (bounded by Dask's comm timeouts), so it runs
     on a thread of its own, never on the master thread; each change of the
     thread count wakes the master, which sizes the pool from ``threads``.
     """
@@ -500,9 +498,11 @@ class ClusterWatch:
         try:
             if client.status != "running":
                 raise ConnectionError(f"the client is {client.status}")
-            workers: dict[str, int] = dict(
-                client.sync(client.scheduler.ncores, callback_timeout=WATCH_TIMEOUT)
-            )
+            # No timeout of ours: cancelling the request mid-read would leave the
+            # client's pooled connection to the scheduler out of step (its next
+            # read takes garbage for a frame length).  Dask's own comm timeouts
+            # bound it, and a client that lost its scheduler is not asked at all.
+            workers: dict[str, int] = dict(client.nthreads())
         except Exception:  # noqa: BLE001 - the scheduler is unreachable: keep what we knew
             return self.threads
         with self._lock:
