@@ -550,7 +550,7 @@ def kinds_workload(name: str, module: str = "kinds") -> Callable[[Sizes], Table]
         title, [metric], rows, notes = bench(max(sizes.repeats, 3), sizes.repeats == 1)
         if name == "auto":
             return auto_table(title, metric, rows, notes)
-        if name in ("locks", "dask"):
+        if name in ("locks", "dask", "joblib"):
             return sectioned_table(title, metric, rows, notes)
         return comparison_table(title, metric, True, rows, notes)
 
@@ -685,6 +685,7 @@ WORKLOADS: dict[str, Callable[[Sizes], Table]] = {
     "pipeline": bench_pipeline_table,
     "shell": kinds_workload("run", "shell"),
     "dask": kinds_workload("dask", "dask_bench"),
+    "joblib": kinds_workload("joblib", "joblib_bench"),
 }
 
 

@@ -6,6 +6,7 @@ import contextlib
 import multiprocessing
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,8 +19,15 @@ _state: dict[str, Any] = {}
 
 
 def helper_pids() -> set[int]:
-    """Long-lived helpers that are not pool workers: the fork servers, the resource tracker."""
+    """Long-lived helpers that are not pool workers: the fork servers, the resource trackers.
+
+    loky's resource tracker (joblib's default backend, run beside workcrew's in
+    tests/test_joblib.py) lives, like multiprocessing's, as long as the process.
+    """
     pids = set()
+    loky = sys.modules.get("joblib.externals.loky.backend.resource_tracker")
+    if loky is not None and getattr(loky._resource_tracker, "_pid", None):
+        pids.add(loky._resource_tracker._pid)
     from multiprocessing import forkserver, resource_tracker
 
     from workcrew._backends._forkserver import server_pid
@@ -420,3 +428,17 @@ def forget_tblib_pickling() -> None:
     for cls, reducer in list(copyreg.dispatch_table.items()):
         if getattr(reducer, "__module__", "").startswith("tblib"):
             del copyreg.dispatch_table[cls]
+
+
+#: Executors tasks left open, per worker process (kept alive on purpose).
+_LEFT_OPEN: list[Any] = []
+
+
+def leave_an_executor_open(x: int) -> int:
+    """Start a ProcessPoolExecutor, use it, and never shut it down (as careless tasks do)."""
+    import concurrent.futures
+
+    executor = concurrent.futures.ProcessPoolExecutor(1)
+    _LEFT_OPEN.append(executor)
+    result: int = executor.submit(square, x).result()
+    return result

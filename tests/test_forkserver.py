@@ -205,3 +205,17 @@ def test_too_many_descriptors_for_one_worker_is_a_clear_error(count: int) -> Non
             reader.close()
             writer.close()
     assert server_pid() is not None
+
+
+def test_a_worker_sees_the_caller_s_environment_as_it_starts(
+    start_method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The fork server started with some earlier environment (another test's
+    # pool, or this one's first); a worker started later sees the caller's now.
+    with workcrew.Pool(1, start_method=start_method) as pool:
+        assert pool.apply(os.getenv, ("WORKCREW_TEST_ENV",)) is None
+    monkeypatch.setenv("WORKCREW_TEST_ENV", "set after the server started")
+    monkeypatch.delenv("HOME", raising=False)
+    with workcrew.Pool(1, start_method=start_method) as pool:
+        assert pool.apply(os.getenv, ("WORKCREW_TEST_ENV",)) == "set after the server started"
+        assert pool.apply(os.getenv, ("HOME",)) is None

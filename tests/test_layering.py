@@ -43,6 +43,7 @@ LAYERS = (
         ("_core.*", "_sharing.*", "_front.*", "_display.*"),
     ),
     Layer("command line", ("_cli.*", "__main__"), ("workcrew", "_cli.*")),
+    Layer("integrations", ("joblib",), ("workcrew", "_display.*")),
 )
 
 

@@ -185,3 +185,23 @@ def test_a_forked_worker_never_closes_a_reused_descriptor_number() -> None:
                 os.close(fd)
             except OSError:
                 pass
+
+
+def test_a_task_that_left_an_executor_open_does_not_stop_its_worker_exiting(
+    start_method: str,
+) -> None:
+    # The executor shuts down in threading's exit hooks, which the worker runs
+    # as it ends; without them the worker would join the executor's process
+    # forever, and so would join().
+    import threading
+
+    import workcrew
+    from helpers import leave_an_executor_open
+
+    pool = workcrew.Pool(1, start_method=start_method)
+    assert pool.map(leave_an_executor_open, [3]) == [9]
+    pool.close()
+    joiner = threading.Thread(target=pool.join)
+    joiner.start()
+    joiner.join(TIMEOUT)
+    assert not joiner.is_alive(), "join() waited on a worker that could not exit"

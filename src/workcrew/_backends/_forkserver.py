@@ -214,7 +214,9 @@ class _ServerPopen:
     def _launch(self, process_obj: Any) -> None:
         set_spawning_popen(self)  # type: ignore[arg-type]  # duck-typed Popen
         try:
-            body = _dump(process_obj)
+            # The caller's environment now, not the server's from its start: a
+            # worker sees what fork and spawn workers see (os.environ at start).
+            body = _dump((dict(os.environ), process_obj))
         finally:
             set_spawning_popen(None)
         if len(self._passed) + 2 > MAX_FDS:

@@ -13,8 +13,9 @@ Protocol on the channel, one message per datagram:
    working directory, ``__main__`` run as ``__mp_main__``, authkey), as
    ``multiprocessing``'s forkserver does;
 2. from the caller, per worker: ``b"fork"`` with descriptors ``[status, data,
-   *passed]``.  The server forks; the child reads the pickled ``Process``
-   from ``data`` (a length, then the pickle) and runs it; the server writes
+   *passed]``.  The server forks; the child reads the caller's environment
+   and the ``Process`` from ``data`` (a length, then the pickle of both),
+   takes the environment and runs the Process; the server writes
    the child's pid, then, once it has reaped the child, its exit code (as
    ``Process.exitcode``: negative for a signal) to ``status``, and closes it.
 
@@ -205,7 +206,11 @@ def _child(
         for fd in (*wake, status, *statuses.values()):
             os.close(fd)
         _passed[:] = passed
-        process = pickle.loads(_read_exactly(data, LENGTH.unpack(_read_exactly(data, 8))[0]))
+        environ, process = pickle.loads(
+            _read_exactly(data, LENGTH.unpack(_read_exactly(data, 8))[0])
+        )
+        os.environ.clear()
+        os.environ.update(environ)
     except BaseException:  # noqa: BLE001 - nothing to run: say why, as multiprocessing does
         import traceback
 

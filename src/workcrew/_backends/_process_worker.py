@@ -144,9 +144,37 @@ def worker_main(
         engine = sys.modules.get("workcrew._core._engine")
         if engine is not None:
             engine.shutdown_all()
+        _run_exit_hooks()
         # os._exit runs no finalizers: give back this process's holds on
         # shared locks and values, or their slots would never be freed.
         release_holds()
+
+
+def _run_exit_hooks() -> None:
+    """Run the exit hooks of ``threading``, as an interpreter exiting would.
+
+    Executors a task left open (``concurrent.futures``, loky under joblib)
+    shut down in those hooks (``threading._register_atexit``), which a
+    ``multiprocessing`` child never runs: its exit code joins every child
+    process, theirs wait for a shutdown that never comes, and the worker
+    could not exit.  Only the hooks run here, not the join of the threads a
+    task left running (an exit would wait for those; a worker does not).
+    The list and flag are private to ``threading`` (the same from 3.10 to
+    3.13); the list is emptied, so an interpreter exit after this (a spawned
+    worker's) runs nothing twice.
+    """
+    hooks = getattr(threading, "_threading_atexits", None)
+    if not hooks:
+        return
+    threading._SHUTTING_DOWN = True  # type: ignore[attr-defined]  # as threading._shutdown: no new hooks
+    while hooks:
+        hook = hooks.pop()
+        try:
+            hook()
+        except Exception:  # noqa: BLE001 - one library's failed shutdown must not stop the others
+            import traceback
+
+            traceback.print_exc()
 
 
 #: Environment variables that size the thread pools of BLAS/OpenMP libraries.
