@@ -64,8 +64,8 @@ def test_joblib_s_parallel_tests_pass_with_workcrew_as_the_default_backend(
         elif "skipped" not in outcome:
             passed.append(case.get("name", ""))
     unexplained = sorted(set(failed) - set(KNOWN_FAILURES))
-    assert not unexplained, f"failures not listed in docs/joblib.md: {unexplained}\n" + (
-        done.stdout[-5000:]
+    assert not unexplained, (
+        f"failures not listed in docs/joblib.md: {unexplained}\n" + (done.stdout[-5000:])
     )
     assert len(passed) / (len(passed) + len(failed)) >= 0.95
     documented = DOCS.read_text()
