@@ -155,6 +155,13 @@ def kill_self(_: object = None) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def own_memory() -> int:
+    """This process's own resident memory (RssAnon), as max_memory_per_worker measures it."""
+    with open("/proc/self/statm", "rb") as statm:
+        fields = statm.read().split()
+    return (int(fields[1]) - int(fields[2])) * os.sysconf("SC_PAGE_SIZE")
+
+
 def hold_memory(megabytes: int) -> int:
     """Keep ``megabytes`` alive in the worker (a leak), return the worker's pid."""
     _state.setdefault("hoard", []).append(bytearray(megabytes << 20))

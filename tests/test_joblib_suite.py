@@ -33,7 +33,12 @@ def test_joblib_s_parallel_tests_pass_with_workcrew_as_the_default_backend(
     tmp_path: Path,
 ) -> None:
     report = tmp_path / "report.xml"
-    env = {**os.environ, "JOBLIB_TESTS_DEFAULT_PARALLEL_BACKEND": "workcrew"}
+    # The environment of a shell, not of this test session (whose earlier
+    # tests may have left variables behind): what docs/joblib.md's command sees.
+    env = {
+        name: os.environ[name] for name in ("PATH", "HOME", "LANG", "TMPDIR") if name in os.environ
+    }
+    env["JOBLIB_TESTS_DEFAULT_PARALLEL_BACKEND"] = "workcrew"
     done = subprocess.run(
         [
             sys.executable,
