@@ -67,6 +67,11 @@ def timed_map(
     return best
 
 
+def square(x: int) -> int:
+    """The trivial task."""
+    return x * x
+
+
 def spin(n: int) -> int:
     """Pure-Python CPU work: ``n`` loop iterations."""
     acc = 0

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import workcrew
-from common import MapFn, Result, calibrate_spin, progress, spin, timed_map
+from common import MapFn, Result, calibrate_spin, progress, spin, square, timed_map
 
 WORKERS = 2
 TINY_TASKS = 20_000
@@ -31,10 +31,6 @@ CPU_SECONDS = 0.006
 BEST_CHUNKSIZE = 25
 #: Seconds the command-line cluster may take to start.
 START_TIMEOUT = 60
-
-
-def square(x: int) -> int:
-    return x * x
 
 
 def _free_port() -> int:

@@ -12,15 +12,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from common import BenchmarkError, Result, progress
+from common import BenchmarkError, Result, progress, square
 
 N_JOBS = 2
 TINY_CALLS = 100_000
 BACKENDS = (("workcrew", True), ("loky", False), ("threading", False))
-
-
-def square(x: int) -> int:
-    return x * x
 
 
 def _grid_search() -> Callable[[], Any]:

@@ -41,6 +41,7 @@ from common import (
     check,
     progress,
     spin,
+    square,
     timed_map,
 )
 
@@ -49,11 +50,6 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = ROOT / "docs" / "benchmarks.md"
 
 # -- functions run in workers ----------------------------------------------------------------
-
-
-def square(x: int) -> int:
-    """The trivial task."""
-    return x * x
 
 
 def burn(micros: int) -> int:

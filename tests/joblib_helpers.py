@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 import threading
 import warnings
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-
-def square(x: int) -> int:
-    return x * x
-
-
-def pid_of(_: object) -> int:
-    return os.getpid()
+from helpers import segfault, square, worker_pid
 
 
 def crash_on(x: int, bad: int) -> int:
@@ -33,19 +25,6 @@ def stuck_on(x: int, bad: int) -> int:
     if x == bad:
         threading.Event().wait()
     return x
-
-
-def fail_first_time(x: int, marker: str) -> int:
-    """Raise on the first run (the marker file does not exist yet), succeed on a retry."""
-    path = Path(marker)
-    if not path.exists():
-        path.write_text("ran")
-        raise OSError(f"first attempt of {x} fails")
-    return x
-
-
-def raise_value_error(x: int) -> int:
-    raise ValueError(f"bad item {x}")
 
 
 def inner_backend(x: int) -> tuple[str, int]:
@@ -71,7 +50,7 @@ class CrashingClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> CrashingClassifier:
         if self.crash:
-            ctypes.string_at(0)
+            segfault()
         self.classes_ = np.unique(y)
         centroids = np.array([X[y == c].mean(axis=0) for c in self.classes_])
         self.centroids_ = centroids * (1.0 - self.shrink)
@@ -88,7 +67,7 @@ def nested_on(backend: str) -> tuple[bool, list[str]]:
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        inner = Parallel(n_jobs=2, backend=backend)(delayed(pid_of)(i) for i in range(3))
+        inner = Parallel(n_jobs=2, backend=backend)(delayed(worker_pid)(i) for i in range(3))
     said = [str(w.message) for w in caught if w.category is UserWarning]
     return set(inner) == {os.getpid()}, said
 

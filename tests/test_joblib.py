@@ -23,6 +23,7 @@ from sklearn.exceptions import FitFailedWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, cross_val_score
 
+import helpers
 import joblib_helpers as jh
 import workcrew
 import workcrew.joblib
@@ -40,18 +41,20 @@ def idle_pools_closed() -> Iterator[None]:
 
 def test_results_in_order_and_generators(pool_kw: dict[str, object]) -> None:
     with parallel_config(backend="workcrew", n_jobs=2, **pool_kw):
-        assert Parallel()(delayed(jh.square)(i) for i in range(50)) == [i * i for i in range(50)]
-        lazy = Parallel(return_as="generator")(delayed(jh.square)(i) for i in range(20))
+        assert Parallel()(delayed(helpers.square)(i) for i in range(50)) == [
+            i * i for i in range(50)
+        ]
+        lazy = Parallel(return_as="generator")(delayed(helpers.square)(i) for i in range(20))
         assert list(lazy) == [i * i for i in range(20)]
         unordered = Parallel(return_as="generator_unordered")(
-            delayed(jh.square)(i) for i in range(20)
+            delayed(helpers.square)(i) for i in range(20)
         )
         assert sorted(unordered) == [i * i for i in range(20)]
 
 
 def test_tasks_run_in_the_workers_of_the_kind(pool_kw: dict[str, object]) -> None:
     with parallel_config(backend="workcrew", n_jobs=2, **pool_kw):
-        pids = set(Parallel(batch_size=1)(delayed(jh.pid_of)(i) for i in range(20)))
+        pids = set(Parallel(batch_size=1)(delayed(helpers.worker_pid)(i) for i in range(20)))
     if pool_kw["kind"] == "thread":
         assert pids == {os.getpid()}
     else:
@@ -60,8 +63,8 @@ def test_tasks_run_in_the_workers_of_the_kind(pool_kw: dict[str, object]) -> Non
 
 def test_successive_calls_reuse_the_pool() -> None:
     with parallel_config(backend="workcrew", n_jobs=2):
-        first = set(Parallel(batch_size=1)(delayed(jh.pid_of)(i) for i in range(20)))
-        second = set(Parallel(batch_size=1)(delayed(jh.pid_of)(i) for i in range(20)))
+        first = set(Parallel(batch_size=1)(delayed(helpers.worker_pid)(i) for i in range(20)))
+        second = set(Parallel(batch_size=1)(delayed(helpers.worker_pid)(i) for i in range(20)))
     assert second <= first  # the same workers: no second start-up
 
 
@@ -69,27 +72,31 @@ def test_a_crash_fails_its_call_alone_and_the_next_call_runs(start_method: str) 
     with parallel_config(backend="workcrew", n_jobs=2, start_method=start_method):
         with pytest.raises(workcrew.WorkerCrashed, match=r"crash_on\(3, 3\)"):
             Parallel(batch_size=1)(delayed(jh.crash_on)(i, 3) for i in range(8))
-        assert Parallel()(delayed(jh.square)(i) for i in range(10)) == [i * i for i in range(10)]
+        assert Parallel()(delayed(helpers.square)(i) for i in range(10)) == [
+            i * i for i in range(10)
+        ]
 
 
 def test_a_stuck_call_times_out_and_the_next_call_runs() -> None:
     with parallel_config(backend="workcrew", n_jobs=2, task_timeout=3.0):
         with pytest.raises(workcrew.TaskTimeout):
             Parallel()(delayed(jh.stuck_on)(i, 2) for i in range(4))
-        assert Parallel()(delayed(jh.square)(i) for i in range(10)) == [i * i for i in range(10)]
+        assert Parallel()(delayed(helpers.square)(i) for i in range(10)) == [
+            i * i for i in range(10)
+        ]
 
 
 def test_retries_rerun_a_failed_call(tmp_path: Path) -> None:
-    marker = str(tmp_path / "ran")
-    with parallel_config(backend="workcrew", n_jobs=2, retries=1, retry_on=OSError):
-        assert Parallel()(delayed(jh.fail_first_time)(7, marker) for _ in range(1)) == [7]
+    log = str(tmp_path / "calls")
+    with parallel_config(backend="workcrew", n_jobs=2, retries=1, retry_on=ValueError):
+        assert Parallel()(delayed(helpers.flaky)(log, 1) for _ in range(1)) == [2]  # 2nd call
 
 
 def test_a_user_error_is_raised_as_itself() -> None:
     with parallel_config(backend="workcrew", n_jobs=2):
-        with pytest.raises(ValueError, match="bad item 3"):
-            Parallel(batch_size=1)(delayed(jh.raise_value_error)(i) for i in [3])
-        assert Parallel()(delayed(jh.square)(i) for i in range(4)) == [0, 1, 4, 9]
+        with pytest.raises(ValueError, match="bad input 3"):
+            Parallel(batch_size=1)(delayed(helpers.fail_on)(i) for i in [3])
+        assert Parallel()(delayed(helpers.square)(i) for i in range(4)) == [0, 1, 4, 9]
 
 
 def test_n_jobs_follows_joblib() -> None:
@@ -99,7 +106,7 @@ def test_n_jobs_follows_joblib() -> None:
     with pytest.raises(ValueError, match="n_jobs == 0"):
         backend.effective_n_jobs(0)
     with parallel_config(backend="workcrew", n_jobs=1):  # joblib's rule: runs in the caller
-        assert Parallel()(delayed(jh.pid_of)(i) for i in range(3)) == [os.getpid()] * 3
+        assert Parallel()(delayed(helpers.worker_pid)(i) for i in range(3)) == [os.getpid()] * 3
 
 
 def test_nested_calls_use_threads_inside_a_worker() -> None:
@@ -115,7 +122,9 @@ def test_named_inside_its_own_workers_and_below_a_multiprocessing_pool() -> None
     with parallel_config(backend="workcrew", n_jobs=2):
         inside_workcrew = Parallel()(delayed(jh.nested_on)("workcrew") for _ in range(2))
     assert inside_workcrew == [(False, [])] * 2  # a pool of its own in the worker
-    Parallel(n_jobs=2, backend="workcrew")(delayed(jh.square)(i) for i in range(4))  # idle pool
+    Parallel(n_jobs=2, backend="workcrew")(
+        delayed(helpers.square)(i) for i in range(4)
+    )  # idle pool
     # A forked child inherits that idle pool (none of its threads or workers): it must not use it.
     fork = multiprocessing.get_context("fork")
     receive, send = fork.Pipe(duplex=False)
@@ -140,7 +149,7 @@ def test_a_call_after_an_environment_change_sees_it(monkeypatch: pytest.MonkeyPa
 
 def test_prefer_threads_and_require_sharedmem() -> None:
     with parallel_config(backend="workcrew", n_jobs=2):
-        pids = Parallel(prefer="threads")(delayed(jh.pid_of)(i) for i in range(4))
+        pids = Parallel(prefer="threads")(delayed(helpers.worker_pid)(i) for i in range(4))
         assert set(pids) == {os.getpid()}
         shared: list[int] = []
         Parallel(require="sharedmem")(delayed(shared.append)(i) for i in range(4))
@@ -149,7 +158,7 @@ def test_prefer_threads_and_require_sharedmem() -> None:
 
 def test_progress_lines(capfd: pytest.CaptureFixture[str]) -> None:
     with parallel_config(backend="workcrew", n_jobs=2, progress="plain"):
-        Parallel()(delayed(jh.square)(i) for i in range(30))
+        Parallel()(delayed(helpers.square)(i) for i in range(30))
     assert re.search(r"joblib: 30 tasks", capfd.readouterr().err)
 
 
@@ -163,7 +172,7 @@ def test_bad_options_say_what_is_accepted() -> None:
         pytest.raises(ValueError, match="kind"),
         parallel_config(backend="workcrew", n_jobs=2, kind="gpu"),
     ):
-        Parallel()(delayed(jh.square)(i) for i in range(2))
+        Parallel()(delayed(helpers.square)(i) for i in range(2))
 
 
 # -- scikit-learn --

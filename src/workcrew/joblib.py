@@ -153,9 +153,10 @@ class WorkcrewBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[m
         options = dict(self._options)
         options.setdefault("kind", "thread" if prefer == "threads" else "process")
         self.parallel = parallel
-        if self._pool is None or self._pool.key != _key(n_jobs, options):
+        key = _key(n_jobs, options)
+        if self._pool is None or self._pool.key != key:
             self._release()
-            self._pool = _checkout(n_jobs, options)
+            self._pool = _checkout(key, n_jobs, options)
         return n_jobs
 
     def start_call(self) -> None:
@@ -245,10 +246,13 @@ class _Tally:
 class _Lease:
     """A pool lent to one backend, with the settings it was made for."""
 
-    def __init__(self, key: tuple[Any, ...], pool: workcrew.Pool) -> None:
+    def __init__(self, key: tuple[Any, ...], pool: workcrew.Pool, options: dict[str, Any]) -> None:
         self.key = key
         self.pool = pool
-        self.isolates = _isolates(key)
+        #: Whether the pool runs tasks in processes of their own (a crash can be isolated).
+        self.isolates = (
+            options["kind"] in ("process", "auto") and options.get("backend", "local") == "local"
+        )
 
     def send(self, batch: Callable[[], Any], future: Future[Any], *, guarded: bool) -> None:
         """Run ``batch`` as a task, its outcome to ``future``; a first crash runs it guarded."""
@@ -290,18 +294,8 @@ def _crashed_twice(batch: Any, crash: workcrew.WorkerCrashed) -> workcrew.Worker
 def _describe(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     func = getattr(func, "function", func)  # scikit-learn's _FuncWrapper
     name = getattr(func, "__qualname__", None) or type(func).__name__
-    shown = [_short(a) for a in args] + [f"{k}={_short(v)}" for k, v in kwargs.items()]
+    shown = [reprlib.repr(a) for a in args] + [f"{k}={reprlib.repr(v)}" for k, v in kwargs.items()]
     return f"{name}({', '.join(shown)})"
-
-
-def _short(value: Any) -> str:
-    return reprlib.repr(value)
-
-
-def _isolates(key: tuple[Any, ...]) -> bool:
-    """Whether a pool of these settings runs tasks in processes of their own."""
-    options = dict(key[1])
-    return options.get("kind") in ("process", "auto") and options.get("backend", "local") == "local"
 
 
 def _settle(
@@ -344,13 +338,12 @@ def _hashable(value: Any) -> Any:
     return value
 
 
-def _checkout(n_jobs: int, options: dict[str, Any]) -> _Lease:
-    key = _key(n_jobs, options)
+def _checkout(key: tuple[Any, ...], n_jobs: int, options: dict[str, Any]) -> _Lease:
     with _idle_lock:
         pool = _idle.pop(key, None)
     if pool is None:
         pool = workcrew.Pool(n_jobs, **options)
-    return _Lease(key, pool)
+    return _Lease(key, pool, options)
 
 
 def _checkin(lease: _Lease) -> None:
