@@ -63,9 +63,39 @@ def test_the_worker_s_code_imports_nothing_a_worker_can_do_without() -> None:
     assert loaded == []
 
 
-def test_from_workcrew_import_pool_loads_no_dataclasses_nor_inspect() -> None:
-    report = "print(json.dumps([m for m in ('dataclasses', 'inspect') if m in sys.modules]))"
+@pytest.mark.skipif(sys.version_info >= (3, 14), reason="lazy annotations: typing's own names")
+def test_from_workcrew_import_pool_loads_no_dataclasses_inspect_nor_typing() -> None:
+    wanted = ("dataclasses", "inspect", "typing")
+    report = f"print(json.dumps([m for m in {wanted!r} if m in sys.modules]))"
     assert run_fresh(f"from workcrew import Pool\nimport json, sys\n{report}") == []
+
+
+def test_the_typing_stand_ins_make_what_typing_makes() -> None:
+    from workcrew._core import _typing
+
+    class Record(_typing.NamedTuple):
+        """A record."""
+
+        name: str
+        size: int = 1
+
+        def double(self) -> int:
+            return self.size * 2
+
+    record = Record("a")
+    assert (record, record.double(), Record.__doc__) == (("a", 1), 2, "A record.")
+    assert record._replace(size=3) == Record("a", 3) and Record._fields == ("name", "size")
+    assert Record.__qualname__.endswith("<locals>.Record")
+    with pytest.raises(TypeError, match="without a default follows"):
+
+        class Bad(_typing.NamedTuple):
+            first: int = 0
+            second: int
+
+    class Box(_typing.Generic[_typing.TypeVar("T")]):  # type: ignore[misc]
+        pass
+
+    assert Box[int].__origin__ is Box and Box[int].__args__ == (int,)
 
 
 def test_import_workcrew_loads_no_front_end_until_one_is_used() -> None:

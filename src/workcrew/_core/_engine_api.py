@@ -20,14 +20,18 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, Protocol
 
 from ._jobs import RunSource, Tally
 from ._options import TaskPolicy
 
+TYPE_CHECKING = False  # typing's names for checkers; stand-ins at run time (see _typing)
 if TYPE_CHECKING:  # loaded with the engine, not with the front end's import
+    from typing import Any, Protocol
+
     from ._auto_policy import KindChoice
     from ._stats import PoolStatistics, TaskSpan
+else:
+    from ._typing import Protocol
 
 __all__ = ("PoolEngine",)
 

@@ -59,9 +59,12 @@ import pickle
 import sys
 from concurrent.futures.process import BrokenProcessPool
 from concurrent.futures.thread import BrokenThreadPool
-from typing import Any
 
 from ._public import public
+
+TYPE_CHECKING = False  # no typing at run time (see _typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = (
     "BrokenPoolError",

@@ -24,11 +24,16 @@ from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures._base import CANCELLED_AND_NOTIFIED as _CANCELLED_AND_NOTIFIED
 from concurrent.futures._base import RUNNING as _RUNNING
-from typing import Any, Protocol
 
 from ._exceptions import PoolClosedError, TimeoutError
 from ._execute import CALL
 from ._options import TaskPolicy
+
+TYPE_CHECKING = False  # typing's names for checkers; stand-ins at run time (see _typing)
+if TYPE_CHECKING:
+    from typing import Any, Protocol
+else:
+    from ._typing import Any, Protocol
 
 __all__ = (
     "CallJob",

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import multiprocessing
 from collections.abc import Callable
-from typing import Any, NamedTuple, TypeVar
 
 from ._checks import (
     check_chunksize,
@@ -29,6 +28,12 @@ from ._pickling import check_for_child
 from ._public import public
 from ._state import WorkerHooks
 from ._system import available_cpu_count
+
+TYPE_CHECKING = False  # typing's names for checkers; stand-ins at run time (see _typing)
+if TYPE_CHECKING:
+    from typing import Any, NamedTuple, TypeVar
+else:
+    from ._typing import NamedTuple, TypeVar
 
 __all__ = (
     "OPTIONS",

@@ -24,7 +24,16 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import Any, Protocol
+
+TYPE_CHECKING = False  # no typing at run time: it costs `from workcrew import Pool` ~2 ms
+if TYPE_CHECKING:
+    from typing import Any, Protocol
+
+    class Counts(Protocol):
+        """What a display reads: the tally of a map (by duck typing)."""
+
+        done: int
+        failed: int
 
 __all__ = ("Display", "open_display")
 
@@ -32,11 +41,6 @@ __all__ = ("Display", "open_display")
 BAR_EVERY = 0.1
 PLAIN_EVERY = 5.0
 CHOICES = (True, False, "bar", "plain")
-
-
-class Counts(Protocol):
-    done: int
-    failed: int
 
 
 def check_progress(progress: object) -> None:

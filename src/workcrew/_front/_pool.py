@@ -22,7 +22,6 @@ import warnings
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sized
 from concurrent.futures import Future, InvalidStateError
-from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._backends import open_engine
 from .._core._checks import check_chunksize
@@ -35,10 +34,15 @@ from .._display._progress import open_display
 from ._results import AsyncResult, IMapIterator, _ShownIMapIterator, _ShownResult
 from ._shared import documented_options, tally_for, timeline_of
 
+TYPE_CHECKING = False  # typing's names for checkers; stand-ins at run time (see _core._typing)
 if TYPE_CHECKING:  # loaded when used, not with ``from workcrew import Pool``
+    from typing import Any, TypeVar
+
     from .._core._auto_policy import KindChoice
     from .._core._stats import PoolStatistics
     from .._display._timeline import Timeline
+else:
+    from .._core._typing import TypeVar
 
 __all__ = ("Pool",)
 

@@ -9,12 +9,17 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FuturesTimeout
-from typing import Any, Generic, TypeVar
 
 from .._core._exceptions import TaskCancelled, TimeoutError
 from .._core._jobs import ResultIterator, RunSource
 from .._core._public import public
 from .._display._progress import Display
+
+TYPE_CHECKING = False  # typing's names for checkers; stand-ins at run time (see _core._typing)
+if TYPE_CHECKING:
+    from typing import Any, Generic, TypeVar
+else:
+    from .._core._typing import Generic, TypeVar
 
 __all__ = ("AsyncResult", "IMapIterator")
 

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Literal, TypeVar
 
 from .._core._engine_api import PoolEngine
 from .._core._jobs import Tally
 from .._core._options import OPTIONS, PoolOptions
 from .._display._progress import check_progress
 
+TYPE_CHECKING = False  # typing's names for checkers; stand-ins at run time (see _core._typing)
 if TYPE_CHECKING:  # the timeline page's code loads when a timeline is asked for
+    from typing import Literal, TypeVar
+
     from .._display._timeline import Timeline
+else:
+    from .._core._typing import TypeVar
 
 __all__ = ("documented_options", "tally_for", "timeline_of")
 
