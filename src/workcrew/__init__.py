@@ -34,9 +34,10 @@ if TYPE_CHECKING:  # the names, for type checkers; at run time they load on firs
     from ._core._system import available_cpu_count
     from ._display._timeline import Timeline
     from ._front._executor import Executor
-    from ._front._pipeline import Pipeline, PipelineRun, Stage, StageStatistics
+    from ._front._pipeline import Pipeline, PipelineRun
     from ._front._pool import Pool
     from ._front._results import AsyncResult, IMapIterator
+    from ._front._stages import Stage, StageStatistics
     from ._sharing._arrays import shared_array
     from ._sharing._locks import Lock, RLock, Value
     from ._sharing._queue import Queue
@@ -103,9 +104,9 @@ _HOMES = {
     "TaskSpan": "._core._stats",
     "Timeline": "._display._timeline",
     "Pipeline": "._front._pipeline",
-    "Stage": "._front._pipeline",
+    "Stage": "._front._stages",
     "PipelineRun": "._front._pipeline",
-    "StageStatistics": "._front._pipeline",
+    "StageStatistics": "._front._stages",
     "Queue": "._sharing._queue",
     "Lock": "._sharing._locks",
     "RLock": "._sharing._locks",

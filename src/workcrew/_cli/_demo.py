@@ -43,6 +43,8 @@ def spin(iterations: int) -> int:
 class _Printer:
     text: dict[str, str]
     write: Callable[[str], None]
+    #: called while lesson 1's pool (and its dashboard) is still open
+    pause: Callable[[], object] = lambda: None
 
     def __call__(self, key: str, **values: object) -> None:
         self.write(self.text[key].format(**values))
@@ -55,13 +57,15 @@ def lesson_pool(say: _Printer, start_method: str | None) -> None:
     rng = random.Random(7)
     durations = [round(rng.uniform(0.2, 0.6), 2) for _ in range(5)]
     t0 = time.time()
-    with workcrew.Pool(4, start_method=start_method, timeline=True) as pool:
+    with workcrew.Pool(4, start_method=start_method, timeline=True, dashboard=True) as pool:
+        say("pool_dashboard", url=pool.dashboard_url)
         pool.map(abs, range(4), chunksize=1)  # let every worker start before timing
         t0 = time.time()
         results = [pool.apply_async(long_time_task, (d,)) for d in durations]
         rows = [r.get() for r in results]
         timeline = pool.timeline()
-    total = time.time() - t0
+        total = time.time() - t0
+        say.pause()
     say("pool_head")
     for i, (pid, start, dur) in enumerate(rows):
         say("pool_row", task=i, pid=pid, start=start - t0, dur=dur)
@@ -516,11 +520,15 @@ def run_demo(
     lessons: list[str] | None = None,
     start_method: str | None = None,
     write: Callable[[str], None] = print,
+    pause: Callable[[], object] = lambda: None,
 ) -> None:
-    """Run the chosen lessons (all by default) and print what they measure."""
+    """Run the chosen lessons (all by default) and print what they measure.
+
+    ``pause`` runs in lesson 1 before its pool closes (``--dashboard``: wait for Enter).
+    """
     import platform
 
-    say = _Printer(TEXT[lang], write)
+    say = _Printer(TEXT[lang], write, pause)
     say("title")
     say(
         "machine",

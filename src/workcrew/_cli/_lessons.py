@@ -21,6 +21,10 @@ TEXT = {
         "pool_timeline": "The same, as the pool recorded it (Pool(..., timeline=True)): one row "
         "per worker, # while it ran a task.",
         "pool_files": "Trace for Perfetto / chrome://tracing: {trace}\nPicture: {page}",
+        "pool_dashboard": "Watch it live in a browser while it runs (Pool(..., dashboard=True)):\n"
+        "  {url}\n"
+        "  (workcrew demo --dashboard keeps this lesson's pool open until you press Enter)",
+        "pool_pause": "Press Enter to close lesson 1's pool and its dashboard... ",
         "cpu_title": "Lesson 2 - CPU-bound work: threads vs processes",
         "cpu_intro": (
             "{n} pure-Python tasks of about {ms:.0f} ms each. The GIL lets only one thread run\n"
@@ -140,6 +144,9 @@ TEXT = {
         "pool_timeline": "池自己记录的时间线 (Pool(..., timeline=True)): 每个工作者一行, "
         "# 表示正在执行任务.",
         "pool_files": "Perfetto / chrome://tracing 可打开的轨迹文件: {trace}\n图: {page}",
+        "pool_dashboard": "运行期间可在浏览器中实时查看 (Pool(..., dashboard=True)):\n"
+        "  {url}\n  (workcrew demo --dashboard 会让本课的池一直开着, 直到你按回车)",
+        "pool_pause": "按回车关闭第 1 课的池和它的仪表板... ",
         "cpu_title": "第二课 - 计算密集型任务: 多线程 vs 多进程",
         "cpu_intro": (
             "{n} 个纯 Python 计算任务, 每个约 {ms:.0f} 毫秒. 由于 GIL, 同一时刻只有一个线程\n"

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import workcrew
 
 from ._demo import LESSONS, run_demo
+from ._lessons import TEXT
 from ._map import add_parser as add_map_parser
 from ._run import add_parser as add_run_parser
 from ._run import split_sources
@@ -59,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=tuple(LESSONS),
         dest="lessons",
         help="run only this lesson (repeatable; default: all)",
+    )
+    demo.add_argument(
+        "--dashboard",
+        action="store_true",
+        help="keep lesson 1's pool and its live dashboard open until you press Enter",
     )
     demo.add_argument(
         "--start-method",
@@ -110,7 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(str(exc))  # exit status 2 with the message
     if args.command == "demo":
         try:
-            run_demo(args.lang, args.lessons, args.start_method)
+            pause = (lambda: input(TEXT[args.lang]["pool_pause"])) if args.dashboard else None
+            run_demo(args.lang, args.lessons, args.start_method, pause=pause or (lambda: None))
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130

@@ -89,6 +89,11 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="retry a failed call up to N more times",
     )
     parser.add_argument("--bar", action="store_true", help="show progress on stderr")
+    parser.add_argument(
+        "--dashboard",
+        action="store_true",
+        help="serve a live page of the jobs on 127.0.0.1; its address is printed on stderr",
+    )
     parser.set_defaults(main=lambda args: main(args, parser))
 
 
@@ -177,7 +182,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(str(exc))
     out, own = records_only_on_stdout()
     try:
-        with stream, workcrew.Pool(args.jobs, kind=args.kind) as pool:
+        with stream, workcrew.Pool(args.jobs, kind=args.kind, dashboard=args.dashboard) as pool:
             return map_all(pool, fn, stream, args, out)
     except KeyboardInterrupt:
         print("workcrew map: interrupted", file=sys.stderr)

@@ -187,6 +187,11 @@ def _add_job_options(parser: argparse.ArgumentParser) -> None:
         help="the same as --halt now,fail=1",
     )
     parser.add_argument("--bar", action="store_true", help="show progress on stderr")
+    parser.add_argument(
+        "--dashboard",
+        action="store_true",
+        help="serve a live page of the jobs on 127.0.0.1; its address is printed on stderr",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the commands; run nothing")
 
 

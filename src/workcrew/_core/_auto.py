@@ -356,3 +356,7 @@ class AutoEngine:
         """Every kind's task spans so far, merged in order of start."""
         spans = [span for engine in self._engine_list() for span in engine.timeline()]
         return tuple(sorted(spans, key=lambda span: span.start))
+
+    def live(self) -> list[tuple[str, dict[str, Any]]]:
+        """Every kind's live view (see ``Engine.live``)."""
+        return [view for engine in self._engine_list() for view in engine.live()]

@@ -389,6 +389,13 @@ class _AutoStream:
                 if not self._outcomes and self._source is None and self._rest is None:
                     raise StopIteration
 
+    def done(self) -> bool:
+        """Every outcome was handed to the consumer (or the stream was cancelled)."""
+        if self._rest is not None:
+            return self._rest.done()
+        with self._cond:
+            return self._source is None and not self._outcomes and not self._probing
+
     def cancel(self) -> None:
         """The consumer abandoned the results: pull no more input, cancel the rest."""
         with self._cond:

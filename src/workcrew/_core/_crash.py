@@ -12,7 +12,7 @@ from ._system import oom_kill_count
 if TYPE_CHECKING:
     from ._slots import InFlight, Slot
 
-__all__ = ("crash_error", "crash_report", "describe_exit", "timeout_error")
+__all__ = ("crash_error", "crash_report", "describe_exit", "over_memory", "timeout_error")
 
 
 def describe_exit(exitcode: int | None) -> str:
@@ -88,4 +88,13 @@ def timeout_error(slot: Slot, chunk: InFlight, can_kill: bool) -> TaskTimeout:
         f"{call} ran longer than its task_timeout of {timeout:g} s; {what}",
         timeout=timeout,
         worker_id=handle.worker_id,
+    )
+
+
+def over_memory(slot: Slot, chunk: InFlight, rss: int, limit: int) -> str:
+    """The warning for a worker replaced for its memory (``max_memory_per_worker``)."""
+    call = describe_call(chunk.job.fn, chunk.job.mode, chunk.items[-1])
+    return (
+        f"worker {slot.handle.worker_id} (pid {slot.handle.pid}) uses {rss / 2**20:.0f} MiB "
+        f"after {call}, over max_memory_per_worker ({limit / 2**20:.0f} MiB): replacing it"
     )

@@ -177,6 +177,11 @@ class Engine:
         """Every task's span so far (the pool's ``timeline`` option records them)."""
         return self._master.recorder.timeline()
 
+    def live(self) -> list[tuple[str, dict[str, Any]]]:
+        """The live view a dashboard shows, by worker kind (``dashboard=True``; else empty)."""
+        live = self._master.live
+        return [] if live is None else [(self._master.options.kind, live.view())]
+
     def start_all(self) -> None:
         """Start every worker now rather than on demand.
 

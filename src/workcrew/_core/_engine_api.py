@@ -111,6 +111,9 @@ class PoolEngine(Protocol):
     def timeline(self) -> tuple[TaskSpan, ...]:
         """Every task's span so far (recorded with the pool's ``timeline`` option)."""
 
+    def live(self) -> list[tuple[str, dict[str, Any]]]:
+        """The live view a dashboard shows, per worker kind (``dashboard=True``; else empty)."""
+
     # -- shutdown ----------------------------------------------------------------------
 
     @property

@@ -64,6 +64,9 @@ class RunSource(Protocol):
     def cancel(self) -> None:
         """The consumer abandoned the results: drop unstarted items."""
 
+    def done(self) -> bool:
+        """Every outcome was read (or the stream was cancelled or aborted)."""
+
 
 class Tally:
     """Tasks of one map finished so far, and how many of those failed (for progress).

@@ -32,14 +32,15 @@ import time
 from typing import Any
 
 from ._backend import Chunk, WorkerBackend, WorkerEvents, WorkerHandle
-from ._crash import crash_error, timeout_error
+from ._crash import crash_error, over_memory, timeout_error
 from ._exceptions import (
     BrokenPoolError,
     TaskCancelled,
     WorkcrewError,
 )
-from ._execute import Outcome, describe_call, function_name
+from ._execute import Outcome, function_name
 from ._jobs import Job, StreamJob
+from ._live import LiveLog
 from ._loop import EventLoop
 from ._options import PoolOptions
 from ._retry import Attempts
@@ -93,6 +94,8 @@ class Master(WorkerEvents):
         self._retiring: set[int] = set()  # ids of slots asked to exit
         self._attempts = Attempts()
         self.recorder = Recorder(options.kind)
+        #: what a dashboard reads beyond the statistics (only with ``dashboard=True``)
+        self.live = LiveLog(self.recorder.origin) if options.dashboard else None
         try:
             self.backend = backend_class(options, self.loop)
         except BaseException:  # e.g. an unreachable cluster: the pool never existed
@@ -245,6 +248,8 @@ class Master(WorkerEvents):
             self._settle(job, start, items, [None] * len(items), errors)
             return True
         slot.inflight.append(InFlight(seq, job, start, items, errors))
+        if self.live is not None:
+            self.live.sent(slot.handle.worker_id, seq, job.fn, job.mode, items)
         timeout = job.policy.timeout
         if timeout is not None:
             worker_id = slot.handle.worker_id
@@ -293,16 +298,7 @@ class Master(WorkerEvents):
             return
         rss = slot.handle.memory()
         if rss is not None and rss > limit:
-            call = describe_call(chunk.job.fn, chunk.job.mode, chunk.items[-1])
-            _log.warning(
-                "worker %s (pid %s) uses %.0f MiB after %s, over max_memory_per_worker "
-                "(%.0f MiB): replacing it",
-                slot.handle.worker_id,
-                slot.handle.pid,
-                rss / 2**20,
-                call,
-                limit / 2**20,
-            )
+            _log.warning("%s", over_memory(slot, chunk, rss, limit))
             self._retire(slot)
 
     # -- WorkerEvents: what backends report --------------------------------------------
@@ -312,6 +308,8 @@ class Master(WorkerEvents):
         if slot is not None:
             slot.ready = True
             self._startup.ready()
+            if self.live is not None:
+                self.live.ready(handle.worker_id)
             self._touch(slot)  # it may now take timed tasks
 
     def on_result(self, handle: WorkerHandle, seq: int, duration: float, outcome: Outcome) -> None:
@@ -328,6 +326,8 @@ class Master(WorkerEvents):
             errors = {i: timeout if _is_cancel(e) else e for i, e in errors.items()}
         if chunk.unsent:
             errors = {**(errors or {}), **chunk.unsent}
+        if self.live is not None:
+            self.live.answered(handle.worker_id, seq, duration, outcome.spans, errors)
         # Counted before delivery: from then on the reader owns (and empties) the list.
         count = len(values)
         self._settle(chunk.job, chunk.start, chunk.items, values, errors)
@@ -404,6 +404,8 @@ class Master(WorkerEvents):
         self._touch(slot)
         if ran or len(chunk.items) == 1:
             errors: dict[int, BaseException] = dict.fromkeys(range(len(chunk.items)), error)
+            if self.live is not None:
+                self.live.failed(handle.worker_id, chunk.seq, errors)
             self._settle(chunk.job, chunk.start, chunk.items, [None] * len(chunk.items), errors)
             return
         # Nothing ran: retry each item alone, so only the culprit fails.
@@ -421,6 +423,8 @@ class Master(WorkerEvents):
         self.recorder.exited(handle.worker_id, self._exit_kind(slot, exitcode))
         if slot.inflight:
             self._salvage(slot, exitcode)
+        if self.live is not None:
+            self.live.gone(handle.worker_id)
         # Workers that keep dying before they are ready cannot start (a bad
         # main module, a crashing initializer, a broken environment): break
         # the pool instead of respawning forever.  An error exit status says
@@ -467,6 +471,8 @@ class Master(WorkerEvents):
         else:
             error = crash_error(slot, exitcode, running, self._startup.oom_kills_at_start)
         self.recorder.finished(slot.handle.worker_id, 1, 1, 0.0)  # it ran, and failed
+        if self.live is not None:
+            self.live.failed(slot.handle.worker_id, running.seq, {0: error})
         self._settle(running.job, running.start, running.items, [None], {0: error})
 
     # -- workers ---------------------------------------------------------------------------

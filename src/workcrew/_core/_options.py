@@ -144,6 +144,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("event_loop", "auto", "async and hybrid workers' loop: 'auto', 'asyncio' or 'uvloop'"),
     Option("worker_output", "plain", "process workers' printed lines: 'plain' or 'tagged'"),
     Option("timeline", False, "record every task's span (worker, start, end) for timeline()"),
+    Option("dashboard", False, "serve a live page of the pool on 127.0.0.1 (docs/dashboard.md)"),
     Option("thread_name_prefix", "", "thread workers are named '<prefix>_<n>'", pool=None),
     Option("backend", "local", "'local' workers, or 'dask': a Dask cluster's", field=None),
     Option("address", None, "backend='dask': the scheduler's address", field="dask_address"),
@@ -290,6 +291,7 @@ class PoolOptions(NamedTuple):
     concurrency_per_worker: int = _FIELD_DEFAULT["concurrency_per_worker"]
     event_loop: str = _FIELD_DEFAULT["event_loop"]
     timeline: bool = _FIELD_DEFAULT["timeline"]
+    dashboard: bool = _FIELD_DEFAULT["dashboard"]
     thread_name_prefix: str = _FIELD_DEFAULT["thread_name_prefix"]
     worker_output: str = _FIELD_DEFAULT["worker_output"]
     dask_address: str | None = _FIELD_DEFAULT["dask_address"]
@@ -322,6 +324,7 @@ class PoolOptions(NamedTuple):
         concurrency_per_worker: int = _DEFAULT["concurrency_per_worker"],
         event_loop: str = _DEFAULT["event_loop"],
         timeline: bool = _DEFAULT["timeline"],
+        dashboard: bool = _DEFAULT["dashboard"],
         thread_name_prefix: str = _DEFAULT["thread_name_prefix"],
         worker_output: str = _DEFAULT["worker_output"],
         backend: str = _DEFAULT["backend"],
@@ -330,10 +333,8 @@ class PoolOptions(NamedTuple):
         security: Any = _DEFAULT["security"],
     ) -> PoolOptions:
         """Check every value and fill in defaults; raise ``ValueError``/``TypeError``."""
-        hooks = (initializer, worker_exit)
-        kind = _checked_kind(
-            kind, backend, hooks, concurrency_per_worker, address, client, security
-        )
+        hooks, cluster = (initializer, worker_exit), (address, client, security)
+        kind = _checked_kind(kind, backend, hooks, concurrency_per_worker, *cluster)
         count = _worker_count(workers, kind)
         start_method, initializer = _start_method_and_hooks(
             start_method, initializer, initargs, worker_exit, kind
@@ -341,7 +342,7 @@ class PoolOptions(NamedTuple):
         _check_sizes(max_tasks_per_worker, chunksize)
         policy = _policy(task_timeout, retries, retry_on, retry_backoff)
         _check_capacity(max_memory_per_worker, concurrency_per_worker, kind)
-        _check_loop_and_output(event_loop, thread_name_prefix, timeline, worker_output)
+        _check_loop_and_output(event_loop, thread_name_prefix, (timeline, dashboard), worker_output)
         return cls(
             workers=count,
             event_loop=event_loop,
@@ -356,6 +357,7 @@ class PoolOptions(NamedTuple):
             chunksize=chunksize,
             concurrency_per_worker=concurrency_per_worker,
             timeline=timeline,
+            dashboard=dashboard,
             thread_name_prefix=thread_name_prefix,
             worker_output=worker_output,
             dask_address=address,
@@ -475,14 +477,15 @@ def _check_capacity(
 
 
 def _check_loop_and_output(
-    event_loop: str, thread_name_prefix: str, timeline: bool, worker_output: str
+    event_loop: str, thread_name_prefix: str, switches: tuple[bool, bool], worker_output: str
 ) -> None:
-    """The event loop, thread names, timeline switch and worker output mode."""
+    """The event loop, thread names, timeline and dashboard switches and worker output mode."""
     check_event_loop(event_loop)
     if not isinstance(thread_name_prefix, str):
         raise TypeError(f"thread_name_prefix must be a str, got {thread_name_prefix!r}")
-    if not isinstance(timeline, bool):
-        raise TypeError(f"timeline must be True or False, got {timeline!r}")
+    for name, switch in zip(("timeline", "dashboard"), switches, strict=True):
+        if not isinstance(switch, bool):
+            raise TypeError(f"{name} must be True or False, got {switch!r}")
     if worker_output not in WORKER_OUTPUT:
         raise ValueError(
             f"worker_output={worker_output!r} is invalid; choose one of {WORKER_OUTPUT}"

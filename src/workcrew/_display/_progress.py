@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         done: int
         failed: int
 
+
 __all__ = ("Display", "open_display")
 
 #: Seconds between two refreshes of a bar, and between two plain lines.

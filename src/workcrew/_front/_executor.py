@@ -18,7 +18,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sized
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._backends import open_engine
 from .._core._auto_policy import KindChoice
@@ -31,7 +31,17 @@ from .._core._public import public
 from .._core._stats import PoolStatistics
 from .._display._progress import Display, open_display
 from .._display._timeline import Timeline
-from ._shared import documented_options, tally_for, timeline_of
+from ._shared import (
+    board_url,
+    close_board,
+    documented_options,
+    open_board,
+    tally_for,
+    timeline_of,
+)
+
+if TYPE_CHECKING:
+    from .._display._dashboard import BoardEntry
 
 __all__ = ("Executor",)
 
@@ -86,6 +96,7 @@ class Executor(concurrent.futures.Executor):
         event_loop: str = "auto",
         worker_output: str = "plain",
         timeline: bool = False,
+        dashboard: bool = False,
         thread_name_prefix: str = "",
         backend: str = "local",
         address: str | None = None,
@@ -112,6 +123,7 @@ class Executor(concurrent.futures.Executor):
             event_loop=event_loop,
             worker_output=worker_output,
             timeline=timeline,
+            dashboard=dashboard,
             thread_name_prefix=thread_name_prefix,
             backend=backend,
             address=address,
@@ -119,13 +131,19 @@ class Executor(concurrent.futures.Executor):
             security=security,
         )
         self._engine: PoolEngine = open_engine(self._options, drain_at_exit=True)
-        finalizer = weakref.finalize(self, self._engine.close)
+        self._board = open_board(self._options, "Executor", self._engine)
+        finalizer = weakref.finalize(self, _collect, self._engine, self._board)
         finalizer.atexit = False  # the engine's exit hook drains it instead
 
     @property
     def workers(self) -> int:
         """The number of workers."""
         return self._options.workers
+
+    @property
+    def dashboard_url(self) -> str | None:
+        """The live dashboard's address (``dashboard=True``) until ``shutdown()``; else None."""
+        return board_url(self._board)
 
     def statistics(self) -> PoolStatistics:
         """What the executor did so far, per worker and overall (see docs/statistics.md)."""
@@ -168,7 +186,7 @@ class Executor(concurrent.futures.Executor):
         check_chunksize(chunksize)
         deadline = None if timeout is None else time.monotonic() + timeout
         policy = self._options.policy.override(timeout=task_timeout, retries=retries)
-        tally = tally_for(progress)
+        tally = tally_for(progress, self._board)
         job = self._engine.stream(
             fn, STAR, zip(*iterables), chunksize, ordered=True, policy=policy, tally=tally
         )
@@ -178,6 +196,8 @@ class Executor(concurrent.futures.Executor):
             return results
         sizes = [len(it) for it in iterables if isinstance(it, Sized)]
         total = min(sizes) if len(sizes) == len(iterables) else None
+        if self._board is not None and self._board.show_calls:
+            self._board.add_map(function_name(fn), tally, total, job.done)
         display = open_display(progress, tally, total, function_name(fn))
         return results if display is None else _shown(results, display)
 
@@ -189,6 +209,7 @@ class Executor(concurrent.futures.Executor):
         if cancel_futures:
             self._engine.cancel_pending()
         self._engine.close()
+        close_board(self._board)
         if wait:
             self._engine.join()
 
@@ -209,3 +230,9 @@ def _shown(results: Iterator[T], display: Display) -> Iterator[T]:
 
 
 public(Executor)
+
+
+def _collect(engine: PoolEngine, board: BoardEntry | None) -> None:
+    """A garbage-collected executor: off the dashboard, and closed (its work still runs)."""
+    close_board(board)
+    engine.close()

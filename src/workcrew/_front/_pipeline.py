@@ -40,12 +40,11 @@ Invariants:
 from __future__ import annotations
 
 import contextvars
-import inspect
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sized
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .._core._exceptions import TaskCancelled
@@ -56,6 +55,7 @@ from .._display._progress import Display, open_display
 from ._channels import Channel, Window
 from ._pool import Pool
 from ._shared import tally_for
+from ._stages import Stage, StageStatistics, check_count
 
 __all__ = ("Pipeline", "PipelineRun", "Stage", "StageStatistics")
 
@@ -68,77 +68,8 @@ WINDOW_PER_WORKER = 2
 #: The window is split into at least this many batches (map_async calls), so
 #: workers keep computing while a finished batch is handed downstream.
 BATCHES_PER_WINDOW = 4
-#: Worker kinds a stage accepts (those of ``workcrew.Pool``).
-KINDS = ("thread", "process", "async", "auto")
 
 _clock = time.perf_counter
-
-
-# -- public records ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, kw_only=True)
-class Stage:
-    """One step of a :class:`Pipeline`: a function and the pool that runs it.
-
-    ``fn`` is called with one item and returns the item for the next stage.
-    ``kind`` is a ``workcrew.Pool`` kind; the default is ``"thread"``
-    (``"async"`` for an ``async def`` function): say ``kind="process"`` (or
-    ``"auto"``) for CPU-bound work.  ``workers`` defaults to the kind's default
-    (one process per usable CPU, ``min(32, CPUs + 4)`` threads, 100 coroutines).
-    ``name`` (default: the function's name) appears in errors and statistics.
-    ``chunksize``, ``start_method``, ``task_timeout``, ``retries``,
-    ``initializer``, ``initargs`` and ``worker_exit`` are passed to the stage's
-    ``Pool`` (per-worker state: ``workcrew.worker_state()`` in the stage function).
-    """
-
-    fn: Callable[[Any], Any] = field(kw_only=False)
-    kind: str | None = None
-    workers: int | None = None
-    name: str = ""
-    chunksize: int | None = None
-    start_method: str | None = None
-    task_timeout: float | None = None
-    retries: int = 0
-    initializer: Callable[..., object] | None = None
-    initargs: tuple[Any, ...] = ()
-    worker_exit: Callable[[Any], object] | None = None
-
-    def __post_init__(self) -> None:
-        if not callable(self.fn):
-            raise TypeError(f"a stage needs a callable, got {self.fn!r}")
-        kind = self.kind
-        if kind is None:
-            kind = "async" if inspect.iscoroutinefunction(self.fn) else "thread"
-        if kind not in KINDS:
-            raise ValueError(f"kind={kind!r} is not a worker kind; choose one of {KINDS}")
-        _check_count("workers", self.workers, allow_none=True)
-        object.__setattr__(self, "kind", kind)
-        object.__setattr__(self, "name", self.name or _function_name(self.fn))
-        object.__setattr__(self, "initargs", tuple(self.initargs))
-
-
-@dataclass(frozen=True)
-class StageStatistics:
-    """What one stage of a pipeline run did (``Pipeline.statistics()``).
-
-    ``items_in``: items submitted to the stage's pool; ``items_out``: results
-    put on the queue to the next stage (or to the caller); ``failures``: tasks
-    that raised (the first stops the run); ``input_wait_seconds``: time the
-    stage waited for an item to arrive; ``output_wait_seconds``: time it was
-    blocked on a full queue downstream (backpressure); ``wall_seconds``: from
-    the start of the run until the stage finished (or until now).
-    """
-
-    name: str
-    kind: str
-    workers: int
-    items_in: int
-    items_out: int
-    failures: int
-    input_wait_seconds: float
-    output_wait_seconds: float
-    wall_seconds: float
 
 
 # -- the pipeline ------------------------------------------------------------------------
@@ -147,6 +78,8 @@ class StageStatistics:
 class Pipeline:
     """Stages of workers connected by bounded queues, run over a stream of items.
 
+    ``dashboard=True`` shows each stage's pool, and one progress bar per stage, on the live
+    dashboard (docs/dashboard.md; ``PipelineRun.dashboard_url``).
     Each stage has its own pool (its own kind and worker count); ``buffer`` is
     the size of each queue between stages.  ``ordered=True`` gives results in
     source order; ``ordered=False`` as they are done.  A plain function is a
@@ -169,13 +102,17 @@ class Pipeline:
         *stages: Stage | Callable[[Any], Any],
         ordered: bool = True,
         buffer: int = DEFAULT_BUFFER,
+        dashboard: bool = False,
     ) -> None:
         if not stages:
             raise ValueError("a Pipeline needs at least one stage")
-        _check_count("buffer", buffer, allow_none=False)
+        check_count("buffer", buffer, allow_none=False)
         self._stages = tuple(s if isinstance(s, Stage) else Stage(s) for s in stages)
         self._ordered = bool(ordered)
         self._buffer = buffer
+        if not isinstance(dashboard, bool):
+            raise TypeError(f"dashboard must be True or False, got {dashboard!r}")
+        self._dashboard = dashboard
         self._last: _Run | None = None
 
     @property
@@ -203,7 +140,8 @@ class Pipeline:
         """
         tally = tally_for(progress)
         total = len(source) if isinstance(source, Sized) else None
-        run = _Run(self._stages, iter(source), self._ordered, self._buffer)
+        shown = (self._dashboard, total)
+        run = _Run(self._stages, iter(source), self._ordered, self._buffer, shown)
         self._last = run
         if tally is None:
             return PipelineRun(run)
@@ -238,6 +176,12 @@ class PipelineRun(Iterator[Any]):
 
     def __iter__(self) -> PipelineRun:
         return self
+
+    @property
+    def dashboard_url(self) -> str | None:
+        """The live dashboard's address while the run's pools are open
+        (``Pipeline(..., dashboard=True)``); None otherwise."""
+        return self._run.dashboard_url()
 
     def __next__(self) -> Any:
         run = self._run
@@ -330,6 +274,10 @@ class _StageRun:
         self.items_in = self.items_out = self.failures = 0
         self.finished: float | None = None
 
+    def ended(self) -> bool:
+        """The stage passed on its last item (or the run stopped)."""
+        return self.finished is not None
+
     def statistics(self, started: float) -> StageStatistics:
         end = self.finished if self.finished is not None else _clock()
         return StageStatistics(
@@ -345,12 +293,35 @@ class _StageRun:
         )
 
 
+class _StageCounts:
+    """A stage's items passed on and failed, read by the dashboard as a map's tally."""
+
+    __slots__ = ("_stage",)
+
+    def __init__(self, stage: _StageRun) -> None:
+        self._stage = stage
+
+    @property
+    def done(self) -> int:
+        return self._stage.items_out + self._stage.failures
+
+    @property
+    def failed(self) -> int:
+        return self._stage.failures
+
+
 class _Run:
     """The threads, pools and channels of one run (see the module docstring)."""
 
     def __init__(
-        self, stages: tuple[Stage, ...], source: Iterator[Any], ordered: bool, buffer: int
+        self,
+        stages: tuple[Stage, ...],
+        source: Iterator[Any],
+        ordered: bool,
+        buffer: int,
+        shown: tuple[bool, int | None] = (False, None),
     ) -> None:
+        """``shown``: on the dashboard or not, and the source's length if known."""
         self._lock = threading.Lock()
         self._stopped = False
         self._error: BaseException | None = None
@@ -362,14 +333,33 @@ class _Run:
         self._stages: list[_StageRun] = []
         try:
             for i, stage in enumerate(stages):
-                pool = _open_pool(stage)
+                pool = _open_pool(stage, shown[0])
                 self._stages.append(_StageRun(i, len(stages), stage, pool, channels[i : i + 2]))
         except BaseException:
             for st in self._stages:
                 st.pool.terminate()
             raise
+        if shown[0]:
+            self._show_stages(shown[1])  # before any batch is submitted
         self._threads: list[threading.Thread] = []
         self._start_threads(source)
+
+    def dashboard_url(self) -> str | None:
+        urls = [st.pool.dashboard_url for st in self._stages]
+        return next((url for url in urls if url is not None), None)
+
+    def _show_stages(self, total: int | None) -> None:
+        """On the dashboard: each stage's pool named for its stage, its progress one bar.
+
+        The stage's ``map_async`` batches are not shown one by one.
+        """
+        count = len(self._stages)
+        for i, st in enumerate(self._stages):
+            entry = st.pool._board  # same package: the pool's dashboard entry
+            if entry is not None:
+                entry.name = f"Pipeline stage {i + 1} of {count}: {st.stage.name}"
+                entry.show_calls = False
+                entry.add_map(f"stage {i + 1}: {st.stage.name}", _StageCounts(st), total, st.ended)
 
     def _start_threads(self, source: Iterator[Any]) -> None:
         # Collectors first: each owns its pool's shutdown, so once it runs
@@ -564,7 +554,7 @@ class _Run:
         return True
 
 
-def _open_pool(stage: Stage) -> Pool:
+def _open_pool(stage: Stage, dashboard: bool) -> Pool:
     return Pool(
         stage.workers,
         stage.initializer,
@@ -575,21 +565,8 @@ def _open_pool(stage: Stage) -> Pool:
         task_timeout=stage.task_timeout,
         retries=stage.retries,
         worker_exit=stage.worker_exit,
+        dashboard=dashboard,
     )
 
 
-def _function_name(fn: Callable[..., Any]) -> str:
-    name = getattr(fn, "__name__", None)
-    return name if isinstance(name, str) else type(fn).__name__
-
-
-def _check_count(name: str, value: object, *, allow_none: bool) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name}={value} is invalid: it must be at least 1")
-
-
-public(Pipeline, Stage, PipelineRun, StageStatistics)
+public(Pipeline, PipelineRun)

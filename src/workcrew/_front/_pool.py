@@ -32,7 +32,14 @@ from .._core._options import PoolOptions, TaskPolicy
 from .._core._public import public
 from .._display._progress import open_display
 from ._results import AsyncResult, IMapIterator, _ShownIMapIterator, _ShownResult
-from ._shared import documented_options, tally_for, timeline_of
+from ._shared import (
+    board_url,
+    close_board,
+    documented_options,
+    open_board,
+    tally_for,
+    timeline_of,
+)
 
 TYPE_CHECKING = False  # typing's names for checkers; stand-ins at run time (see _core._typing)
 if TYPE_CHECKING:  # loaded when used, not with ``from workcrew import Pool``
@@ -40,6 +47,7 @@ if TYPE_CHECKING:  # loaded when used, not with ``from workcrew import Pool``
 
     from .._core._auto_policy import KindChoice
     from .._core._stats import PoolStatistics
+    from .._display._dashboard import BoardEntry
     from .._display._timeline import Timeline
 else:
     from .._core._typing import TypeVar
@@ -107,6 +115,7 @@ class Pool:
         event_loop: str = "auto",
         worker_output: str = "plain",
         timeline: bool = False,
+        dashboard: bool = False,
         backend: str = "local",
         address: str | None = None,
         client: Any = None,
@@ -132,6 +141,7 @@ class Pool:
             event_loop=event_loop,
             worker_output=worker_output,
             timeline=timeline,
+            dashboard=dashboard,
             backend=backend,
             address=address,
             client=client,
@@ -140,13 +150,22 @@ class Pool:
         self._engine: PoolEngine = open_engine(self._options, drain_at_exit=False)
         if initializer is not None:
             self._engine.start_all()  # as multiprocessing.Pool: initializers run at once
-        self._finalizer = weakref.finalize(self, _collect, self._engine)
+        self._board = open_board(self._options, "Pool", self._engine)
+        self._finalizer = weakref.finalize(self, _collect, self._engine, self._board)
         self._finalizer.atexit = False  # the engine's own exit hook handles interpreter exit
 
     @property
     def workers(self) -> int:
         """The number of workers."""
         return self._options.workers
+
+    @property
+    def dashboard_url(self) -> str | None:
+        """The live dashboard's address (``dashboard=True``), token included; None otherwise.
+
+        None also once the pool is joined or terminated.  See docs/dashboard.md.
+        """
+        return board_url(self._board)
 
     def statistics(self) -> PoolStatistics:
         """What the pool did so far, per worker and overall (``print`` it for a table).
@@ -370,10 +389,12 @@ class Pool:
     ) -> AsyncResult[list[T]]:
         policy = self._policy(task_timeout, retries)
         items = _as_list(iterable)
-        tally = tally_for(progress)
+        tally = tally_for(progress, self._board)
         future = self._engine.submit_list(
             func, mode, items, _chunksize(chunksize), policy, tally=tally
         )
+        if self._board is not None and tally is not None and self._board.show_calls:
+            self._board.add_map(function_name(func), tally, len(items), future.done)
         if tally is not None:
             display = open_display(progress, tally, len(items), function_name(func))
             if display is not None:
@@ -393,12 +414,14 @@ class Pool:
         progress: bool | str = False,
     ) -> IMapIterator[T]:
         policy = self._policy(task_timeout, retries)
-        tally = tally_for(progress)
+        tally = tally_for(progress, self._board)
         job = self._engine.stream(
             func, MAP, iterable, _chunksize(chunksize), ordered=ordered, policy=policy, tally=tally
         )
         if tally is not None:
             total = len(iterable) if isinstance(iterable, Sized) else None
+            if self._board is not None and self._board.show_calls:
+                self._board.add_map(function_name(func), tally, total, job.done)
             display = open_display(progress, tally, total, function_name(func))
             if display is not None:
                 return _ShownIMapIterator(job, display)
@@ -414,6 +437,7 @@ class Pool:
         """Stop the workers now; pending results fail with :class:`TaskCancelled`."""
         self._engine.terminate()
         self._finalizer.detach()
+        close_board(self._board)
 
     def join(self) -> None:
         """Wait for the workers to exit; call ``close()`` or ``terminate()`` first."""
@@ -421,6 +445,7 @@ class Pool:
             raise ValueError("Pool is still running: call close() or terminate() before join()")
         self._engine.join()
         self._finalizer.detach()
+        close_board(self._board)
 
     def __enter__(self) -> Pool:
         if not self._engine.accepting:  # as multiprocessing (bpo-35477)
@@ -467,7 +492,8 @@ def _chunksize(chunksize: int | None) -> int | None:
     return chunksize
 
 
-def _collect(engine: PoolEngine) -> None:
+def _collect(engine: PoolEngine, board: BoardEntry | None) -> None:
+    close_board(board)
     if engine.accepting:
         warnings.warn(
             "a workcrew.Pool was garbage-collected without close() or terminate(); "

@@ -13,11 +13,19 @@ TYPE_CHECKING = False  # typing's names for checkers; stand-ins at run time (see
 if TYPE_CHECKING:  # the timeline page's code loads when a timeline is asked for
     from typing import Literal, TypeVar
 
+    from .._display._dashboard import BoardEntry
     from .._display._timeline import Timeline
 else:
     from .._core._typing import TypeVar
 
-__all__ = ("documented_options", "tally_for", "timeline_of")
+__all__ = (
+    "board_url",
+    "close_board",
+    "documented_options",
+    "open_board",
+    "tally_for",
+    "timeline_of",
+)
 
 _Front = TypeVar("_Front", bound=type)
 
@@ -33,15 +41,38 @@ def timeline_of(engine: PoolEngine, options: PoolOptions, front: str) -> Timelin
     return Timeline(engine.timeline())
 
 
-def tally_for(progress: bool | str) -> Tally | None:
-    """A tally to count outcomes, only when progress is shown (checked here, at the call).
+def tally_for(progress: bool | str, board: BoardEntry | None = None) -> Tally | None:
+    """A tally to count outcomes, when progress is shown or a dashboard watches (checked here).
 
     Every front end's ``progress=`` goes through it (Pool, Executor, Pipeline).
     """
     if progress is False:
-        return None
+        return None if board is None else Tally()
     check_progress(progress)
     return Tally()
+
+
+def open_board(options: PoolOptions, front: str, engine: PoolEngine) -> BoardEntry | None:
+    """Show the pool on this process's dashboard (``dashboard=True``; else None, no import)."""
+    if not options.dashboard:
+        return None
+    from .._display._dashboard import attach  # loaded only by pools that ask for it
+
+    return attach(front, options.kind, engine.statistics, engine.live, lambda: engine.accepting)
+
+
+def close_board(entry: BoardEntry | None) -> None:
+    """Take the pool off the dashboard (it stops with its last pool)."""
+    if entry is not None:
+        from .._display._dashboard import detach
+
+        detach(entry)
+
+
+def board_url(entry: BoardEntry | None) -> str | None:
+    """The dashboard's address while the pool is on it."""
+    board = None if entry is None else entry.board
+    return None if board is None else board.url
 
 
 def documented_options(front: Literal["pool", "executor"]) -> Callable[[_Front], _Front]:
