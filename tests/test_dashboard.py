@@ -83,6 +83,21 @@ def release_fifo_read(path: str) -> str:
         return fifo.read()
 
 
+def test_a_worker_killed_for_its_timeout_shows_as_killed(start_method: str, tmp_path: Path) -> None:
+    never = str(tmp_path / "never")
+    os.mkfifo(never)  # nobody writes it: the task waits until its timeout kills it
+    with workcrew.Pool(1, start_method=start_method, task_timeout=1, dashboard=True) as pool:
+        assert pool.dashboard_url is not None
+        with pytest.raises(workcrew.TaskTimeout):
+            pool.apply(pass_or_wait, (never,))
+        [board] = state(pool.dashboard_url)["pools"]
+        states = [w["state"] for w in board["workers"]]
+        assert states[0] == "killed"
+        [failure] = board["failures"]
+        assert "TaskTimeout" in failure["error"] and "pass_or_wait" in failure["task"]
+        assert pool.apply(square, (3,)) == 9  # a new worker took its place
+
+
 def test_the_page_reports_a_lost_connection_when_the_pool_ends() -> None:
     with browser_page() as page:
         with workcrew.Pool(1, kind="thread", dashboard=True) as pool:

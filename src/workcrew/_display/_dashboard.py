@@ -295,7 +295,12 @@ class _Handler(BaseHTTPRequestHandler):
         if route == "/":
             self._send(200, PAGE.encode(), "text/html; charset=utf-8")
         elif route == "/api/state":
-            body = json.dumps(board.state(), default=str, allow_nan=False).encode()
+            try:
+                body = json.dumps(board.state(), default=str, allow_nan=False).encode()
+            except Exception:  # noqa: BLE001 - a pool's state failing must not kill the page
+                _log.debug("dashboard: the state failed", exc_info=True)
+                self._send(500, b"", "text/plain")
+                return
             self._send(200, body, "application/json")
         else:
             self._send(404, b"", "text/plain")
