@@ -58,3 +58,15 @@ def no_leaks() -> Iterator[None]:
     """Fail a test that leaves a child process or a thread behind."""
     with no_leaks_around():
         yield
+
+
+#: Test modules that open pages in a real browser (tests/browser.py).
+BROWSER_MODULES = {"test_dashboard.py", "test_timeline_page.py"}
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Install Chromium before any test runs, if a browser test will (outside test timeouts)."""
+    if any(Path(str(item.fspath)).name in BROWSER_MODULES for item in session.items):
+        from browser import chromium_path
+
+        chromium_path()

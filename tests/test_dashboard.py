@@ -7,6 +7,7 @@ waits for what the page shows (Playwright's bounded waits), never for time.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -143,6 +144,38 @@ def test_a_request_without_the_right_token_gets_403_and_nothing_else(path: str) 
             assert b"<html" in body and b"http://" not in body.replace(b"http://www.w3", b"")
 
 
+@pytest.mark.parametrize("method", ["POST", "HEAD", "PUT", "DELETE", "OPTIONS", "BREW"])
+def test_any_other_method_gets_403_and_nothing_else(method: str) -> None:
+    with workcrew.Pool(1, kind="thread", dashboard=True) as pool:
+        assert pool.dashboard_url is not None
+        port = int(pool.dashboard_url.split(":")[2].split("/")[0])
+        token = pool.dashboard_url.split("token=")[1]
+        for path in ("/", f"/api/state?token={token}"):
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
+            try:
+                connection.request(method, path)
+                answer = connection.getresponse()
+                assert (answer.status, answer.read()) == (403, b"")
+            finally:
+                connection.close()
+
+
+def test_a_thread_stopped_for_its_timeout_shows_as_killed(tmp_path: Path) -> None:
+    gate = str(tmp_path / "gate")
+    os.mkfifo(gate)
+    with workcrew.Pool(1, kind="thread", task_timeout=0.5, dashboard=True) as pool:
+        assert pool.dashboard_url is not None
+        with pytest.raises(workcrew.TaskTimeout):
+            pool.apply(pass_or_wait, (gate,))
+        [board] = state(pool.dashboard_url)["pools"]
+        assert [w["state"] for w in board["workers"]][:1] == ["killed"]
+        assert all(w["task"] is None for w in board["workers"])
+        [failure] = board["failures"]
+        assert "TaskTimeout" in failure["error"] and "pass_or_wait" in failure["task"]
+        release_fifo(gate)  # the stopped thread's call returns; its late result is dropped
+        assert pool.apply(square, (4,)) == 16
+
+
 def test_the_board_listens_on_loopback_only() -> None:
     with workcrew.Pool(1, kind="thread", dashboard=True) as pool:
         assert pool.dashboard_url is not None
@@ -189,7 +222,7 @@ def test_without_a_dashboard_nothing_of_it_loads() -> None:
         "    listening = [c for c in psutil.Process().net_connections('tcp')\n"
         "                 if c.status == psutil.CONN_LISTEN]\n"
         "    print(json.dumps([sorted(m for m in sys.modules if 'dashboard' in m\n"
-        "                             or m == 'http.server'),\n"
+        "                             or m in ('http.server', 'workcrew._core._live')),\n"
         "                      [t.name for t in threading.enumerate()\n"
         "                       if 'dashboard' in t.name], len(listening),\n"
         "                      pool.dashboard_url]))\n"

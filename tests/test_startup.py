@@ -92,6 +92,13 @@ def test_the_typing_stand_ins_make_what_typing_makes() -> None:
             first: int = 0
             second: int
 
+    with pytest.raises(AttributeError, match="cannot overwrite NamedTuple attribute _replace"):
+
+        class Overwrites(_typing.NamedTuple):
+            name: str
+
+            def _replace(self) -> None: ...
+
     class Box(_typing.Generic[_typing.TypeVar("T")]):  # type: ignore[misc]
         pass
 

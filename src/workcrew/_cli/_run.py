@@ -454,7 +454,9 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             except OSError as exc:  # a usage error: one line, exit status 2, no job run
                 parser.error(f"--joblog {args.joblog}: cannot write it: {exc.strerror or exc}")
         try:
-            return run_all(runner, todo, slots, args.keep_order, (args.bar, args.dashboard), log)
+            return run_all(
+                runner, todo, slots, args.keep_order, log, bar=args.bar, dashboard=args.dashboard
+            )
         except KeyboardInterrupt as exc:
             runner.stop()
             print("workcrew run: interrupted; running jobs killed", file=sys.stderr)
@@ -500,13 +502,14 @@ def run_all(
     todo: Iterable[Job],
     slots: int,
     keep_order: bool,
-    shown: tuple[bool, bool],
     log: IO[bytes] | None,
+    *,
+    bar: bool,
+    dashboard: bool,
 ) -> int:
     """Run every job on a thread pool; write outputs and the joblog; return the exit status."""
     failed = 0
     stdout, stderr = sys.stdout.buffer, sys.stderr.buffer
-    bar, dashboard = shown  # a progress bar on stderr; the live page
     with workcrew.Pool(slots, kind="thread", dashboard=dashboard) as pool:
         mapper = pool.imap if keep_order else pool.imap_unordered
         # chunksize=1: a job starts as soon as a slot is free, as in GNU parallel

@@ -12,7 +12,14 @@ from ._system import oom_kill_count
 if TYPE_CHECKING:
     from ._slots import InFlight, Slot
 
-__all__ = ("crash_error", "crash_report", "describe_exit", "over_memory", "timeout_error")
+__all__ = (
+    "crash_error",
+    "crash_report",
+    "describe_exit",
+    "is_cancel",
+    "over_memory",
+    "timeout_error",
+)
 
 
 def describe_exit(exitcode: int | None) -> str:
@@ -98,3 +105,10 @@ def over_memory(slot: Slot, chunk: InFlight, rss: int, limit: int) -> str:
         f"worker {slot.handle.worker_id} (pid {slot.handle.pid}) uses {rss / 2**20:.0f} MiB "
         f"after {call}, over max_memory_per_worker ({limit / 2**20:.0f} MiB): replacing it"
     )
+
+
+def is_cancel(exc: BaseException) -> bool:
+    """Whether ``exc`` is a coroutine's cancellation (a timed-out async task)."""
+    import asyncio  # loaded only when a failure is looked at
+
+    return isinstance(exc, asyncio.CancelledError)

@@ -1,22 +1,24 @@
 """What a live dashboard shows beyond the statistics: the tasks running now, the
 recent spans, the failures and the slowest tasks.
 
-Only pools opened with ``dashboard=True`` have a :class:`LiveLog`; without one
-the master does nothing of this (a ``None`` check per chunk).  The master thread
-writes it per *chunk* (never per task: a map of trivial tasks sends thousands
-per chunk, and the dashboard must cost little), a dashboard's thread reads it.
+Only pools opened with ``dashboard=True`` have a :class:`LiveLog` (and only they
+import this module, see ``_stats.open_live``); without one the master does
+nothing of this (a ``None`` check per chunk).  The master thread writes it per
+chunk, a dashboard's threads read it (``view``).
 
-Cost is kept on the reader's side: the master stores references (the function,
-the chunk's items, the exception) and the reader builds every text from them
-(``describe_call``, the traceback), each once.  Formatting runs user code
-(``__repr__``, ``__str__``): :func:`_text` and ``short_repr`` never let it
-raise into the reader.
+The master thread never runs user code here: it stores references (the
+function, the chunk's items, the exception), and the reader turns them into
+text, each once, then drops them (:class:`_Text`).  Making a text calls user
+code (``__repr__``, ``__str__``, ``__iter__`` of arguments): :func:`_guarded`
+never lets it raise, ``BaseException`` included.  What is kept is bounded:
+the chunks in flight, ``RECENT_SPANS`` spans (function objects, not names),
+``FAILURES`` failures and ``SLOWEST`` entries.
 
 Spans: with the pool's ``timeline`` option the workers time each task, and the
-spans here are per task; otherwise a chunk is one span, placed from the
-worker's measured duration and the moment its answer arrived, and the slowest
-list ranks chunks (a chunk of one task is that task: adaptive chunking sends
-slow tasks one by one).
+spans (and the slowest list) are per task; otherwise a chunk is one span, placed
+from the worker's measured duration and the moment its answer arrived, and the
+slowest list ranks chunks (a chunk of one task is that task: adaptive chunking
+sends slow tasks one by one).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import time
 import traceback
 from collections import deque
 
+from ._exceptions import WorkerCrashed
 from ._execute import describe_call, function_name
 
 TYPE_CHECKING = False  # no typing at run time (see _typing)
@@ -45,29 +48,35 @@ FAILURES = 50
 SLOWEST = 10
 
 
+class _Text:
+    """User objects waiting to become text; ``text()`` makes it once and drops them.
+
+    Two readers racing make it twice at worst (both results are equal).
+    """
+
+    __slots__ = ("_make", "_text")
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make: Callable[[], Any] | None = make
+        self._text: Any = None
+
+    def text(self) -> Any:
+        make = self._make
+        if make is not None:
+            self._text = make()
+            self._make = None  # the user's objects go with the closure
+        return self._text
+
+
 class _Running:
     """A chunk sent to a worker and not answered yet."""
 
-    __slots__ = ("fn", "items", "mode", "sent", "seq")
+    __slots__ = ("call", "fn", "items", "mode", "sent", "seq")
 
     def __init__(self, seq: int, fn: Callable[..., Any], mode: int, items: list[Any]) -> None:
         self.seq, self.fn, self.mode, self.items = seq, fn, mode, items
         self.sent = time.perf_counter()
-
-
-class _Failure:
-    """A failed task; its texts are made by the first reader (see the module doc)."""
-
-    __slots__ = ("crash", "exc", "fn", "item", "mode", "text", "when", "worker")
-
-    def __init__(
-        self, worker: int, fn: Callable[..., Any], mode: int, item: Any, exc: BaseException
-    ) -> None:
-        self.worker, self.fn, self.mode, self.item = worker, fn, mode, item
-        self.exc: BaseException | None = exc
-        self.crash = type(exc).__name__ == "WorkerCrashed"
-        self.when = time.perf_counter()
-        self.text: dict[str, Any] | None = None
+        self.call = _Text(lambda: _chunk_text(fn, mode, items))
 
 
 class LiveLog:
@@ -78,15 +87,15 @@ class LiveLog:
     """
 
     def __init__(self, origin: float) -> None:
-        self._origin = origin  # the Recorder's perf_counter origin: times are relative to it
+        self.origin = origin  # the Recorder's perf_counter origin: times are relative to it
         self._lock = threading.Lock()
         self._running: dict[int, deque[_Running]] = {}
         self._free_since: dict[int, float] = {}  # when each worker last answered
         self._ready: set[int] = set()
-        self._spans: deque[tuple[int, str, float, float, bool]] = deque(maxlen=RECENT_SPANS)
-        self._failures: deque[_Failure] = deque(maxlen=FAILURES)
-        # min-heap of (seconds, tiebreak, worker, fn, mode, items): the SLOWEST longest
-        self._slowest: list[tuple[float, int, int, Any, int, list[Any]]] = []
+        # (worker, function, tasks, start, end, ok), start and end on perf_counter
+        self._spans: deque[tuple[int, Any, int, float, float, bool]] = deque(maxlen=RECENT_SPANS)
+        self._failures: deque[tuple[float, int, bool, _Text]] = deque(maxlen=FAILURES)
+        self._slowest: list[tuple[float, int, int, _Text]] = []  # a min-heap: the SLOWEST longest
         self._tiebreak = itertools.count()
 
     # -- the master thread -----------------------------------------------------------------
@@ -114,31 +123,29 @@ class LiveLog:
         with self._lock:
             chunk = self._pop(worker, seq)
             self._free_since[worker] = now
-            if chunk is None:
-                return
-            self._place(worker, chunk, now, seconds, spans, errors or {})
-            for index, exc in (errors or {}).items():
-                if index < len(chunk.items):
-                    self._failures.append(
-                        _Failure(worker, chunk.fn, chunk.mode, chunk.items[index], exc)
-                    )
+            if chunk is not None:
+                self._place(worker, chunk, now, seconds, spans, errors or {})
+                self._fail(worker, chunk, errors or {})
 
-    def failed(self, worker: int, seq: int, errors: dict[int, BaseException]) -> None:
-        """A chunk that failed as a whole (its worker crashed or was killed running it)."""
+    def failed(
+        self, worker: int, seq: int, errors: dict[int, BaseException], *, gone: bool = False
+    ) -> None:
+        """A chunk that failed as a whole (its worker died or was stopped running it).
+
+        ``gone``: the worker is no longer the pool's (a thread left to finish alone).
+        """
         with self._lock:
             chunk = self._pop(worker, seq)
-            if chunk is None:
-                return
-            for index, exc in errors.items():
-                if index < len(chunk.items):
-                    self._failures.append(
-                        _Failure(worker, chunk.fn, chunk.mode, chunk.items[index], exc)
-                    )
+            if chunk is not None:
+                self._fail(worker, chunk, errors)
+        if gone:
+            self.gone(worker)
 
     def gone(self, worker: int) -> None:
         """The worker exited: what it held is settled elsewhere (re-queued or failed)."""
         with self._lock:
             self._running.pop(worker, None)
+            self._free_since.pop(worker, None)
             self._ready.discard(worker)
 
     def _pop(self, worker: int, seq: int) -> _Running | None:
@@ -149,6 +156,13 @@ class LiveLog:
                 return chunk
         return None
 
+    def _fail(self, worker: int, chunk: _Running, errors: dict[int, BaseException]) -> None:
+        now = time.perf_counter()
+        for index, exc in errors.items():
+            if index < len(chunk.items):
+                text = _Text(_failure_maker(chunk.fn, chunk.mode, chunk.items[index], exc))
+                self._failures.append((now, worker, isinstance(exc, WorkerCrashed), text))
+
     def _place(
         self,
         worker: int,
@@ -158,29 +172,30 @@ class LiveLog:
         spans: list[tuple[float, float]] | None,
         errors: dict[int, BaseException],
     ) -> None:
-        origin, name = self._origin, function_name(chunk.fn)
+        fn, mode, items = chunk.fn, chunk.mode, chunk.items
         if spans:
             for index, (start, end) in enumerate(spans):
-                self._spans.append(
-                    (worker, name, start - origin, end - origin, index not in errors)
-                )
-                self._rank(end - start, worker, chunk, [chunk.items[index]])
+                self._spans.append((worker, fn, 1, start, end, index not in errors))
+                self._rank(end - start, worker, fn, mode, items[index : index + 1])
             return
-        label = name if len(chunk.items) == 1 else f"{name} x{len(chunk.items)}"
-        self._spans.append((worker, label, now - seconds - origin, now - origin, not errors))
-        self._rank(seconds, worker, chunk, chunk.items)
+        self._spans.append((worker, fn, len(items), now - seconds, now, not errors))
+        self._rank(seconds, worker, fn, mode, items)
 
-    def _rank(self, seconds: float, worker: int, chunk: _Running, items: list[Any]) -> None:
-        entry = (seconds, next(self._tiebreak), worker, chunk.fn, chunk.mode, items)
+    def _rank(
+        self, seconds: float, worker: int, fn: Callable[..., Any], mode: int, items: list[Any]
+    ) -> None:
+        if len(self._slowest) >= SLOWEST and seconds <= self._slowest[0][0]:
+            return  # the common case: a comparison, no allocation
+        entry = (seconds, next(self._tiebreak), worker, _Text(lambda: _chunk_text(fn, mode, items)))
         if len(self._slowest) < SLOWEST:
             heapq.heappush(self._slowest, entry)
-        elif seconds > self._slowest[0][0]:
+        else:
             heapq.heapreplace(self._slowest, entry)
 
     # -- any thread ------------------------------------------------------------------------
 
     def view(self) -> dict[str, Any]:
-        """The live part of a dashboard's state (JSON-ready; see _display/_dashboard.py)."""
+        """The live part of a dashboard's state: JSON-ready, times in seconds since ``origin``."""
         now = time.perf_counter()
         with self._lock:
             running = {
@@ -190,11 +205,13 @@ class LiveLog:
             spans = list(self._spans)
             failures = list(self._failures)
             slowest = sorted(self._slowest, reverse=True)
-        end = now - self._origin
+        origin, end = self.origin, now - self.origin
         start = max(0.0, end - WINDOW)
+        names = _Names()
         return {
+            "origin": origin,
             "running": {
-                w: {"task": _chunk_text(c.fn, c.mode, c.items), "for": now - max(c.sent, free)}
+                w: {"task": c.call.text(), "for": now - max(c.sent, free)}
                 for w, (c, free) in running.items()
             },
             "ready": ready,
@@ -202,42 +219,65 @@ class LiveLog:
                 "start": start,
                 "end": end,
                 "spans": [
-                    {"worker": w, "function": f, "start": s, "end": e, "ok": ok}
-                    for w, f, s, e, ok in spans
-                    if e >= start
+                    {
+                        "worker": w,
+                        "function": names.label(fn, n),
+                        "start": s - origin,
+                        "end": e - origin,
+                        "ok": ok,
+                    }
+                    for w, fn, n, s, e, ok in spans
+                    if e - origin >= start
                 ],
             },
-            "failures": [self._failure_text(f) for f in failures],
+            "failures": [
+                {"t": when - origin, "worker": w, "crash": crash, **text.text()}
+                for when, w, crash, text in failures
+            ],
             "slowest": [
-                {"task": _chunk_text(fn, mode, items), "seconds": seconds, "worker": w}
-                for seconds, _, w, fn, mode, items in slowest
+                {"task": text.text(), "seconds": seconds, "worker": w}
+                for seconds, _, w, text in slowest
             ],
         }
 
-    def _failure_text(self, failure: _Failure) -> dict[str, Any]:
-        # Made once per failure; a race between two readers only makes it twice.
-        exc = failure.exc
-        if failure.text is None and exc is not None:
-            failure.text = {
-                "t": failure.when - self._origin,
-                "worker": failure.worker,
-                "task": describe_call(failure.fn, failure.mode, failure.item),
-                "error": _text(lambda: "".join(traceback.format_exception_only(exc))),
-                "traceback": _text(lambda: "".join(traceback.format_exception(exc))),
-                "crash": failure.crash,
-            }
-            failure.item = failure.exc = None  # the texts are kept, not the objects
-        return failure.text or {}
+
+class _Names:
+    """Function names for one view, each made once (guarded: a callable's repr is user code)."""
+
+    def __init__(self) -> None:
+        self._names: dict[int, str] = {}
+
+    def label(self, fn: Callable[..., Any], tasks: int) -> str:
+        name = self._names.get(id(fn))
+        if name is None:
+            name = self._names[id(fn)] = _guarded(lambda: function_name(fn))
+        return name if tasks == 1 else f"{name} x{tasks}"
+
+
+def _failure_maker(
+    fn: Callable[..., Any], mode: int, item: Any, exc: BaseException
+) -> Callable[[], dict[str, str]]:
+    def make() -> dict[str, str]:
+        return {
+            "task": _guarded(lambda: describe_call(fn, mode, item)),
+            "error": _guarded(lambda: "".join(traceback.format_exception_only(exc))),
+            "traceback": _guarded(lambda: "".join(traceback.format_exception(exc))),
+        }
+
+    return make
 
 
 def _chunk_text(fn: Callable[..., Any], mode: int, items: list[Any]) -> str:
-    first = describe_call(fn, mode, items[0]) if items else function_name(fn) + "()"
-    return first if len(items) <= 1 else f"{first} and {len(items) - 1} more (one chunk)"
+    def make() -> str:
+        first = describe_call(fn, mode, items[0]) if items else function_name(fn) + "()"
+        return first if len(items) <= 1 else f"{first} and {len(items) - 1} more (one chunk)"
+
+    return _guarded(make)
 
 
-def _text(make: Callable[[], str]) -> str:
-    """``make()``, or a placeholder if the user's ``__str__``/``__repr__`` fails."""
+def _guarded(make: Callable[[], str]) -> str:
+    """``make()``, or a placeholder if user code in it fails (``BaseException`` included)."""
     try:
         return make().rstrip()
     except BaseException as exc:  # noqa: BLE001 - user code must not break the dashboard
-        return f"<could not format the error: {type(exc).__name__}>"
+        return f"<could not format: {type(exc).__name__}>"

@@ -32,7 +32,7 @@ import time
 from typing import Any
 
 from ._backend import Chunk, WorkerBackend, WorkerEvents, WorkerHandle
-from ._crash import crash_error, over_memory, timeout_error
+from ._crash import crash_error, is_cancel, over_memory, timeout_error
 from ._exceptions import (
     BrokenPoolError,
     TaskCancelled,
@@ -40,14 +40,13 @@ from ._exceptions import (
 )
 from ._execute import Outcome, function_name
 from ._jobs import Job, StreamJob
-from ._live import LiveLog
 from ._loop import EventLoop
 from ._options import PoolOptions
 from ._retry import Attempts
 from ._scheduler import Scheduler
 from ._slots import InFlight, Slot
 from ._startup import StartupWatch
-from ._stats import Recorder
+from ._stats import Recorder, open_live
 
 __all__ = ("Master", "State")
 
@@ -95,7 +94,7 @@ class Master(WorkerEvents):
         self._attempts = Attempts()
         self.recorder = Recorder(options.kind)
         #: what a dashboard reads beyond the statistics (only with ``dashboard=True``)
-        self.live = LiveLog(self.recorder.origin) if options.dashboard else None
+        self.live = open_live(options.dashboard, self.recorder.origin)
         try:
             self.backend = backend_class(options, self.loop)
         except BaseException:  # e.g. an unreachable cluster: the pool never existed
@@ -282,6 +281,9 @@ class Master(WorkerEvents):
             self._requeue(chunk.job, chunk.start, chunk.items)
         slot.inflight.clear()
         error = timeout_error(slot, running, self.backend.can_kill)
+        self.recorder.exited(worker_id, "killed")  # its thread's later exit is not reported
+        if self.live is not None:
+            self.live.failed(worker_id, running.seq, {0: error}, gone=True)
         self._settle(running.job, running.start, running.items, [None], {0: error})
 
     def cancel_running(self, job: Job) -> None:
@@ -323,7 +325,7 @@ class Master(WorkerEvents):
         self._record(slot, chunk, outcome, len(errors) if errors else 0, duration)
         if errors and slot.expired == chunk.seq:  # cancelled for its timeout (async kinds)
             timeout = timeout_error(slot, chunk, self.backend.can_kill)
-            errors = {i: timeout if _is_cancel(e) else e for i, e in errors.items()}
+            errors = {i: timeout if is_cancel(e) else e for i, e in errors.items()}
         if chunk.unsent:
             errors = {**(errors or {}), **chunk.unsent}
         if self.live is not None:
@@ -409,6 +411,8 @@ class Master(WorkerEvents):
             self._settle(chunk.job, chunk.start, chunk.items, [None] * len(chunk.items), errors)
             return
         # Nothing ran: retry each item alone, so only the culprit fails.
+        if self.live is not None:
+            self.live.failed(handle.worker_id, chunk.seq, {})
         for i, item in enumerate(chunk.items):
             self._requeue(chunk.job, chunk.start + i, [item])
 
@@ -587,9 +591,3 @@ class Master(WorkerEvents):
         self.state = State.STOPPED
         self.backend.close()
         self.loop.close()
-
-
-def _is_cancel(exc: BaseException) -> bool:
-    import asyncio
-
-    return isinstance(exc, asyncio.CancelledError)

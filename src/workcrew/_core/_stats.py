@@ -13,11 +13,21 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._public import public
 
-__all__ = ("PoolStatistics", "Recorder", "TaskSpan", "WorkerStatistics", "combine")
+if TYPE_CHECKING:
+    from ._live import LiveLog
+
+__all__ = (
+    "PoolStatistics",
+    "Recorder",
+    "TaskSpan",
+    "WorkerStatistics",
+    "combine",
+    "open_live",
+)
 
 #: Peak memory is sampled at most this often per process worker (psutil costs ~30 µs).
 MEMORY_EVERY = 0.5
@@ -265,6 +275,15 @@ class Recorder:
             restarts=self.restarts,
             crashes=self.crashes,
         )
+
+
+def open_live(dashboard: bool, origin: float) -> LiveLog | None:
+    """The master's :class:`LiveLog` for a pool with a dashboard, else None (and no import)."""
+    if not dashboard:
+        return None
+    from ._live import LiveLog
+
+    return LiveLog(origin)
 
 
 def combine(kind: str, parts: list[PoolStatistics]) -> PoolStatistics:

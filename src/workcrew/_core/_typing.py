@@ -40,6 +40,11 @@ __all__ = ("Any", "Generic", "NamedTuple", "Protocol", "TypeVar")
 
 #: Names a class statement puts in its namespace that are not the record's own.
 _NOT_COPIED = frozenset({"__annotations__", "__module__", "__qualname__", "__orig_bases__"})
+#: What a record may not define, as typing.NamedTuple refuses.
+_PROHIBITED = frozenset(
+    {"__new__", "__init__", "__slots__", "__getnewargs__", "_fields", "_field_defaults", "_make",
+     "_replace", "_asdict", "_source"}
+)  # fmt: skip
 
 
 class _RecordMeta(type):
@@ -48,6 +53,8 @@ class _RecordMeta(type):
     def __new__(mcls, name: str, bases: tuple[type, ...], namespace: dict[str, _Any]) -> _Any:
         if not bases:  # the NamedTuple base itself
             return super().__new__(mcls, name, bases, namespace)
+        for key in namespace.keys() & _PROHIBITED:
+            raise AttributeError(f"{name}: cannot overwrite NamedTuple attribute {key}")
         fields = list(namespace.get("__annotations__", {}))
         defaults = [namespace[field] for field in fields if field in namespace]
         if fields[len(fields) - len(defaults) :] != [f for f in fields if f in namespace]:
@@ -58,6 +65,7 @@ class _RecordMeta(type):
             if key not in _NOT_COPIED and key not in fields:
                 setattr(record, key, value)
         record.__qualname__ = namespace.get("__qualname__", name)
+        record.__annotations__ = dict(namespace.get("__annotations__", {}))
         return record
 
 

@@ -24,11 +24,13 @@ live views by worker kind, see ``_core/_live.py``), and for each map its tally
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
 import os
 import secrets
+import socket
 import threading
 import time
 from collections import deque
@@ -49,8 +51,9 @@ _log = logging.getLogger("workcrew")
 #: History samples kept per pool (one a second), maps kept per pool.
 HISTORY = 300
 MAPS = 20
-#: Seconds a request may stall before its thread gives up on it.
-REQUEST_TIMEOUT = 10.0
+#: Seconds a request may stall before its thread gives up on it; connections open at once.
+REQUEST_TIMEOUT = 5.0
+MAX_CONNECTIONS = 16
 HEADERS = {
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
@@ -69,9 +72,14 @@ class _Map:
         self, map_id: int, desc: str, tally: Any, total: int | None, finished: Callable[[], bool]
     ) -> None:
         self.id, self.desc, self.tally, self.total = map_id, desc, tally, total
-        self.finished = finished
+        self.finished = finished  # must not keep the map's results alive (a weak method)
         self.started = time.monotonic()
         self.finished_at: float | None = None
+
+    def finish(self) -> None:
+        """The map ended (its future's done callback, any thread)."""
+        if self.finished_at is None:
+            self.finished_at = time.monotonic()
 
     def state(self, now: float) -> dict[str, Any]:
         done, failed = self.tally.done, self.tally.failed
@@ -112,16 +120,24 @@ class BoardEntry:
         #: False for pools whose calls are parts of a larger job (a Pipeline's stages)
         self.show_calls = True
         self.history: deque[dict[str, float]] = deque(maxlen=HISTORY)
-        self.maps: deque[_Map] = deque(maxlen=MAPS)
+        self._maps: deque[_Map] = deque(maxlen=MAPS)  # under _lock: callers add, the board reads
         self._map_ids = 0
+        self._lock = threading.Lock()
         self.board: Board | None = None
 
     def add_map(
-        self, desc: str, tally: Any, total: int | None, finished: Callable[[], bool]
-    ) -> None:
-        """Show a map's progress: ``tally`` counts its outcomes (``done``, ``failed``)."""
-        self._map_ids += 1
-        self.maps.append(_Map(self._map_ids, desc, tally, total, finished))
+        self, desc: str, tally: Any, total: int | None, finished: Callable[[], bool] = bool
+    ) -> _Map:
+        """Show a map's progress: ``tally`` counts its outcomes (``done``, ``failed``).
+
+        ``finished()`` says whether it ended, unless the caller calls ``finish()`` on the
+        returned record; it must not keep the map's results alive.
+        """
+        with self._lock:
+            self._map_ids += 1
+            record = _Map(self._map_ids, desc, tally, total, finished)
+            self._maps.append(record)
+        return record
 
     def sample(self) -> None:
         stats = self._statistics()
@@ -144,14 +160,23 @@ class BoardEntry:
         running: dict[tuple[str, int], dict[str, Any]] = {}
         ready: set[tuple[str, int]] = set()
         spans, failures, slowest = [], [], []
+        # kind="auto": one engine per kind, each timing from its own start; the earliest is 0
+        origin = min((view["origin"] for _, view in views), default=0.0)
         for kind, view in views:
+            shift = view["origin"] - origin
             running.update({(kind, w): r for w, r in view["running"].items()})
             ready.update((kind, w) for w in view["ready"])
             for span in view["timeline"]["spans"]:
-                spans.append({**span, "worker": label(kind, span["worker"])})
-            failures += [{**f, "worker": label(kind, f["worker"])} for f in view["failures"]]
+                placed = {"start": span["start"] + shift, "end": span["end"] + shift}
+                spans.append({**span, "worker": label(kind, span["worker"]), **placed})
+            failures += [
+                {**f, "worker": label(kind, f["worker"]), "t": f["t"] + shift}
+                for f in view["failures"]
+            ]
             slowest += [{**s, "worker": label(kind, s["worker"])} for s in view["slowest"]]
-        window = views[0][1]["timeline"] if views else {"start": 0.0, "end": stats.uptime_seconds}
+        window = _window(views, origin, stats.uptime_seconds)
+        with self._lock:
+            maps = list(self._maps)
         workers = [self._worker(w, running, ready, label) for w in stats.workers]
         return {
             "id": self.id,
@@ -170,7 +195,7 @@ class BoardEntry:
                 "crashes": stats.crashes,
             },
             "workers": workers,
-            "maps": [m.state(now) for m in self.maps],
+            "maps": [m.state(now) for m in maps],
             "history": list(self.history),
             "timeline": {"start": window["start"], "end": window["end"], "spans": spans},
             "failures": sorted(failures, key=lambda f: f["t"]),
@@ -203,6 +228,16 @@ class BoardEntry:
             "failed": w.failed,
             "memory": w.peak_memory,
         }
+
+
+def _window(
+    views: list[tuple[str, dict[str, Any]]], origin: float, uptime: float
+) -> dict[str, float]:
+    """The timeline's window over every kind's views, in seconds since ``origin``."""
+    ends = [view["timeline"]["end"] + view["origin"] - origin for _, view in views]
+    end = max(ends, default=uptime)
+    widths = [view["timeline"]["end"] - view["timeline"]["start"] for _, view in views]
+    return {"start": max(0.0, end - max(widths, default=end)), "end": end}
 
 
 class Board:
@@ -258,8 +293,10 @@ class Board:
         return hmac.compare_digest(given.encode(), self.token.encode())
 
     def stop(self) -> None:
+        """Stop serving and end every open connection (any thread but the board's own)."""
         self._server.shutdown()  # returns once serve_forever has
-        self._server.server_close()  # joins the request threads
+        self._server.server_close()
+        self._server.close_connections()  # their threads end at once (a stalled client too)
         self._thread.join()
 
     def forget_in_child(self) -> None:
@@ -268,14 +305,40 @@ class Board:
 
 
 class _Server(ThreadingHTTPServer):
-    daemon_threads = False
-    block_on_close = True  # server_close joins the request threads: none outlives the board
+    """Request threads are daemons and never joined: a stalled client, or a task's
+    ``__repr__`` that never returns, must not hold up a pool's ``join()``.  ``stop``
+    shuts their connections instead; at most ``MAX_CONNECTIONS`` are open at once."""
+
+    daemon_threads = True
+    block_on_close = False
 
     def __init__(self, board: Board) -> None:
         self.board = board
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
         super().__init__(("127.0.0.1", 0), _Handler)
 
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        with self._open_lock:
+            if len(self._open) >= MAX_CONNECTIONS:
+                return False  # closed unanswered
+            self._open.add(request)
+        return True
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        with self._open_lock:
+            connections, self._open = list(self._open), set()
+        for connection in connections:
+            with contextlib.suppress(OSError):  # already closed by its thread
+                connection.shutdown(socket.SHUT_RDWR)
+
     def service_actions(self) -> None:
+        _in_board.active = True  # see detach
         try:
             self.board.sample()
         except Exception:  # noqa: BLE001 - a pool's statistics failing must not stop the page
@@ -286,7 +349,12 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     timeout = REQUEST_TIMEOUT
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Anything refused before the token is checked (a bad request, another method): 403."""
+        self._send(403, b"", "text/plain")
+
     def do_GET(self) -> None:
+        _in_board.active = True  # see detach
         board = self.server.board
         if not board.authorized(self.path):
             self._send(403, b"", "text/plain")
@@ -297,7 +365,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif route == "/api/state":
             try:
                 body = json.dumps(board.state(), default=str, allow_nan=False).encode()
-            except Exception:  # noqa: BLE001 - a pool's state failing must not kill the page
+            except BaseException:  # noqa: BLE001 - a pool's state failing must not kill the page
                 _log.debug("dashboard: the state failed", exc_info=True)
                 self._send(500, b"", "text/plain")
                 return
@@ -320,6 +388,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 _board: Board | None = None
 _board_lock = threading.Lock()
+#: ``active`` is set in the board's own threads (the server's and the requests')
+_in_board = threading.local()
 
 
 def attach(
@@ -354,7 +424,12 @@ def detach(entry: BoardEntry) -> None:
         if not board.remove(entry) or _board is not board:
             return
         _board = None
-    board.stop()
+    if getattr(_in_board, "active", False):
+        # A pool collected by the garbage collector in one of the board's own
+        # threads: stop() waits for those threads, so it runs in another.
+        threading.Thread(target=board.stop, name="workcrew-dashboard-stop", daemon=True).start()
+    else:
+        board.stop()
 
 
 def _after_fork_in_child() -> None:

@@ -36,6 +36,7 @@ from ._shared import (
     close_board,
     documented_options,
     open_board,
+    show_map,
     tally_for,
     timeline_of,
 )
@@ -196,8 +197,7 @@ class Executor(concurrent.futures.Executor):
             return results
         sizes = [len(it) for it in iterables if isinstance(it, Sized)]
         total = min(sizes) if len(sizes) == len(iterables) else None
-        if self._board is not None and self._board.show_calls:
-            self._board.add_map(function_name(fn), tally, total, job.done)
+        show_map(self._board, function_name(fn), tally, total, job)
         display = open_display(progress, tally, total, function_name(fn))
         return results if display is None else _shown(results, display)
 

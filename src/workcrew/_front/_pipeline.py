@@ -54,7 +54,7 @@ from .._core._public import public
 from .._display._progress import Display, open_display
 from ._channels import Channel, Window
 from ._pool import Pool
-from ._shared import tally_for
+from ._shared import board_of, tally_for
 from ._stages import Stage, StageStatistics, check_count
 
 __all__ = ("Pipeline", "PipelineRun", "Stage", "StageStatistics")
@@ -140,8 +140,7 @@ class Pipeline:
         """
         tally = tally_for(progress)
         total = len(source) if isinstance(source, Sized) else None
-        shown = (self._dashboard, total)
-        run = _Run(self._stages, iter(source), self._ordered, self._buffer, shown)
+        run = _Run(self._stages, iter(source), self._ordered, self._buffer, self._dashboard, total)
         self._last = run
         if tally is None:
             return PipelineRun(run)
@@ -319,9 +318,10 @@ class _Run:
         source: Iterator[Any],
         ordered: bool,
         buffer: int,
-        shown: tuple[bool, int | None] = (False, None),
+        dashboard: bool = False,
+        total: int | None = None,
     ) -> None:
-        """``shown``: on the dashboard or not, and the source's length if known."""
+        """``total``: the source's length if known (the dashboard's stage bars)."""
         self._lock = threading.Lock()
         self._stopped = False
         self._error: BaseException | None = None
@@ -333,14 +333,14 @@ class _Run:
         self._stages: list[_StageRun] = []
         try:
             for i, stage in enumerate(stages):
-                pool = _open_pool(stage, shown[0])
+                pool = _open_pool(stage, dashboard)
                 self._stages.append(_StageRun(i, len(stages), stage, pool, channels[i : i + 2]))
         except BaseException:
             for st in self._stages:
                 st.pool.terminate()
             raise
-        if shown[0]:
-            self._show_stages(shown[1])  # before any batch is submitted
+        if dashboard:
+            self._show_stages(total)  # before any batch is submitted
         self._threads: list[threading.Thread] = []
         self._start_threads(source)
 
@@ -355,7 +355,7 @@ class _Run:
         """
         count = len(self._stages)
         for i, st in enumerate(self._stages):
-            entry = st.pool._board  # same package: the pool's dashboard entry
+            entry = board_of(st.pool)
             if entry is not None:
                 entry.name = f"Pipeline stage {i + 1} of {count}: {st.stage.name}"
                 entry.show_calls = False

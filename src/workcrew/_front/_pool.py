@@ -37,6 +37,7 @@ from ._shared import (
     close_board,
     documented_options,
     open_board,
+    show_map,
     tally_for,
     timeline_of,
 )
@@ -393,8 +394,7 @@ class Pool:
         future = self._engine.submit_list(
             func, mode, items, _chunksize(chunksize), policy, tally=tally
         )
-        if self._board is not None and tally is not None and self._board.show_calls:
-            self._board.add_map(function_name(func), tally, len(items), future.done)
+        show_map(self._board, function_name(func), tally, len(items), future)
         if tally is not None:
             display = open_display(progress, tally, len(items), function_name(func))
             if display is not None:
@@ -420,8 +420,7 @@ class Pool:
         )
         if tally is not None:
             total = len(iterable) if isinstance(iterable, Sized) else None
-            if self._board is not None and self._board.show_calls:
-                self._board.add_map(function_name(func), tally, total, job.done)
+            show_map(self._board, function_name(func), tally, total, job)
             display = open_display(progress, tally, total, function_name(func))
             if display is not None:
                 return _ShownIMapIterator(job, display)

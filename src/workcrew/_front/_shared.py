@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
+from concurrent.futures import Future
 
 from .._core._engine_api import PoolEngine
 from .._core._jobs import Tally
@@ -11,7 +13,7 @@ from .._display._progress import check_progress
 
 TYPE_CHECKING = False  # typing's names for checkers; stand-ins at run time (see _core._typing)
 if TYPE_CHECKING:  # the timeline page's code loads when a timeline is asked for
-    from typing import Literal, TypeVar
+    from typing import Any, Literal, TypeVar
 
     from .._display._dashboard import BoardEntry
     from .._display._timeline import Timeline
@@ -19,10 +21,12 @@ else:
     from .._core._typing import TypeVar
 
 __all__ = (
+    "board_of",
     "board_url",
     "close_board",
     "documented_options",
     "open_board",
+    "show_map",
     "tally_for",
     "timeline_of",
 )
@@ -53,12 +57,48 @@ def tally_for(progress: bool | str, board: BoardEntry | None = None) -> Tally | 
 
 
 def open_board(options: PoolOptions, front: str, engine: PoolEngine) -> BoardEntry | None:
-    """Show the pool on this process's dashboard (``dashboard=True``; else None, no import)."""
+    """Show the pool on this process's dashboard (``dashboard=True``; else None, no import).
+
+    If the dashboard cannot start, the engine is terminated before the error propagates.
+    """
     if not options.dashboard:
         return None
-    from .._display._dashboard import attach  # loaded only by pools that ask for it
+    try:
+        from .._display._dashboard import attach  # loaded only by pools that ask for it
 
-    return attach(front, options.kind, engine.statistics, engine.live, lambda: engine.accepting)
+        return attach(front, options.kind, engine.statistics, engine.live, lambda: engine.accepting)
+    except BaseException:
+        engine.terminate()
+        raise
+
+
+def show_map(
+    entry: BoardEntry | None, desc: str, tally: Tally | None, total: int | None, job: object
+) -> None:
+    """Show a map on the dashboard (if the pool has one and shows its calls).
+
+    ``job`` is its ``Future`` (finished by a done callback) or its stream (asked, through
+    a weak reference: the board must not keep results alive).
+    """
+    if entry is None or tally is None or not entry.show_calls:
+        return
+    if isinstance(job, Future):
+        record = entry.add_map(desc, tally, total)
+        job.add_done_callback(lambda _: record.finish())
+        return
+    done = weakref.WeakMethod(job.done)  # type: ignore[attr-defined]  # a RunSource
+
+    def finished() -> bool:
+        method = done()
+        return method is None or bool(method())
+
+    entry.add_map(desc, tally, total, finished)
+
+
+def board_of(front: Any) -> BoardEntry | None:
+    """A Pool's (or Executor's) dashboard entry, for the front ends built on them (Pipeline)."""
+    entry: BoardEntry | None = front._board
+    return entry
 
 
 def close_board(entry: BoardEntry | None) -> None:
