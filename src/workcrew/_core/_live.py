@@ -76,7 +76,14 @@ class _Running:
     def __init__(self, seq: int, fn: Callable[..., Any], mode: int, items: list[Any]) -> None:
         self.seq, self.fn, self.mode, self.items = seq, fn, mode, items
         self.sent = time.perf_counter()
-        self.call = _Text(lambda: _chunk_text(fn, mode, items))
+        self.call: _Text | None = None  # made by the first reader, not per chunk sent
+
+    def text(self) -> _Text:
+        """Its call's text holder (a reader, under the log's lock)."""
+        if self.call is None:
+            fn, mode, items = self.fn, self.mode, self.items
+            self.call = _Text(lambda: _chunk_text(fn, mode, items))
+        return self.call
 
 
 class LiveLog:
@@ -199,7 +206,9 @@ class LiveLog:
         now = time.perf_counter()
         with self._lock:
             running = {
-                w: (q[0], self._free_since.get(w, 0.0)) for w, q in self._running.items() if q
+                w: (q[0].sent, q[0].text(), self._free_since.get(w, 0.0))
+                for w, q in self._running.items()
+                if q
             }
             ready = set(self._ready)
             spans = list(self._spans)
@@ -211,8 +220,8 @@ class LiveLog:
         return {
             "origin": origin,
             "running": {
-                w: {"task": c.call.text(), "for": now - max(c.sent, free)}
-                for w, (c, free) in running.items()
+                w: {"task": call.text(), "for": now - max(sent, free)}
+                for w, (sent, call, free) in running.items()
             },
             "ready": ready,
             "timeline": {

@@ -16,10 +16,11 @@ shows of tasks is their ``repr``, shortened (the same text as error
 messages), never the objects.  Its content-security policy forbids loading
 anything from elsewhere (the page's script and style are inline).
 
-What the board reads of a pool (duck typing: this layer imports nothing of the
-engine): ``statistics()`` (a ``PoolStatistics``) and ``live()`` (the engine's
-live views by worker kind, see ``_core/_live.py``), and for each map its tally
-(``done``, ``failed``), its length, and whether it has finished.
+What the board reads of a pool, its *source* (the pool's engine, by duck typing:
+this layer imports nothing of the engine): ``statistics()`` (a
+``PoolStatistics``), ``live()`` (the live views by worker kind, see
+``_core/_live.py``) and ``accepting``; and for each map its tally (``done``,
+``failed``), its length, and whether it has finished.
 """
 
 from __future__ import annotations
@@ -106,17 +107,9 @@ class _Map:
 class BoardEntry:
     """One pool on the board: what it reads of the pool, and what it keeps of its past."""
 
-    def __init__(
-        self,
-        entry_id: int,
-        name: str,
-        kind: str,
-        statistics: Callable[[], Any],
-        live: Callable[[], list[tuple[str, dict[str, Any]]]],
-        accepting: Callable[[], bool],
-    ) -> None:
+    def __init__(self, entry_id: int, name: str, kind: str, source: Any) -> None:
         self.id, self.name, self.kind = entry_id, name, kind
-        self._statistics, self._live, self._accepting = statistics, live, accepting
+        self._source = source  # the pool's engine (see the module doc)
         #: False for pools whose calls are parts of a larger job (a Pipeline's stages)
         self.show_calls = True
         self.history: deque[dict[str, float]] = deque(maxlen=HISTORY)
@@ -140,7 +133,7 @@ class BoardEntry:
         return record
 
     def sample(self) -> None:
-        stats = self._statistics()
+        stats = self._source.statistics()
         self.history.append(
             {
                 "t": stats.uptime_seconds,
@@ -151,7 +144,7 @@ class BoardEntry:
         )
 
     def state(self, now: float) -> dict[str, Any]:
-        stats, views = self._statistics(), self._live()
+        stats, views = self._source.statistics(), self._source.live()
         labelled = self.kind == "auto"  # several kinds: worker ids repeat, so name them
 
         def label(kind: str, worker_id: int) -> int | str:
@@ -182,7 +175,7 @@ class BoardEntry:
             "id": self.id,
             "name": self.name,
             "kind": self.kind,
-            "state": "running" if self._accepting() else "closing",
+            "state": "running" if self._source.accepting else "closing",
             "uptime": stats.uptime_seconds,
             "totals": {
                 "done": stats.tasks_done,
@@ -259,10 +252,12 @@ class Board:
         )
         self._thread.start()
 
-    def add(self, make: Callable[[int], BoardEntry]) -> BoardEntry:
+    def add(self, name: str, kind: str, source: Any) -> BoardEntry:
+        """Show a pool, named ``name`` and its number on this board."""
         with self._lock:
             self._ids += 1
-            entry = self._entries[self._ids] = make(self._ids)
+            entry = BoardEntry(self._ids, f"{name} {self._ids}", kind, source)
+            self._entries[self._ids] = entry
             entry.board = self
         return entry
 
@@ -392,21 +387,16 @@ _board_lock = threading.Lock()
 _in_board = threading.local()
 
 
-def attach(
-    name: str,
-    kind: str,
-    statistics: Callable[[], Any],
-    live: Callable[[], list[tuple[str, dict[str, Any]]]],
-    accepting: Callable[[], bool],
-) -> BoardEntry:
-    """Show a pool on this process's board, starting the board (and logging its address)."""
+def attach(name: str, kind: str, source: Any) -> BoardEntry:
+    """Show a pool (``source``: its engine) on this process's board, starting the board
+    (and logging its address)."""
     global _board
     with _board_lock:  # held while adding: detach must not stop the board in between
         started = _board is None
         if _board is None:
             _board = Board()
         board = _board
-        entry = board.add(lambda i: BoardEntry(i, f"{name} {i}", kind, statistics, live, accepting))
+        entry = board.add(name, kind, source)
     if started:
         _log.warning("dashboard: %s", board.url)
     entry.sample()

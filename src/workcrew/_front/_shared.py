@@ -50,8 +50,8 @@ def tally_for(progress: bool | str, board: BoardEntry | None = None) -> Tally | 
 
     Every front end's ``progress=`` goes through it (Pool, Executor, Pipeline).
     """
-    if progress is False:
-        return None if board is None else Tally()
+    if progress is False:  # a dashboard shows the maps of pools that show their calls
+        return Tally() if board is not None and board.show_calls else None
     check_progress(progress)
     return Tally()
 
@@ -66,7 +66,7 @@ def open_board(options: PoolOptions, front: str, engine: PoolEngine) -> BoardEnt
     try:
         from .._display._dashboard import attach  # loaded only by pools that ask for it
 
-        return attach(front, options.kind, engine.statistics, engine.live, lambda: engine.accepting)
+        return attach(front, options.kind, engine)
     except BaseException:
         engine.terminate()
         raise
