@@ -116,8 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(str(exc))  # exit status 2 with the message
     if args.command == "demo":
         try:
-            pause = (lambda: input(TEXT[args.lang]["pool_pause"])) if args.dashboard else None
-            run_demo(args.lang, args.lessons, args.start_method, pause=pause or (lambda: None))
+            prompt = TEXT[args.lang]["pool_pause"]
+            pause = (lambda: input(prompt)) if args.dashboard else (lambda: None)
+            run_demo(args.lang, args.lessons, args.start_method, pause=pause)
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130
