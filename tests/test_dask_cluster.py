@@ -223,6 +223,7 @@ def test_tls_refuses_a_client_without_the_certificates(
 # -- tests that kill part of their own cluster -------------------------------------------
 
 
+@pytest.mark.timeout(150)  # a cluster's start, then two waits of TIMEOUT that report why
 def test_a_worker_host_lost_mid_map_loses_nothing(
     own_hosts: nc.NetnsCluster, tmp_path: Path
 ) -> None:

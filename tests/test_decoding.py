@@ -35,6 +35,9 @@ class FakeLoop(Loop):
     def call_soon_threadsafe(self, callback: Callable[[], None]) -> None:
         self.inbox.put(callback)
 
+    def call_later(self, delay: float, callback: Callable[[], None]) -> None:
+        raise NotImplementedError
+
     def run_one(self) -> None:
         """Run the next callback posted from a decoder thread (waits for it)."""
         self.inbox.get(timeout=TIMEOUT)()

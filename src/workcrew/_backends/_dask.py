@@ -73,6 +73,9 @@ SCATTER_KEEP = 64
 IN_FLIGHT_PER_THREAD = 4
 #: Seconds between two looks at the cluster's workers (joined, left).
 WATCH_INTERVAL = 1.0
+#: Seconds between two looks at a chunk whose result was lost with its Dask worker
+#: after it had finished (Dask computes it again without calling back: rare).
+LOST_POLL = 0.1
 #: Seconds closing our client may take (its scheduler may be gone).
 CLOSE_TIMEOUT = 5.0
 #: The cluster's cost per chunk (scheduling, messages, the worker's own
@@ -284,6 +287,17 @@ class DaskBackend(WorkerBackend):
             self._own_cluster.close()
 
 
+class _Submitted:
+    """A chunk's Dask future, and whether it has called back (it does so once)."""
+
+    __slots__ = ("future", "rang", "seq")
+
+    def __init__(self, seq: int, future: Any) -> None:
+        self.seq = seq
+        self.future = future
+        self.rang = False
+
+
 class DaskHandle(WorkerHandle):
     """One slot: the chunks it submitted, answered to the master in the order sent."""
 
@@ -292,7 +306,8 @@ class DaskHandle(WorkerHandle):
         self._backend = backend
         self._events = events
         self._loop = backend.loop
-        self._pending: deque[tuple[int, Any]] = deque()  # (seq, Dask future), in send order
+        self._pending: deque[_Submitted] = deque()  # in send order
+        self._polling = False  # a look at a lost head is due (see _deliver)
         self._stopping = False
         self._exited = False
 
@@ -312,18 +327,38 @@ class DaskHandle(WorkerHandle):
             pure=False,
             key=f"workcrew-{function_name(chunk.fn)}-{uuid.uuid4().hex}",
         )
-        self._pending.append((seq, future))
+        submitted = _Submitted(seq, future)
+        self._pending.append(submitted)
         self._backend.in_flight += 1
-        future.add_done_callback(lambda _: self._loop.call_soon_threadsafe(self._deliver))
+        future.add_done_callback(
+            lambda _: self._loop.call_soon_threadsafe(lambda: self._rang(submitted))
+        )
         return Sent({})
 
+    def _rang(self, submitted: _Submitted) -> None:
+        submitted.rang = True
+        self._deliver()
+
     def _deliver(self) -> None:
-        """Master thread: answer finished chunks, oldest first (a later one waits)."""
-        while self._pending and self._pending[0][1].done():
-            seq, future = self._pending.popleft()
-            self._answer(seq, future)
+        """Master thread: answer finished chunks, oldest first (a later one waits).
+
+        A future calls back once, when it first finishes.  If the Dask worker
+        holding its result dies before we take it, Dask computes it again but
+        never calls back again: a head that rang and is no longer done is
+        looked at every ``LOST_POLL`` seconds until it is done again (or fails).
+        """
+        while self._pending and self._pending[0].future.done():
+            submitted = self._pending.popleft()
+            self._answer(submitted.seq, submitted.future)
+        if self._pending and self._pending[0].rang and not self._polling:
+            self._polling = True
+            self._loop.call_later(LOST_POLL, self._look_again)
         if self._stopping and not self._pending:
             self._exit()
+
+    def _look_again(self) -> None:
+        self._polling = False
+        self._deliver()
 
     def _answer(self, seq: int, future: Any) -> None:
         backend = self._backend
@@ -353,8 +388,8 @@ class DaskHandle(WorkerHandle):
     def kill(self) -> None:
         # A running Dask task cannot be stopped: cancel what has not started,
         # leave the rest to finish on the cluster, and let the slot go.
-        for _, future in self._pending:
-            future.cancel()
+        for submitted in self._pending:
+            submitted.future.cancel()
         self._backend.in_flight -= len(self._pending)
         self._pending.clear()
         self.request_stop()

@@ -74,6 +74,10 @@ class Loop(ABC):
     def call_soon_threadsafe(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` on the master thread soon; callable from any thread."""
 
+    @abstractmethod
+    def call_later(self, delay: float, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on the master thread after ``delay`` seconds (master thread only)."""
+
 
 class WorkerEvents(ABC):
     """Callbacks through which a backend reports to the master (master thread only)."""

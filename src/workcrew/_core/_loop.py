@@ -2,8 +2,12 @@
 
 One thread runs it (:meth:`EventLoop.run_once` in a loop).  It waits once, on
 a selector over its wake pipe and every descriptor a backend watches, then
-runs the ready callbacks, the posted callables, and the timers that are due,
-in that order: results that already arrived win over timeouts due now.
+runs the posted callables, the ready callbacks, the callables posted
+meanwhile, and the timers that are due, in that order.  Posts first: a call
+posted before an event could happen is handled before it (a caller's
+``shutdown(cancel_futures=True)`` is posted before the running task it lets
+end can report, so the report cannot hand the next task out first); results
+that already arrived win over timeouts due now.
 
 Only :meth:`EventLoop.call_soon_threadsafe` may be called from other
 threads.  A post writes the wake pipe at most once per batch: the flag
@@ -109,7 +113,9 @@ class EventLoop(Loop):
         timeout = None
         if self._timers:
             timeout = max(0.0, self._timers[0][0] - time.monotonic())
-        for key, mask in self._selector.select(timeout):
+        events = self._selector.select(timeout)
+        self.drain_inbox()  # posted before these events were seen (module docstring)
+        for key, mask in events:
             reader, writer = key.data
             if mask & selectors.EVENT_READ and reader is not None:
                 reader()
