@@ -420,20 +420,25 @@ class FakePool:
         outcome: Callable[[Any], Any] = lambda item: item,
         crash: Callable[[Any], bool] = lambda item: False,
         steps: int = 10_000,
+        per_item: float | None = None,
+        hold: Callable[[Any], bool] = lambda item: False,
     ) -> None:
         """Answer what the workers hold, oldest first, until none holds anything.
 
         Each worker is made ready first.  ``outcome(item)`` is the item's value,
         or an exception instance to fail it with; a chunk holding an item for
         which ``crash(item)`` is true kills its worker (exit code CRASH) when it
-        comes to the head.
+        comes to the head.  Each chunk reports ``per_item`` seconds per item (if
+        given; else 0.1 ms a chunk).
+        A chunk holding an item for which ``hold(item)`` is true is never
+        answered (a task still running): its worker's later chunks wait with it.
         """
         for _ in range(steps):
             live = [w for w in list(self.backend.workers) if not w.gone]
             waiting = [w for w in live if not w.ready]
             if waiting:
                 self.ready(*waiting)  # timed chunks go to ready workers only
-            busy = [w for w in live if w.held]
+            busy = [w for w in live if w.held and not any(map(hold, w.held[0].items))]
             if not busy:
                 return
             head = busy[0].held[0]
@@ -444,7 +449,8 @@ class FakePool:
             results = [outcome(item) for item in head.items]
             failures = {i: r for i, r in enumerate(results) if isinstance(r, BaseException)}
             values = [None if i in failures else r for i, r in enumerate(results)]
-            self.answer(head, values, failures or None)
+            duration = 1e-4 if per_item is None else per_item * len(head.items)
+            self.answer(head, values, failures or None, duration)
         raise AssertionError(f"still serving after {steps} answers")
 
     # -- shutdown ----------------------------------------------------------------------

@@ -333,7 +333,9 @@ def test_a_lazy_map_reads_no_more_than_its_window_ahead(fake: Make) -> None:
     assert window == StreamJob.MIN_WINDOW
     pool.feed(job)
     assert source.read == window
-    pool.serve()  # every item read has its result, none consumed yet
+    # every item read has its result, none consumed yet; at 2 tasks a second,
+    # a second of work is less than the 64 items of MIN_WINDOW
+    pool.serve(per_item=1.0)
     pool.feed(job)
     assert source.read == window  # results not consumed: no more input
     for _ in range(10):
@@ -341,6 +343,32 @@ def test_a_lazy_map_reads_no_more_than_its_window_ahead(fake: Make) -> None:
     pool.feed(job)
     assert source.read == 10 + window  # consumed 10: read 10 more, no more
     assert source.threads == {threading.current_thread().name}  # only the reader reads
+
+
+def test_a_lazy_map_reads_a_second_of_work_ahead_while_its_head_runs_long(fake: Make) -> None:
+    # 10 ms tasks on 2 workers: 200 a second.  Item 0 runs long, so the reader
+    # waits for it; the other worker must go on past the 64 items of the
+    # chunk term, up to a second of work (then memory is the limit).
+    pool = fake(workers=2)
+    source = Source(10_000)
+    job = pool.stream(source, chunksize=1)
+    pool.feed(job)
+    pool.serve(per_item=0.010, hold=lambda item: item == 0)
+    assert source.read == StreamJob.MIN_WINDOW  # nothing measured before these answers
+    for _ in range(5):  # the reader wakes on each answer and reads on
+        pool.feed(job)
+        pool.serve(per_item=0.010, hold=lambda item: item == 0)
+    assert source.read == 200  # one second of the pool's work: 2 workers / 10 ms
+
+
+def test_the_second_of_work_read_ahead_is_capped(fake: Make) -> None:
+    pool = fake(workers=2)
+    source = Source(100_000)
+    job = pool.stream(source, chunksize=1)
+    for _ in range(5):
+        pool.feed(job)
+        pool.serve(per_item=1e-5, hold=lambda item: item == 0)  # 200,000 a second
+    assert source.read == StreamJob.MAX_RATE_WINDOW
 
 
 # -- shutdown and state (invariant 8) --------------------------------------------------------

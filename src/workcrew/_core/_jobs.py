@@ -101,6 +101,9 @@ class Job:
     remaining: int | None = None
     #: last chunk size the scheduler chose (a StreamJob sizes its window from it)
     chunk_hint: int = 1
+    #: items a second the pool runs of this job, as the scheduler last estimated
+    #: (0.0 until it has measured the function; a StreamJob sizes its window from it)
+    rate_hint: float = 0.0
     #: timeout and retries of this job's tasks
     policy: TaskPolicy = TaskPolicy()
     #: counts outcomes as they are delivered, when someone shows progress
@@ -305,6 +308,13 @@ class StreamJob(Job):
     """
 
     MIN_WINDOW = 64
+    #: Seconds of the pool's work the window covers once the function is
+    #: measured: a task at the head that runs long (a heavy tail) stalls the
+    #: other workers only after they have run this much work past it.
+    WINDOW_SECONDS = 1.0
+    #: Most items the WINDOW_SECONDS term asks for (tiny tasks: chunks then
+    #: size the window).
+    MAX_RATE_WINDOW = 4096
 
     def __init__(
         self,
@@ -337,10 +347,18 @@ class StreamJob(Job):
 
     @property
     def window(self) -> int:
-        """Items read ahead of the reader: enough to keep every worker fed four chunks deep."""
+        """Items read ahead of the reader: every worker fed four chunks deep, or a second's work.
+
+        Four chunks per worker keep the workers busy while the reader keeps up.
+        A second of the pool's work (capped, see MAX_RATE_WINDOW) lets them go on
+        while an ordered reader waits for one long task: with 10 ms tasks on 2
+        workers, a task of 0.7 s at the head left the other worker idle for a
+        quarter of the map with the 64 items of the chunk term alone.
+        """
         # A fixed chunksize is known before the scheduler first sizes a chunk.
         chunk = self.chunksize or self.chunk_hint
-        return max(self.MIN_WINDOW, 4 * self._workers * chunk)
+        timely = int(min(self.MAX_RATE_WINDOW, self.rate_hint * self.WINDOW_SECONDS))
+        return max(self.MIN_WINDOW, 4 * self._workers * chunk, timely)
 
     def feed(self) -> None:
         """Pull input up to the window (caller's thread)."""

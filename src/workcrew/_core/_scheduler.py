@@ -230,11 +230,13 @@ class Scheduler:
 
     def chunk_size(self, job: Job) -> int:
         """Items for the next chunk of ``job`` (its fixed chunksize, else adaptive)."""
+        per_item = self.per_item(job.key)
+        if per_item is not None:
+            job.rate_hint = self.parallel / per_item if per_item > 0 else math.inf
         if job.policy.timeout is not None:
             return 1  # a timeout is per task: each runs alone, its start time known
         if job.chunksize is not None:
             return job.chunksize
-        per_item = self.per_item(job.key)
         last = self._last_size.get(id(job), 0)
         if per_item is None:
             size = 1
