@@ -16,6 +16,7 @@ import helpers
 import workcrew
 from helpers import TIMEOUT
 from workcrew import Pool
+from workcrew._core._jobs import StreamJob
 
 
 def test_map_and_friends_return_results_in_order(pool_kw: dict[str, Any]) -> None:
@@ -214,7 +215,8 @@ def test_imap_reads_input_lazily_with_bounded_window(pool_kw: dict[str, Any]) ->
         got = [next(it) for _ in range(1000)]
         assert got == [i * i for i in range(1000)]
         it.close()
-    window = max(64, 4 * 2 * 10)
+    # four chunks per worker, or a second of the pool's work (capped): trivial tasks
+    window = max(StreamJob.MIN_WINDOW, 4 * 2 * 10, StreamJob.MAX_RATE_WINDOW)
     assert next(pulled) <= 1000 + window + 1
 
 

@@ -247,6 +247,12 @@ class ListJob(Job):
         self.fn, self.mode, self.key, self.chunksize = fn, mode, key, chunksize
         self.future: Future[list[Any]] = Future()
         self.future.set_running_or_notify_cancel()
+        # Whether the future is settled, read per chunk without its lock: set by
+        # its first done-callback, whichever thread settles it (the master, or
+        # the caller's on KeyboardInterrupt).  The cell, not the job, is what
+        # the callback holds: no cycle keeps the job's items alive.
+        self._settled = settled = [False]
+        self.future.add_done_callback(lambda _: settled.__setitem__(0, True))
         self._items = items
         self._results: list[Any] = [None] * len(items)
         self._next = 0
@@ -257,7 +263,7 @@ class ListJob(Job):
 
     def take(self, n: int) -> tuple[int, list[Any]] | None:
         start = self._next
-        if self.future.done() or start >= len(self._items):
+        if self._settled[0] or start >= len(self._items):
             return None
         chunk = self._items[start : start + n]
         self._next = start + len(chunk)
@@ -265,14 +271,14 @@ class ListJob(Job):
         return start, chunk
 
     def exhausted(self) -> bool:
-        return self.future.done() or self._next >= len(self._items)
+        return self._settled[0] or self._next >= len(self._items)
 
     def deliver(
         self, start: int, values: list[Any], errors: dict[int, BaseException] | None
     ) -> None:
         if self.tally is not None:
             self.tally.add(len(values), len(errors) if errors else 0)
-        if self.future.done():
+        if self._settled[0]:
             return
         if errors:
             first = min(errors)
@@ -290,7 +296,7 @@ class ListJob(Job):
         resolve(self.future, None, exc)
 
     def done(self) -> bool:
-        return self.future.done()
+        return self._settled[0]
 
 
 class StreamJob(Job):
