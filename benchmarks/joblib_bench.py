@@ -8,6 +8,7 @@ workers), best of the repeats; results are checked equal across backends.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable
 from typing import Any
@@ -58,6 +59,12 @@ def _interleaved(run: Callable[[], Any], repeats: int) -> dict[str, tuple[float,
     for _ in range(repeats):
         for backend, _ in BACKENDS:
             with parallel_config(backend=backend, n_jobs=N_JOBS):
+                # Each call starts from the same collector state: joblib's
+                # 100,000 delayed() calls set off two or three full garbage
+                # collections of a heap holding scikit-learn (~35 ms each), and
+                # whether a third fell inside a call depended on the garbage
+                # the backend before it had left (a 10% swing either way).
+                gc.collect()
                 start = time.perf_counter()
                 result = run()
                 seconds = time.perf_counter() - start
@@ -91,7 +98,8 @@ def bench_joblib(repeats: int, quick: bool) -> tuple[str, list[str], list[Result
         f"search: scikit-learn `GridSearchCV(SVC(), 12 candidates, cv=4)` on 1,500 x 20 "
         f"samples ({fits} fits of tens of milliseconds), fits per second. Tiny calls: "
         f"`Parallel()(delayed(square)(i) for i in range({TINY_CALLS:,}))`, calls per second. "
-        f"Warm backends (a first call starts the workers), taking turns, best of "
-        f"{4 * repeats} each; results checked equal across backends.",
+        f"Warm backends (a first call starts the workers), taking turns, a full garbage "
+        f"collection before each (untimed: the garbage of the backend before must not fall "
+        f"on the next), best of {4 * repeats} each; results checked equal across backends.",
     ]
     return "joblib backends: scikit-learn grid search and tiny calls", ["per second"], rows, notes

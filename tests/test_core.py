@@ -173,6 +173,25 @@ def test_no_chunk_goes_to_a_worker_whose_exit_is_seen_but_not_reported(fake: Mak
     assert job.future.result(0) == call_items(1)[0]
 
 
+def test_a_freed_worker_gets_its_next_chunk_before_the_results_callbacks_run(
+    fake: Make,
+) -> None:
+    # A done-callback runs on the master thread (joblib builds its next batch
+    # in one): the worker that just finished must not idle while it runs.
+    pool = fake(workers=1)
+    worker = warm_up(pool)
+    first, second = pool.call(1), pool.call(2)
+    seen_in_callback: list[list[Any]] = []
+    first.future.add_done_callback(
+        lambda _: seen_in_callback.append([c.items for c in pool.chunks()])
+    )
+    pool.answer(pool.chunk())  # the first call's result: its callback runs now
+    assert seen_in_callback == [[call_items(2)]]  # the second call was already sent
+    assert worker.held and worker.held[0].items == call_items(2)
+    pool.serve()
+    assert second.future.result(0) == call_items(2)[0]
+
+
 # -- a chunk that fails as a whole (invariant 5) -----------------------------------------
 
 
