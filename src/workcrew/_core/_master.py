@@ -330,32 +330,21 @@ class Master(WorkerEvents):
             errors = {**(errors or {}), **chunk.unsent}
         if self.live is not None:
             self.live.answered(handle.worker_id, seq, duration, outcome.spans, errors)
-        # Counted before delivery: from then on the reader owns (and empties) the list.
-        count = len(values)
+        count = len(values)  # before delivery: the reader then owns (and empties) the list
         self._scheduler.record(chunk.job.key, count, duration)
         if slot.quota is not None:
             slot.quota -= count
             if slot.quota <= 0 and not slot.inflight:
                 self._retire(slot)
         self._check_memory(slot, chunk)
-        if not errors:
+        if not errors:  # before the callbacks (docs/design.md); a failure may end the job
             self._refill(slot)
         self._settle(chunk.job, chunk.start, chunk.items, values, errors)
 
     def _refill(self, slot: Slot) -> None:
-        """Hand a worker that just went idle its next chunk, before its results are delivered.
-
-        Delivering runs the caller's callbacks on this thread (done-callbacks,
-        ``callback=``; joblib builds its next batch in one, for milliseconds):
-        the worker must not wait for them.  (After a failure the delivery may
-        end its job first: that worker waits for the loop's dispatch.)
-        """
-        if (
-            not slot.inflight
-            and not slot.retiring
-            and self.state in (State.RUNNING, State.CLOSING)
-            and not self._scheduler.idle()
-        ):
+        """Feed a worker that went idle before delivering its outcome, which runs callbacks."""
+        running = self.state in (State.RUNNING, State.CLOSING)
+        if running and not (slot.inflight or slot.retiring or self._scheduler.idle()):
             self._send_next(slot, prefetch=False)
 
     def _record(
