@@ -117,7 +117,7 @@ class FakeWorker(WorkerHandle):
         if len(failed) < len(chunk.items):  # nothing sent if no item could be
             self.held.append(record)
         self.backend.record(record)
-        return Sent(failed)
+        return Sent(failed, self.backend.item_bytes * (len(chunk.items) - len(failed)))
 
     def request_stop(self) -> None:
         self.stop_requested = True
@@ -148,6 +148,8 @@ class FakeBackend(WorkerBackend):
         self.sent: queue.Queue[SentChunk] = queue.Queue()
         #: set by a test: an item's error if its arguments "cannot be sent", else None
         self.unsendable: Callable[[Any], BaseException | None] | None = None
+        #: pickled bytes each item sent "takes" (0: not pickled, as thread workers)
+        self.item_bytes = 0
         self.closed = False
         self._lock = threading.Lock()
         self._pending: set[_Call] = set()  # posted, not finished (test thread waits on them)

@@ -173,25 +173,6 @@ def test_no_chunk_goes_to_a_worker_whose_exit_is_seen_but_not_reported(fake: Mak
     assert job.future.result(0) == call_items(1)[0]
 
 
-def test_a_freed_worker_gets_its_next_chunk_before_the_results_callbacks_run(
-    fake: Make,
-) -> None:
-    # A done-callback runs on the master thread (joblib builds its next batch
-    # in one): the worker that just finished must not idle while it runs.
-    pool = fake(workers=1)
-    worker = warm_up(pool)
-    first, second = pool.call(1), pool.call(2)
-    seen_in_callback: list[list[Any]] = []
-    first.future.add_done_callback(
-        lambda _: seen_in_callback.append([c.items for c in pool.chunks()])
-    )
-    pool.answer(pool.chunk())  # the first call's result: its callback runs now
-    assert seen_in_callback == [[call_items(2)]]  # the second call was already sent
-    assert worker.held and worker.held[0].items == call_items(2)
-    pool.serve()
-    assert second.future.result(0) == call_items(2)[0]
-
-
 # -- a chunk that fails as a whole (invariant 5) -----------------------------------------
 
 
@@ -369,6 +350,7 @@ def test_a_lazy_map_reads_a_second_of_work_ahead_while_its_head_runs_long(fake: 
     # waits for it; the other worker must go on past the 64 items of the
     # chunk term, up to a second of work (then memory is the limit).
     pool = fake(workers=2)
+    pool.backend.item_bytes = 100  # pickled for their worker: their size is known
     source = Source(10_000)
     job = pool.stream(source, chunksize=1)
     pool.feed(job)
@@ -380,14 +362,40 @@ def test_a_lazy_map_reads_a_second_of_work_ahead_while_its_head_runs_long(fake: 
     assert source.read == 200  # one second of the pool's work: 2 workers / 10 ms
 
 
-def test_the_second_of_work_read_ahead_is_capped(fake: Make) -> None:
+def test_the_second_of_work_read_ahead_is_capped_in_items(fake: Make) -> None:
     pool = fake(workers=2)
+    pool.backend.item_bytes = 100
     source = Source(100_000)
     job = pool.stream(source, chunksize=1)
     for _ in range(5):
         pool.feed(job)
         pool.serve(per_item=1e-5, hold=lambda item: item == 0)  # 200,000 a second
     assert source.read == StreamJob.MAX_RATE_WINDOW
+
+
+def test_the_second_of_work_read_ahead_is_capped_in_bytes(fake: Make) -> None:
+    # 1 MiB items: no more read ahead than four 4 MiB chunks a worker (32 items
+    # here), whatever the rate; MIN_WINDOW still applies.
+    pool = fake(workers=2)
+    pool.backend.item_bytes = 1 << 20
+    source = Source(10_000)
+    job = pool.stream(source, chunksize=1)
+    for _ in range(5):
+        pool.feed(job)
+        pool.serve(per_item=1e-4, hold=lambda item: item == 0)  # 20,000 a second
+    assert source.read == StreamJob.MIN_WINDOW
+
+
+def test_items_of_unknown_size_get_no_second_of_work_read_ahead(fake: Make) -> None:
+    # Thread workers take the items as they are: workcrew does not know their
+    # size, so a lazy map reads no more than its chunk term ahead.
+    pool = fake(workers=2)
+    source = Source(10_000)
+    job = pool.stream(source, chunksize=1)
+    for _ in range(5):
+        pool.feed(job)
+        pool.serve(per_item=0.010, hold=lambda item: item == 0)
+    assert source.read == StreamJob.MIN_WINDOW
 
 
 # -- shutdown and state (invariant 8) --------------------------------------------------------

@@ -21,8 +21,6 @@ from workcrew._core._exceptions import WorkcrewError
 from workcrew._core._execute import MAP, Outcome
 from workcrew._core._loop import EventLoop
 
-pytest.importorskip("distributed")  # the module imports cloudpickle; the test extra has both
-
 
 class FakeFuture:
     """What DaskHandle uses of ``distributed.Future``; calls back once, as Dask's does."""

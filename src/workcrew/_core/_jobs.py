@@ -247,10 +247,9 @@ class ListJob(Job):
         self.fn, self.mode, self.key, self.chunksize = fn, mode, key, chunksize
         self.future: Future[list[Any]] = Future()
         self.future.set_running_or_notify_cancel()
-        # Whether the future is settled, read per chunk without its lock: set by
-        # its first done-callback, whichever thread settles it (the master, or
-        # the caller's on KeyboardInterrupt).  The cell, not the job, is what
-        # the callback holds: no cycle keeps the job's items alive.
+        # Settled or not, read per chunk without the future's lock: set by its
+        # first done-callback, in whichever thread settles it (the master; the
+        # caller's on KeyboardInterrupt); holding the cell, not the job: no cycle.
         self._settled = settled = [False]
         self.future.add_done_callback(lambda _: settled.__setitem__(0, True))
         self._items = items
@@ -315,12 +314,13 @@ class StreamJob(Job):
 
     MIN_WINDOW = 64
     #: Seconds of the pool's work the window covers once the function is
-    #: measured: a task at the head that runs long (a heavy tail) stalls the
-    #: other workers only after they have run this much work past it.
+    #: measured and its items' pickled size known (process workers): a task at
+    #: the head that runs long (a heavy tail) stalls the other workers only
+    #: after they have run this much work past it.
     WINDOW_SECONDS = 1.0
     #: Most items the WINDOW_SECONDS term asks for (tiny tasks: chunks then
-    #: size the window).
-    MAX_RATE_WINDOW = 4096
+    #: size the window).  Its bytes are bounded too (see Scheduler.chunk_size).
+    MAX_RATE_WINDOW = 1024
 
     def __init__(
         self,
@@ -357,9 +357,10 @@ class StreamJob(Job):
 
         Four chunks per worker keep the workers busy while the reader keeps up.
         A second of the pool's work (capped, see MAX_RATE_WINDOW) lets them go on
-        while an ordered reader waits for one long task: with 10 ms tasks on 2
-        workers, a task of 0.7 s at the head left the other worker idle for a
-        quarter of the map with the 64 items of the chunk term alone.
+        while an ordered reader waits for one long task: on 200 heavy-tailed
+        tasks of 10 ms on average, one of them 0.67 s, on 2 process workers,
+        Executor.map took 1.16 of the ideal time with MIN_WINDOW's 64 items
+        alone, 1.03 with this term.
         """
         # A fixed chunksize is known before the scheduler first sizes a chunk.
         chunk = self.chunksize or self.chunk_hint

@@ -330,22 +330,15 @@ class Master(WorkerEvents):
             errors = {**(errors or {}), **chunk.unsent}
         if self.live is not None:
             self.live.answered(handle.worker_id, seq, duration, outcome.spans, errors)
-        count = len(values)  # before delivery: the reader then owns (and empties) the list
+        # Counted before delivery: from then on the reader owns (and empties) the list.
+        count = len(values)
+        self._settle(chunk.job, chunk.start, chunk.items, values, errors)
         self._scheduler.record(chunk.job.key, count, duration)
         if slot.quota is not None:
             slot.quota -= count
             if slot.quota <= 0 and not slot.inflight:
                 self._retire(slot)
         self._check_memory(slot, chunk)
-        if not errors:  # before the callbacks (docs/design.md); a failure may end the job
-            self._refill(slot)
-        self._settle(chunk.job, chunk.start, chunk.items, values, errors)
-
-    def _refill(self, slot: Slot) -> None:
-        """Feed a worker that went idle before delivering its outcome, which runs callbacks."""
-        running = self.state in (State.RUNNING, State.CLOSING)
-        if running and not (slot.inflight or slot.retiring or self._scheduler.idle()):
-            self._send_next(slot, prefetch=False)
 
     def _record(
         self, slot: Slot, chunk: InFlight, outcome: Outcome, failed: int, duration: float

@@ -83,7 +83,7 @@ PREFETCH_MAX_SECONDS = 0.1
 PREFETCH_TAIL = 1
 #: A chunk's pickled arguments stay under about this many bytes: large
 #: arguments are cheap to compute on but costly to hold and move, and the
-#: read-ahead window of a lazy map is a few chunks per worker.
+#: read-ahead window of a lazy map is a few chunks' bytes per worker.
 CHUNK_BYTES = 4 << 20
 #: A prefetch (a second chunk for a busy worker) considers at most this many
 #: jobs: single calls never prefetch, and a scan of thousands per busy worker
@@ -231,8 +231,13 @@ class Scheduler:
     def chunk_size(self, job: Job) -> int:
         """Items for the next chunk of ``job`` (its fixed chunksize, else adaptive)."""
         per_item = self.per_item(job.key)
-        if per_item is not None:
-            job.rate_hint = self.parallel / per_item if per_item > 0 else math.inf
+        item_bytes = self._sizes.get(job.key)
+        if per_item is not None and item_bytes:
+            # Items whose size is measured only (pickled for their worker): a
+            # lazy map's window grows with this rate, and its bytes stay within
+            # four chunks' bytes a worker, as the chunk term's do.
+            rate = self.parallel / per_item if per_item > 0 else math.inf
+            job.rate_hint = min(rate, 4 * self.workers * CHUNK_BYTES / item_bytes)
         if job.policy.timeout is not None:
             return 1  # a timeout is per task: each runs alone, its start time known
         if job.chunksize is not None:
@@ -245,7 +250,6 @@ class Scheduler:
             # A job's first chunk trusts what earlier jobs of the function
             # measured; later ones grow at most GROWTH-fold per step.
             size = int(min(ideal, last * GROWTH)) if last else int(min(ideal, 1 << 20))
-        item_bytes = self._sizes.get(job.key)
         if item_bytes:
             size = min(size, int(CHUNK_BYTES / item_bytes))
         if job.remaining is not None:
