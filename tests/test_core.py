@@ -345,57 +345,44 @@ def test_a_lazy_map_reads_no_more_than_its_window_ahead(fake: Make) -> None:
     assert source.threads == {threading.current_thread().name}  # only the reader reads
 
 
-def test_a_lazy_map_reads_a_second_of_work_ahead_while_its_head_runs_long(fake: Make) -> None:
-    # 10 ms tasks on 2 workers: 200 a second.  Item 0 runs long, so the reader
-    # waits for it; the other worker must go on past the 64 items of the
-    # chunk term, up to a second of work (then memory is the limit).
-    pool = fake(workers=2)
-    pool.backend.item_bytes = 100  # pickled for their worker: their size is known
-    source = Source(10_000)
+def read_while_the_head_runs(pool: FakePool, per_item: float, item_bytes: int) -> int:
+    """Items a lazy map reads while its item 0 runs on (the reader waits for it).
+
+    Its other items answer after ``per_item`` seconds each; ``item_bytes`` is
+    what each "pickles" to (0: not pickled, as for thread workers).
+    """
+    pool.backend.item_bytes = item_bytes
+    source = Source(100_000)
     job = pool.stream(source, chunksize=1)
-    pool.feed(job)
-    pool.serve(per_item=0.010, hold=lambda item: item == 0)
-    assert source.read == StreamJob.MIN_WINDOW  # nothing measured before these answers
-    for _ in range(5):  # the reader wakes on each answer and reads on
+    for _ in range(6):  # the reader wakes on each answer and reads on
         pool.feed(job)
-        pool.serve(per_item=0.010, hold=lambda item: item == 0)
-    assert source.read == 200  # one second of the pool's work: 2 workers / 10 ms
+        pool.serve(per_item=per_item, hold=lambda item: item == 0)
+    return source.read
+
+
+def test_a_lazy_map_reads_a_second_of_work_ahead_while_its_head_runs_long(fake: Make) -> None:
+    # 10 ms tasks on 2 workers: 200 a second.  The other worker must go on past
+    # the 64 items of MIN_WINDOW, up to a second of work (then memory is the limit).
+    assert read_while_the_head_runs(fake(workers=2), per_item=0.010, item_bytes=100) == 200
 
 
 def test_the_second_of_work_read_ahead_is_capped_in_items(fake: Make) -> None:
-    pool = fake(workers=2)
-    pool.backend.item_bytes = 100
-    source = Source(100_000)
-    job = pool.stream(source, chunksize=1)
-    for _ in range(5):
-        pool.feed(job)
-        pool.serve(per_item=1e-5, hold=lambda item: item == 0)  # 200,000 a second
-    assert source.read == StreamJob.MAX_RATE_WINDOW
+    read = read_while_the_head_runs(fake(workers=2), per_item=1e-5, item_bytes=100)
+    assert read == StreamJob.MAX_RATE_WINDOW  # not 200,000 (a second of work)
 
 
 def test_the_second_of_work_read_ahead_is_capped_in_bytes(fake: Make) -> None:
     # 1 MiB items: no more read ahead than four 4 MiB chunks a worker (32 items
     # here), whatever the rate; MIN_WINDOW still applies.
-    pool = fake(workers=2)
-    pool.backend.item_bytes = 1 << 20
-    source = Source(10_000)
-    job = pool.stream(source, chunksize=1)
-    for _ in range(5):
-        pool.feed(job)
-        pool.serve(per_item=1e-4, hold=lambda item: item == 0)  # 20,000 a second
-    assert source.read == StreamJob.MIN_WINDOW
+    read = read_while_the_head_runs(fake(workers=2), per_item=1e-4, item_bytes=1 << 20)
+    assert read == StreamJob.MIN_WINDOW
 
 
 def test_items_of_unknown_size_get_no_second_of_work_read_ahead(fake: Make) -> None:
     # Thread workers take the items as they are: workcrew does not know their
     # size, so a lazy map reads no more than its chunk term ahead.
-    pool = fake(workers=2)
-    source = Source(10_000)
-    job = pool.stream(source, chunksize=1)
-    for _ in range(5):
-        pool.feed(job)
-        pool.serve(per_item=0.010, hold=lambda item: item == 0)
-    assert source.read == StreamJob.MIN_WINDOW
+    read = read_while_the_head_runs(fake(workers=2), per_item=0.010, item_bytes=0)
+    assert read == StreamJob.MIN_WINDOW
 
 
 # -- shutdown and state (invariant 8) --------------------------------------------------------
