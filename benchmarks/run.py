@@ -42,7 +42,6 @@ from common import (
     progress,
     spin,
     square,
-    timed_map,
 )
 
 WORKERS = 2
@@ -256,18 +255,51 @@ def fmt(value: float) -> str:
 # -- workloads -------------------------------------------------------------------------------
 
 
+def timed_in_turns(
+    sizes: Sizes,
+    fn: Callable[[Any], Any],
+    items_of: Callable[[Contender], tuple[list[Any], list[Any]]],
+) -> dict[str, float]:
+    """Best seconds of ``fn`` over each contender's (items, expected), the contenders in turns.
+
+    Every pool is opened (outside the timed region) and warmed up by one map
+    first; then each round times one map per contender, in order.  Turns rather
+    than one library's repeats after another's: a slow minute of this shared
+    machine then falls on all of them alike.
+    """
+    with contextlib.ExitStack() as stack:
+        runs = []
+        for c in contenders(sizes):
+            run = stack.enter_context(c.open())
+            items, expected = items_of(c)
+            check(c.name, run(fn, items), expected)  # warm-up
+            runs.append((c.name, run, items, expected))
+        best = dict.fromkeys((name for name, *_ in runs), float("inf"))
+        for _ in range(sizes.repeats):
+            for name, run, items, expected in runs:
+                start = time.perf_counter()
+                got = run(fn, items)
+                best[name] = min(best[name], time.perf_counter() - start)
+                check(name, got, expected)
+    return best
+
+
 def bench_throughput(sizes: Sizes) -> Table:
+    def items_of(c: Contender) -> tuple[list[Any], list[Any]]:
+        items = list(range(min(sizes.trivial, c.trivial_cap or sizes.trivial)))
+        return items, [x * x for x in items]
+
+    best = timed_in_turns(sizes, square, items_of)
     results = []
     for c in contenders(sizes):
         n = min(sizes.trivial, c.trivial_cap or sizes.trivial)
-        items = list(range(n))
-        seconds = timed_map(c.name, c.open, square, items, [x * x for x in items], sizes.repeats)
         note = f"input capped at {n:,} tasks" if n < sizes.trivial else ""
-        results.append(Result(c.name, n / seconds, c.workcrew, note))
-        progress(f"throughput {c.name}: {n / seconds:,.0f} tasks/s")
+        results.append(Result(c.name, n / best[c.name], c.workcrew, note))
+        progress(f"throughput {c.name}: {n / best[c.name]:,.0f} tasks/s")
     notes = [
-        f"{sizes.trivial:,} calls of `x*x` through `map`, {WORKERS} workers; pool created "
-        f"outside the timed region, one warm-up map, best of {sizes.repeats}.",
+        f"{sizes.trivial:,} calls of `x*x` through `map`, {WORKERS} workers; every pool created "
+        f"outside the timed region and warmed up by one map, then the libraries take turns, "
+        f"best of {sizes.repeats} each.",
         "workcrew: adaptive chunking (chunksize=None); the warm-up map lets it learn the "
         "task duration, as a long-lived pool would.",
         "workcrew Executor: its `map` is lazy (reads input through a bounded window, like "
@@ -286,10 +318,11 @@ def measure_contenders(
     expected: list[Any],
     score: Callable[[float], float],
 ) -> list[Result]:
-    """Time ``fn`` over ``items`` on every contender; ``score`` turns seconds into the figure."""
+    """Time ``fn`` over ``items`` on every contender, in turns; ``score`` makes the figure."""
+    best = timed_in_turns(sizes, fn, lambda c: (items, expected))
     results = []
     for c in contenders(sizes):
-        value = score(timed_map(c.name, c.open, fn, items, expected, sizes.repeats))
+        value = score(best[c.name])
         results.append(Result(c.name, value, c.workcrew))
         progress(f"{label} {c.name}: {metric} {value:.2f}")
     return results
@@ -306,7 +339,7 @@ def bench_cpu(sizes: Sizes) -> Table:
     notes = [
         f"{sizes.cpu_tasks} pure-Python tasks of ~{sizes.cpu_task_seconds * 1000:.0f} ms "
         f"(calibrated loop), {WORKERS} workers; speedup = serial time / parallel time "
-        f"(best of {sizes.repeats} each); the ideal is {WORKERS}.",
+        f"(best of {sizes.repeats} each, the libraries taking turns); the ideal is {WORKERS}.",
         f"serial loop: {serial:.2f} s.",
     ]
     return comparison_table("CPU-bound tasks: speedup over serial", "speedup", True, results, notes)
