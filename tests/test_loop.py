@@ -7,7 +7,7 @@ One thread, no master: the test plays the other threads' part before calling
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -29,6 +29,26 @@ def readable() -> Iterator[tuple[int, int]]:
     os.close(w)
 
 
+def watch(
+    loop: EventLoop,
+    readable: tuple[int, int],
+    order: list[str],
+    after: Callable[[], object] = lambda: None,
+) -> int:
+    """Read ``readable`` on ``loop``, noting each byte in ``order`` (then ``after()``).
+
+    Returns the end to write an event to.
+    """
+    r, w = readable
+
+    def reader() -> None:
+        order.append(os.read(r, 1).decode())
+        after()
+
+    loop.add_reader(r, reader)
+    return w
+
+
 def test_a_post_made_before_an_event_runs_before_its_reader(
     loop: EventLoop, readable: tuple[int, int]
 ) -> None:
@@ -36,8 +56,7 @@ def test_a_post_made_before_an_event_runs_before_its_reader(
     # arrives: the cancel must run first, or the result's handler hands the
     # next (to-be-cancelled) task out.
     order: list[str] = []
-    r, w = readable
-    loop.add_reader(r, lambda: order.append(os.read(r, 1).decode()))
+    w = watch(loop, readable, order)
     loop.call_soon_threadsafe(lambda: order.append("posted"))
     os.write(w, b"e")
     loop.run_once()
@@ -48,13 +67,11 @@ def test_a_post_made_by_a_reader_runs_in_the_same_iteration(
     loop: EventLoop, readable: tuple[int, int]
 ) -> None:
     order: list[str] = []
-    r, w = readable
 
-    def reader() -> None:
-        order.append(os.read(r, 1).decode())
+    def post() -> None:
         loop.call_soon_threadsafe(lambda: order.append("from reader"))
 
-    loop.add_reader(r, reader)
+    w = watch(loop, readable, order, post)
     os.write(w, b"e")
     loop.run_once()
     assert order == ["e", "from reader"]
@@ -64,8 +81,7 @@ def test_results_that_arrived_run_before_timers_due_now(
     loop: EventLoop, readable: tuple[int, int]
 ) -> None:
     order: list[str] = []
-    r, w = readable
-    loop.add_reader(r, lambda: order.append(os.read(r, 1).decode()))
+    w = watch(loop, readable, order)
     loop.call_later(0.0, lambda: order.append("timer"))
     os.write(w, b"e")
     loop.run_once()
