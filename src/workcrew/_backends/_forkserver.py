@@ -7,8 +7,9 @@ spawn), and a worker starts in a millisecond (the speed of fork).
 ``multiprocessing``'s own forkserver does the same, but its server imports
 ``multiprocessing``'s whole connection machinery (~20 ms) and needs the
 resource tracker (another interpreter) before its first fork; this one
-imports ``multiprocessing`` itself, cloudpickle and the worker's code
-(``_forkserver_main.PRELOAD``), and needs no tracker: workcrew's shared
+imports ``multiprocessing`` itself and the worker's code
+(``_forkserver_main.PRELOAD``; cloudpickle once the caller uses it), and
+needs no tracker: workcrew's shared
 memory has no names to clean up.
 
 What a worker sees is what a ``multiprocessing`` forkserver child sees: the
@@ -37,7 +38,7 @@ from multiprocessing.context import set_spawning_popen
 from typing import Any
 
 from .._core._fds import register_master_fd, unregister_master_fd
-from ._forkserver_main import LENGTH, MAX_FDS, STATUS, ServerDupFd
+from ._forkserver_main import IMPORT, LENGTH, MAX_FDS, STATUS, ServerDupFd
 
 __all__ = ("ServerContext", "ServerProcess", "StartFailed", "server_pid", "start_server")
 
@@ -68,6 +69,8 @@ class _Server:
         self.lock = threading.Lock()
         self.channel: socket.socket | None = None
         self.popen: subprocess.Popen[bytes] | None = None
+        #: the server was asked to import cloudpickle
+        self.has_cloudpickle = False
 
     def request(self, fds: list[int]) -> None:
         """Ask the server to fork a worker given ``fds`` (status, data, passed)."""
@@ -75,6 +78,11 @@ class _Server:
             for attempt in (1, 2):
                 channel = self.running()
                 try:
+                    if not self.has_cloudpickle and "cloudpickle" in sys.modules:
+                        # This program sends functions by value: workers to come
+                        # start with cloudpickle, imported once by the server.
+                        channel.send(IMPORT)
+                        self.has_cloudpickle = True
                     socket.send_fds(channel, [b"fork"], fds)
                     return
                 except OSError:
@@ -103,6 +111,7 @@ class _Server:
             self.channel.close()  # the server ends at end of file
         self.channel = None
         self.popen = None
+        self.has_cloudpickle = False
 
     def pid(self) -> int | None:
         """The server's pid, if it runs."""
@@ -116,6 +125,7 @@ class _Server:
         self.lock = threading.Lock()  # another thread may have held the parent's at the fork
         self.channel = None
         self.popen = None
+        self.has_cloudpickle = False
 
 
 _server = _Server()

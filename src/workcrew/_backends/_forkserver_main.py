@@ -12,7 +12,10 @@ Protocol on the channel, one message per datagram:
    to preload)``; the server becomes the caller's twin (``sys.path``,
    working directory, ``__main__`` run as ``__mp_main__``, authkey), as
    ``multiprocessing``'s forkserver does;
-2. from the caller, per worker: ``b"fork"`` with descriptors ``[status, data,
+2. from the caller, at most once: ``b"import cloudpickle"``, sent before the
+   first fork after the caller loaded cloudpickle (it sends some function by
+   value): the server imports it, so that later workers start with it;
+3. from the caller, per worker: ``b"fork"`` with descriptors ``[status, data,
    *passed]``.  The server forks; the child reads the caller's environment
    and the ``Process`` from ``data`` (a length, then the pickle of both),
    takes the environment and runs the Process; the server writes
@@ -42,7 +45,7 @@ TYPE_CHECKING = False  # the server imports this module first: no typing at run 
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ("MAX_FDS", "STATUS", "ServerDupFd", "main")
+__all__ = ("IMPORT", "MAX_FDS", "STATUS", "ServerDupFd", "main")
 
 #: Most descriptors one request may carry: status, data, and what is passed.
 MAX_FDS = 64
@@ -51,9 +54,15 @@ STATUS = struct.Struct("q")
 #: The length of the pickle that precedes it on a data pipe.
 LENGTH = struct.Struct("Q")
 #: What every worker imports, loaded once in the server so that forks start
-#: with it: the worker's code, and cloudpickle, with which functions defined
-#: in ``__main__`` travel.  ``multiprocessing`` comes with the set-up.
-PRELOAD = ("workcrew._backends._process_worker", "cloudpickle")
+#: with it: the worker's code.  ``multiprocessing`` comes with the set-up.
+#: cloudpickle is not here: most functions travel without it
+#: (``_core/_pickling.py``), and its import would delay the first worker by
+#: ~10 ms; the caller asks for it once it uses it (``IMPORT``).
+PRELOAD = ("workcrew._backends._process_worker",)
+#: The request to import cloudpickle (protocol, 2.).
+IMPORT = b"import cloudpickle"
+#: Longest request message.
+REQUEST_BYTES = 64
 #: Largest set-up message (sys.path, argv, names of modules to preload).
 SETUP_BYTES = 1 << 20
 
@@ -130,10 +139,14 @@ def _become_twin(preparation: dict[str, Any], preload: list[str]) -> None:
             flush=True,
         )
     for name in (*preload, *PRELOAD):
-        try:
-            __import__(name)
-        except Exception:  # noqa: BLE001 - as multiprocessing: a module that fails loads later, or fails there
-            pass
+        _preload(name)
+
+
+def _preload(name: str) -> None:
+    try:
+        __import__(name)
+    except Exception:  # noqa: BLE001 - as multiprocessing: a module that fails loads later, or fails there
+        pass
 
 
 def _drain(fd: int) -> None:
@@ -169,11 +182,14 @@ def _write_status(fd: int, value: int) -> None:
 def _serve(channel: socket.socket, statuses: dict[int, int], wake: tuple[int, int]) -> bool:
     """Fork the worker one request asks for; False at the channel's end of file."""
     try:
-        message, fds, flags, _ = socket.recv_fds(channel, 16, MAX_FDS)
+        message, fds, flags, _ = socket.recv_fds(channel, REQUEST_BYTES, MAX_FDS)
     except OSError:
         return False
     if not message:
         return False
+    if message == IMPORT and not fds:
+        _preload("cloudpickle")
+        return True
     if message != b"fork" or len(fds) < 2 or flags & socket.MSG_CTRUNC:
         for fd in fds:  # not ours to serve: the caller sees its status socket close
             os.close(fd)

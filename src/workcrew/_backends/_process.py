@@ -18,18 +18,9 @@ import pickle
 import signal
 from collections.abc import Callable
 from functools import partial
-from typing import Any
-
-import cloudpickle
 
 from .._core._backend import Chunk, Loop, Sent, WorkerBackend, WorkerEvents, WorkerHandle
-from .._core._exceptions import (
-    InitializerError,
-    RemoteTraceback,
-    TaskFailed,
-    WorkcrewError,
-    serialization_error,
-)
+from .._core._exceptions import RemoteTraceback, TaskFailed, WorkcrewError, serialization_error
 from .._core._execute import (
     MAP,
     STAR,
@@ -48,7 +39,7 @@ from .._core._fds import (
 )
 from .._core._function_cache import FunctionCache
 from .._core._options import PoolOptions
-from .._core._pickling import ForChild
+from .._core._pickling import ForChild, dumps_function
 from .._core._system import available_cpu_count
 from .._sharing._buffers import Exporter, dumps_oob, map_buffers
 from . import _wire
@@ -56,6 +47,10 @@ from ._decoding import Decoders, Delivery, InOrder, needs_decoder
 from ._output import LineForwarder, caller_log_levels, emit_record, line_prefix, load_record
 from ._process_start import reap_unstarted, start_tracker_without_stdout
 from ._process_worker import EncodedFailure, RunSettings, worker_main
+
+TYPE_CHECKING = False  # no typing at run time (see _backend.Chunk)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ("ProcessBackend", "backend_class")
 
@@ -133,7 +128,7 @@ class ProcessBackend(WorkerBackend):
     def _pickle_function(self, fn: Callable[..., Any]) -> tuple[int, bytes | BaseException]:
         blob: bytes | BaseException
         try:
-            blob = bytes(cloudpickle.dumps(fn, protocol=5))
+            blob = dumps_function(fn)
         except BaseException as exc:  # noqa: BLE001 - reported for every item of this function
             blob = serialization_error(
                 f"cannot send function {function_name(fn)} to a process worker: "
@@ -366,10 +361,12 @@ class ProcessHandle(WorkerHandle):
         # read it first, so results are never mistaken for a crash.
         self._on_readable()
         self._loop.remove_reader(self._sentinel)
-        # The worker has exited: its parent reaps it at once (we, or the fork
-        # server, which then writes its status); the bound only guards
-        # against a server that cannot answer (stopped): the code is then unknown.
-        self.process.join(EXIT_STATUS_TIMEOUT)
+        # The worker has exited: its parent reaps it at once (we, or the fork server,
+        # which then writes its status; the bound guards against a stopped server).
+        # Our own child needs none: multiprocessing would only import its connection
+        # module (~4 ms) to see the ready sentinel before the same waitpid.
+        by_server = self._backend.options.start_method == "forkserver"
+        self.process.join(EXIT_STATUS_TIMEOUT if by_server else None)
         self.exitcode = self.process.exitcode
         self._close()
         # Reported after the results read above, some of which may still be
@@ -459,6 +456,8 @@ class ProcessHandle(WorkerHandle):
 
     def _init_failed(self, payload: bytes) -> Delivery:
         failure = self._decode_failure(pickle.loads(payload))
+        from .._core._broken import InitializerError  # loaded when it fails (see _broken)
+
         error = InitializerError(
             f"the pool's initializer raised in worker {self.worker_id} (pid {self.pid}): "
             f"{type(failure.exc).__name__}: {failure.exc}; the pool cannot start workers."

@@ -18,7 +18,6 @@ from typing import Any
 
 from .._core._backend import Chunk, Report, Sent, WorkerBackend, WorkerEvents, WorkerHandle
 from .._core._context import mark_worker_thread
-from .._core._exceptions import InitializerError
 from .._core._execute import (
     Failure,
     Outcome,
@@ -99,6 +98,8 @@ class ThreadHandle(WorkerHandle):
         try:
             return WorkerState.begin(options.initializer, options.initargs)
         except BaseException as exc:  # noqa: BLE001 - reported to the master, which breaks the pool
+            from .._core._broken import InitializerError  # loaded when it fails (see _broken)
+
             error = InitializerError(
                 f"the pool's initializer raised in worker {self.worker_id} (thread): "
                 f"{type(exc).__name__}: {exc}; the pool cannot start workers."

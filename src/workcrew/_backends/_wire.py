@@ -8,9 +8,10 @@ The worker side reads and writes blocking; the master side never blocks:
 Serialization (``_core/_pickling.py``): the standard pickle (protocol 5)
 first, because it is the fastest; cloudpickle only when pickle refuses
 (lambdas, closures, functions defined in ``__main__`` under spawn).  Functions
-always go through cloudpickle, which pickles importable functions by reference
-and the rest by value.  Large buffers (NumPy arrays) leave the pickle and go
-through shared memory, named in the payload's sidecar (``_sharing/_buffers.py``).
+go through ``dumps_function``: importable functions by reference and the rest
+by value, as cloudpickle pickles them (cloudpickle itself only where needed).
+Large buffers (NumPy arrays) leave the pickle and go through shared memory,
+named in the payload's sidecar (``_sharing/_buffers.py``).
 """
 
 from __future__ import annotations

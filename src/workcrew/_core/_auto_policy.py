@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._execute import function_name
+from ._pickling import dumps_function
 from ._public import public
 
 __all__ = (
@@ -195,9 +196,7 @@ class Route:
 def _unpicklable(fn: Callable[..., Any]) -> str | None:
     """Why ``fn`` cannot reach a process worker, or None if it can be pickled."""
     try:
-        import cloudpickle
-
-        cloudpickle.dumps(fn)
+        dumps_function(fn)
     except Exception as exc:  # noqa: BLE001 - any pickling failure means "keep it in-process"
         return f"{type(exc).__name__}: {exc}"
     return None

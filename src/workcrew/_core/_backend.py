@@ -22,33 +22,49 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
 from ._exceptions import WorkcrewError
 from ._execute import Outcome
 from ._options import PoolOptions
 
+TYPE_CHECKING = False  # no typing at run time: the engine loads with a program's first pool
+if TYPE_CHECKING:
+    from typing import Any
+
 __all__ = ("Chunk", "Loop", "Report", "Sent", "WorkerBackend", "WorkerEvents", "WorkerHandle")
 
 
-@dataclass
 class Chunk:
-    """What the master sends a worker in one message: one function on a run of items of one job."""
+    """What the master sends a worker in one message: one function on a run of items of one job.
 
-    fn: Callable[..., Any]
-    mode: int
-    items: list[Any]
-    #: indices whose arguments could not be sent (already failed by the master)
-    skip: frozenset[int] | None = None
+    (The records of the engine are plain classes, not dataclasses: ``dataclasses``
+    and what it imports would cost a program ~7 ms at its first pool.)
+    """
+
+    __slots__ = ("fn", "items", "mode", "skip")
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        mode: int,
+        items: list[Any],
+        skip: frozenset[int] | None = None,
+    ) -> None:
+        self.fn = fn
+        self.mode = mode
+        self.items = items
+        #: indices whose arguments could not be sent (already failed by the master)
+        self.skip = skip
 
 
-@dataclass
 class Sent:
     """What ``send_chunk`` did: the items it could not send (by index), and the bytes it sent."""
 
-    failed: dict[int, BaseException]
-    nbytes: int = 0
+    __slots__ = ("failed", "nbytes")
+
+    def __init__(self, failed: dict[int, BaseException], nbytes: int = 0) -> None:
+        self.failed = failed
+        self.nbytes = nbytes
 
 
 class Loop(ABC):

@@ -31,15 +31,19 @@ import contextvars
 import copyreg
 import functools
 import importlib
-import inspect
 import logging
 import pickle
 import sys
 import types
 from collections.abc import Callable, Coroutine, Generator
-from typing import Any
 
 from ._execute import WRAPPER_CODES, function_name, short_repr
+
+TYPE_CHECKING = False  # no typing at run time (see _backend.Chunk)
+if TYPE_CHECKING:
+    from typing import Any
+else:
+    from ._typing import Any  # a base class below names it at run time
 
 __all__ = ("Carried", "CarriedAsync", "carry", "locate")
 
@@ -65,6 +69,8 @@ def carry(fn: Callable[..., Any], context: contextvars.Context | None = None) ->
         context = contextvars.copy_context()
     if len(context) == 0:
         return fn
+    import inspect  # ~4 ms: only a program that sets context variables pays it
+
     cls = CarriedAsync if inspect.iscoroutinefunction(fn) else Carried
     return cls(fn, context)
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import signal
-from typing import TYPE_CHECKING
 
-from ._exceptions import TaskTimeout, WorkerCrashed
+from ._exceptions import TaskTimeout
 from ._execute import describe_call
 from ._system import oom_kill_count
 
+TYPE_CHECKING = False  # no typing at run time (see _typing)
 if TYPE_CHECKING:
+    from ._broken import WorkerCrashed
     from ._slots import InFlight, Slot
 
 __all__ = (
@@ -74,6 +75,8 @@ def crash_error(
     call = describe_call(chunk.job.fn, chunk.job.mode, chunk.items[0])
     worker = f"worker {handle.worker_id} (pid {handle.pid})"
     message = crash_report(worker, exitcode, call, handle.last_stderr_lines(), oom_before)
+    from ._broken import WorkerCrashed  # loaded with the first crash (see _broken)
+
     return WorkerCrashed(message, worker_id=handle.worker_id, pid=handle.pid, exitcode=exitcode)
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import atexit
 import contextvars
-import dataclasses
 import functools
 import os
 import threading
@@ -26,19 +25,21 @@ import warnings
 import weakref
 from collections.abc import Callable, Hashable, Iterable
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any
 
 from ._backend import WorkerBackend
 from ._carry import carry
 from ._context import in_worker
-from ._exceptions import BrokenPoolError, NestedPoolWarning, PoolClosedError
+from ._exceptions import NestedPoolWarning, PoolClosedError
 from ._jobs import CallJob, Job, ListJob, StreamJob, Tally
 from ._master import Master
 from ._options import PoolOptions, TaskPolicy
-from ._stats import PoolStatistics, TaskSpan
 
-if TYPE_CHECKING:  # only kind="auto" loads the router's module
-    from ._auto_policy import KindChoice
+TYPE_CHECKING = False  # no typing at run time (see _backend.Chunk)
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ._auto_policy import KindChoice  # only kind="auto" loads the router's module
+    from ._stats import PoolStatistics, TaskSpan  # loaded when statistics are asked for
 
 __all__ = (
     "Engine",
@@ -171,7 +172,11 @@ class Engine:
         """A snapshot of this pool's workers and tasks (any thread, also after join)."""
         snapshot = self._master.recorder.snapshot()
         lost = self._master.backend.lost_workers()
-        return dataclasses.replace(snapshot, lost_workers=lost) if lost else snapshot
+        if not lost:
+            return snapshot
+        from ._stats import with_lost_workers
+
+        return with_lost_workers(snapshot, lost)
 
     def timeline(self) -> tuple[TaskSpan, ...]:
         """Every task's span so far (the pool's ``timeline`` option records them)."""
@@ -220,6 +225,8 @@ class Engine:
         check_owner(self.pid)
         broken = self._master.broken
         if broken is not None:
+            from ._broken import BrokenPoolError  # loaded already: it made ``broken``
+
             cls = type(broken) if isinstance(broken, BrokenPoolError) else BrokenPoolError
             raise cls(f"the pool is broken: {broken}") from broken
         if not self._accepting:

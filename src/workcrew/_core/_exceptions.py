@@ -57,14 +57,38 @@ import concurrent.futures
 import multiprocessing
 import pickle
 import sys
-from concurrent.futures.process import BrokenProcessPool
-from concurrent.futures.thread import BrokenThreadPool
 
 from ._public import public
 
 TYPE_CHECKING = False  # no typing at run time (see _typing)
 if TYPE_CHECKING:
     from typing import Any
+
+    from ._broken import BrokenPoolError, InitializerError, WorkerCrashed
+
+#: The classes whose bases are ``concurrent.futures``' ``BrokenProcessPool`` and
+#: ``BrokenThreadPool``, defined in ``_broken``: importing those bases loads
+#: ``concurrent.futures.process`` and with it ``multiprocessing``'s connection
+#: machinery (~8 ms), which ``from workcrew import Pool`` (and a fork server
+#: running the program's imports) should not pay for.  They load on first use.
+_BROKEN = frozenset({"BrokenPoolError", "InitializerError", "WorkerCrashed"})
+
+
+def __getattr__(name: str) -> Any:
+    """``BrokenPoolError``, ``InitializerError``, ``WorkerCrashed``: from ``_broken`` (PEP 562)."""
+    if name in _BROKEN:
+        from . import _broken
+
+        return getattr(_broken, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def broken_pool(message: str) -> BrokenPoolError:
+    """A :class:`BrokenPoolError` (its class loads now, see ``_BROKEN``)."""
+    from ._broken import BrokenPoolError
+
+    return BrokenPoolError(message)
+
 
 __all__ = (
     "BrokenPoolError",
@@ -81,6 +105,7 @@ __all__ = (
     "TimeoutError",
     "WorkcrewError",
     "WorkerCrashed",
+    "broken_pool",
     "serialization_error",
 )
 
@@ -111,63 +136,6 @@ class PoolClosedError(WorkcrewError, ValueError, RuntimeError):
     (what ``concurrent.futures`` raises), so code written for either still
     catches it.
     """
-
-
-class BrokenPoolError(WorkcrewError, BrokenProcessPool, BrokenThreadPool):
-    """The pool cannot run work any more, for a reason outside your calls.
-
-    Raised for every pending and future task once workers cannot be started
-    (for example the start method failed repeatedly).  The cause is chained as
-    ``__cause__``.  A single crashing task never breaks the pool: that is a
-    :class:`WorkerCrashed` for that task alone.
-
-    It is a ``concurrent.futures`` ``BrokenProcessPool`` and ``BrokenThreadPool``
-    (so a ``BrokenExecutor`` and a ``RuntimeError``) whatever the worker kind:
-    ``except`` clauses written for either executor catch it.
-    """
-
-
-class InitializerError(BrokenPoolError):
-    """The pool's ``initializer`` raised in a worker.
-
-    Workers are not respawned forever: the first failure breaks the pool, and
-    the initializer's own exception (with its worker-side traceback) is the
-    ``__cause__``.
-    """
-
-
-class WorkerCrashed(WorkcrewError, BrokenProcessPool):
-    """The worker running this task died before returning a result.
-
-    Typical causes: a segfault in an extension, ``os._exit()``, a ``SIGKILL``,
-    or the kernel's out-of-memory killer.  Only the task that was running fails;
-    tasks queued behind it are handed to other workers, and the dead worker is
-    replaced.
-
-    It is a ``BrokenProcessPool`` (what ``ProcessPoolExecutor`` raises for every
-    pending task when a worker dies), so ``except BrokenProcessPool`` and
-    ``except BrokenExecutor`` still catch it; unlike there, the pool goes on.
-
-    Attributes: ``worker_id``, ``pid``, ``exitcode`` (negative: killed by that
-    signal number).
-    """
-
-    worker_id: int
-    pid: int | None
-    exitcode: int | None
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        worker_id: int = -1,
-        pid: int | None = None,
-        exitcode: int | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.worker_id = worker_id
-        self.pid = pid
-        self.exitcode = exitcode
 
 
 class TaskCancelled(WorkcrewError, concurrent.futures.CancelledError):
@@ -221,6 +189,8 @@ def serialization_error(
     """
     extra: tuple[type[BaseException], ...]
     if loading:
+        from concurrent.futures.process import BrokenProcessPool
+
         extra = (pickle.UnpicklingError, BrokenProcessPool)
     else:
         extra = (pickle.PicklingError,)
@@ -391,10 +361,7 @@ class RemoteTraceback(Exception):
 public(
     WorkcrewError,
     PoolClosedError,
-    BrokenPoolError,
-    InitializerError,
     NestedPoolWarning,
-    WorkerCrashed,
     TaskCancelled,
     SerializationError,
     TaskFailed,

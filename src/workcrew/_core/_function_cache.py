@@ -5,7 +5,12 @@ from __future__ import annotations
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+
+TYPE_CHECKING = False  # no typing at run time (see _typing)
+if TYPE_CHECKING:
+    from typing import Any, Generic, TypeVar
+else:
+    from ._typing import Generic, TypeVar
 
 __all__ = ("FunctionCache",)
 

@@ -2,7 +2,7 @@
 recent spans, the failures and the slowest tasks.
 
 Only pools opened with ``dashboard=True`` have a :class:`LiveLog` (and only they
-import this module, see ``_stats.open_live``); without one the master does
+import this module, see ``_recorder.open_live``); without one the master does
 nothing of this (a ``None`` check per chunk).  The master thread writes it per
 chunk, a dashboard's threads read it (``view``).
 

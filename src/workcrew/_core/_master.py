@@ -29,24 +29,23 @@ import os
 import signal
 import threading
 import time
-from typing import Any
 
 from ._backend import Chunk, WorkerBackend, WorkerEvents, WorkerHandle
 from ._crash import crash_error, is_cancel, over_memory, timeout_error
-from ._exceptions import (
-    BrokenPoolError,
-    TaskCancelled,
-    WorkcrewError,
-)
+from ._exceptions import TaskCancelled, WorkcrewError, broken_pool
 from ._execute import Outcome, function_name
 from ._jobs import Job, StreamJob
 from ._loop import EventLoop
 from ._options import PoolOptions
+from ._recorder import Recorder, open_live
 from ._retry import Attempts
 from ._scheduler import Scheduler
 from ._slots import InFlight, Slot
 from ._startup import StartupWatch
-from ._stats import Recorder, open_live
+
+TYPE_CHECKING = False  # no typing at run time (see _backend.Chunk)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ("Master", "State")
 
@@ -487,7 +486,7 @@ class Master(WorkerEvents):
         try:
             handle = self.backend.start_worker(worker_id, self)
         except Exception as exc:  # noqa: BLE001 - out of processes, descriptors or memory
-            error = BrokenPoolError(
+            error = broken_pool(
                 f"cannot start worker {worker_id}: {type(exc).__name__}: {exc}. The machine "
                 "may be out of processes, file descriptors or memory."
             )
@@ -578,7 +577,7 @@ class Master(WorkerEvents):
             self.state = State.STOPPED
 
     def _internal_error(self, exc: BaseException) -> None:
-        error = BrokenPoolError(f"workcrew's master loop failed: {exc!r} (please report this bug)")
+        error = broken_pool(f"workcrew's master loop failed: {exc!r} (please report this bug)")
         error.__cause__ = exc
         self.broken = error
         self.state = State.TERMINATING

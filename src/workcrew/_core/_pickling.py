@@ -1,6 +1,7 @@
 """The pickling rules: the standard pickle, then cloudpickle; and what a new process gets.
 
-:func:`dumps` is what every transport uses for tasks and results.
+:func:`dumps` is what every transport uses for tasks and results;
+:func:`dumps_function` what process workers use for a task's function.
 :func:`dumps_for_child` and :class:`ForChild` carry a process worker's start-up
 arguments (the initializer and ``initargs``) the way ``multiprocessing``
 carries a ``Process``'s arguments, so objects it passes only "through
@@ -9,10 +10,13 @@ inheritance" (its queues, locks, values, manager proxies) reach the workers.
 
 from __future__ import annotations
 
+import builtins
 import functools
 import io
+import marshal
 import pickle
 import sys
+import types
 
 TYPE_CHECKING = False  # a worker imports this module: no typing at run time
 if TYPE_CHECKING:
@@ -24,6 +28,7 @@ __all__ = (
     "check_for_child",
     "dumps",
     "dumps_for_child",
+    "dumps_function",
 )
 
 
@@ -40,6 +45,168 @@ def dumps(obj: Any) -> bytes:
         import cloudpickle
 
         return bytes(cloudpickle.dumps(obj, protocol=5))
+
+
+def dumps_function(fn: Any) -> bytes:
+    """Pickle a task's function for a process worker, as cloudpickle would.
+
+    Importable functions travel by reference; functions of ``__main__``
+    (and lambdas and closures there) by value: their code, defaults,
+    closure and the globals they name, modules by reference, so that a
+    function behaves the same under every start method.
+
+    cloudpickle does exactly that, but importing it costs a program about
+    10 ms, and the fork server as much again, before the first task of the
+    first pool.  So the standard pickle goes first, with one addition
+    (:class:`_ByValuePickler`): functions of ``__main__`` by value, the way
+    cloudpickle pickles them.  Whatever that cannot do (a class defined in
+    ``__main__``, a module registered with cloudpickle's
+    ``register_pickle_by_value``, an object the standard pickle refuses)
+    goes to cloudpickle, which also raises the real error if neither can.
+    """
+    if "cloudpickle" not in sys.modules or not _registered_by_value():
+        buffer = io.BytesIO()
+        try:
+            _ByValuePickler(buffer).dump(fn)
+            return buffer.getvalue()
+        except Exception:  # noqa: BLE001 - any refusal: cloudpickle decides, and says why
+            pass
+    import cloudpickle
+
+    return bytes(cloudpickle.dumps(fn, protocol=5))
+
+
+def _registered_by_value() -> bool:
+    import cloudpickle
+
+    return bool(cloudpickle.list_registry_pickle_by_value())
+
+
+#: Module attributes a function's new globals keep (relative imports in it
+#: resolve against them), as cloudpickle keeps them.
+_MODULE_KEYS = ("__package__", "__name__", "__path__", "__file__")
+
+
+class _ByValuePickler(pickle.Pickler):
+    """The standard pickler, plus functions of ``__main__`` by value.
+
+    What reaches a worker is what cloudpickle would send (its
+    ``_dynamic_function_reduce``): the code (``marshal``, the format of
+    ``.pyc`` files: the worker runs the same Python), a new globals dict per
+    globals dict of the caller, shared by the functions of one pickle, with
+    the globals the code names (read at pickling time), the closure's values,
+    defaults, names, annotations and ``__dict__``.  Modules travel by name,
+    with the submodules the code reaches through them.  Classes of
+    ``__main__`` are refused (cloudpickle rebuilds them; this does not).
+    """
+
+    def __init__(self, file: io.BytesIO) -> None:
+        super().__init__(file, protocol=5)
+        self._globals: dict[int, dict[str, Any]] = {}
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, types.FunctionType) and obj.__module__ == "__main__":
+            return self._reduce_function(obj)
+        if isinstance(obj, types.ModuleType):
+            return _reduce_module(obj)
+        if isinstance(obj, type) and obj.__module__ == "__main__":
+            raise pickle.PicklingError(f"{obj!r} is defined in __main__: cloudpickle's work")
+        return NotImplemented
+
+    def _reduce_function(self, fn: types.FunctionType) -> tuple[Any, ...]:
+        if getattr(fn, "__type_params__", ()):  # 3.12's generic functions: cloudpickle's work
+            raise pickle.PicklingError(f"{fn!r} has type parameters")
+        code = fn.__code__
+        scope = fn.__globals__
+        base = self._globals.get(id(scope))
+        if base is None:  # fn keeps scope alive while this pickle is made: its id stays its own
+            base = self._globals[id(scope)] = {k: scope[k] for k in _MODULE_KEYS if k in scope}
+        names = _code_names(code)
+        named = {name: scope[name] for name in names if name in scope}
+        cells = [_cell_value(cell) for cell in fn.__closure__ or ()]
+        reached = _submodules([*named.values(), *(value for _, value in cells)], names)
+        attributes = {
+            "__qualname__": fn.__qualname__,
+            "__defaults__": fn.__defaults__,
+            "__kwdefaults__": fn.__kwdefaults__,
+            "__annotations__": fn.__annotations__,
+            "__doc__": fn.__doc__,
+            "__module__": fn.__module__,
+        }
+        state = (named, cells, attributes, dict(fn.__dict__), reached)
+        made = (marshal.dumps(code), base, fn.__name__, len(cells), sys.version_info[:2])
+        return (_make_function, made, state, None, None, _set_function_state)
+
+
+def _code_names(code: types.CodeType) -> frozenset[str]:
+    """The names ``code`` and the code nested in it look up (globals among them)."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _code_names(const)
+    return frozenset(names)
+
+
+def _cell_value(cell: types.CellType) -> tuple[bool, Any]:
+    try:
+        return True, cell.cell_contents
+    except ValueError:  # an empty cell (a name not yet bound in the enclosing scope)
+        return False, None
+
+
+def _submodules(values: list[Any], names: frozenset[str]) -> list[types.ModuleType]:
+    """Imported submodules of the modules in ``values`` that the code reaches by attribute.
+
+    ``import os.path`` binds ``os``; a function that calls ``os.path.join``
+    needs ``os.path`` imported in the worker too.
+    """
+    found = []
+    for value in values:
+        if isinstance(value, types.ModuleType):
+            prefix = value.__name__ + "."
+            for name, module in list(sys.modules.items()):
+                if name.startswith(prefix) and names.issuperset(name[len(prefix) :].split(".")):
+                    found.append(module)
+    return found
+
+
+def _reduce_module(module: types.ModuleType) -> tuple[Any, ...]:
+    name = module.__name__
+    if name == "__main__" or sys.modules.get(name) is not module:
+        raise pickle.PicklingError(f"module {name} cannot be imported by name: cloudpickle's work")
+    return (_import_module, (name,))
+
+
+def _import_module(name: str) -> types.ModuleType:
+    """A module, by name (imported if need be): how modules travel."""
+    __import__(name)
+    return sys.modules[name]
+
+
+def _make_function(
+    code: bytes, scope: dict[str, Any], name: str, cells: int, version: tuple[int, int]
+) -> types.FunctionType:
+    """A function sent by value, before its state: code, globals dict, empty closure cells."""
+    if version != sys.version_info[:2]:
+        raise pickle.UnpicklingError(
+            f"a function was pickled by Python {version[0]}.{version[1]} and cannot run on "
+            f"{sys.version_info[0]}.{sys.version_info[1]}: run workers on the caller's Python"
+        )
+    closure = tuple(types.CellType() for _ in range(cells)) if cells else None
+    return types.FunctionType(marshal.loads(code), scope, name, None, closure)
+
+
+def _set_function_state(fn: types.FunctionType, state: tuple[Any, ...]) -> None:
+    """Fill in what :func:`_make_function` left out (it may name ``fn`` itself)."""
+    named, cells, attributes, extra, _reached = state  # _reached: imported by unpickling it
+    fn.__globals__.update(named)
+    fn.__globals__["__builtins__"] = builtins
+    for cell, (bound, value) in zip(fn.__closure__ or (), cells):
+        if bound:
+            cell.cell_contents = value
+    for key, value in attributes.items():
+        setattr(fn, key, value)
+    fn.__dict__.update(extra)
 
 
 def dumps_for_child(obj: Any) -> bytes:

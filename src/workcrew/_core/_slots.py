@@ -3,28 +3,38 @@
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Any
 
-from ._backend import WorkerHandle
-from ._jobs import Job
+TYPE_CHECKING = False  # no typing at run time (see _backend.Chunk)
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ._backend import WorkerHandle
+    from ._jobs import Job
 
 __all__ = ("InFlight", "Slot")
 
 
-@dataclass
 class InFlight:
     """A chunk sent to a worker and not yet answered."""
 
-    seq: int
-    job: Job
-    start: int
-    items: list[Any]
-    #: items that failed before sending (their arguments did not pickle)
-    unsent: dict[int, BaseException] | None = None
+    __slots__ = ("items", "job", "seq", "start", "unsent")
+
+    def __init__(
+        self,
+        seq: int,
+        job: Job,
+        start: int,
+        items: list[Any],
+        unsent: dict[int, BaseException] | None = None,
+    ) -> None:
+        self.seq = seq
+        self.job = job
+        self.start = start
+        self.items = items
+        #: items that failed before sending (their arguments did not pickle)
+        self.unsent = unsent
 
 
-@dataclass
 class Slot:
     """The master's record of one worker: its handle, its state, the chunks it holds.
 
@@ -32,13 +42,16 @@ class Slot:
     sent; the worker answers in that order, so the head is the one it runs.
     """
 
-    handle: WorkerHandle
-    quota: int | None  # items this worker may still take (max_tasks_per_worker)
-    ready: bool = False
-    retiring: bool = False  # asked to exit; takes no more chunks
-    expired: int = 0  # seq of a chunk stopped for running past its timeout
-    killed_for: int = 0  # seq of the chunk we killed this worker for (timeout, cancel)
-    inflight: deque[InFlight] = field(default_factory=deque)
+    __slots__ = ("expired", "handle", "inflight", "killed_for", "quota", "ready", "retiring")
+
+    def __init__(self, handle: WorkerHandle, quota: int | None) -> None:
+        self.handle = handle
+        self.quota = quota  # items this worker may still take (max_tasks_per_worker)
+        self.ready = False
+        self.retiring = False  # asked to exit; takes no more chunks
+        self.expired = 0  # seq of a chunk stopped for running past its timeout
+        self.killed_for = 0  # seq of the chunk we killed this worker for (timeout, cancel)
+        self.inflight: deque[InFlight] = deque()
 
     @property
     def allowance(self) -> int | None:

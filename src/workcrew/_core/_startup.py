@@ -14,8 +14,12 @@ import signal
 import time
 
 from ._crash import describe_exit
-from ._exceptions import BrokenPoolError
+from ._exceptions import broken_pool
 from ._system import oom_kill_count
+
+TYPE_CHECKING = False  # no typing at run time (see _typing)
+if TYPE_CHECKING:
+    from ._broken import BrokenPoolError
 
 __all__ = ("MAX_STARTUP_FAILURES", "OUTSIDE_SIGNALS", "STARTUP_KILL_WINDOW", "StartupWatch")
 
@@ -63,7 +67,7 @@ class StartupWatch:
             if self._killed_since is None:
                 self._killed_since = now
             elif now - self._killed_since >= STARTUP_KILL_WINDOW:
-                return BrokenPoolError(
+                return broken_pool(
                     f"for {STARTUP_KILL_WINDOW:g} s every worker was killed before it became "
                     f"ready ({self._kills} workers; the last {how}, start method "
                     f"{self._method!r}): something kills the workers as they start (another "
@@ -73,7 +77,7 @@ class StartupWatch:
         self._failures += 1
         if self._failures < MAX_STARTUP_FAILURES:
             return None
-        return BrokenPoolError(
+        return broken_pool(
             f"{MAX_STARTUP_FAILURES} workers in a row ended before becoming ready: the last "
             f"{how} (start method {self._method!r}); the pool cannot start workers. "
             f"{_startup_hint(exitcode)}"
