@@ -35,10 +35,13 @@ import sys
 import threading
 from multiprocessing import process, spawn, util
 from multiprocessing.context import set_spawning_popen
-from typing import Any
 
 from .._core._fds import register_master_fd, unregister_master_fd
 from ._forkserver_main import IMPORT, LENGTH, MAX_FDS, STATUS, ServerDupFd
+
+TYPE_CHECKING = False  # the fork server's workers import this module: no typing at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ("ServerContext", "ServerProcess", "StartFailed", "server_pid", "start_server")
 
@@ -182,6 +185,17 @@ def _setup() -> bytes:
         set_spawning_popen(None)
 
 
+def _write_ready(fd: int, data: bytes) -> int:
+    """Write what ``fd`` takes without blocking; how many bytes (0 if its reader is gone)."""
+    os.set_blocking(fd, False)
+    try:
+        return os.write(fd, data)
+    except (BlockingIOError, BrokenPipeError):  # full, or the server died: after the pid
+        return 0
+    finally:
+        os.set_blocking(fd, True)
+
+
 def _dump(obj: Any) -> bytes:
     from multiprocessing.reduction import ForkingPickler
 
@@ -247,6 +261,10 @@ class _ServerPopen:
         # end of file when the caller is gone, so this copy lives with the Popen.
         keep = os.dup(data_w)
         self.finalizer = util.Finalize(self, util.close_fds, (keep, self.sentinel))  # type: ignore[attr-defined]  # in multiprocessing.util since 3.8, not in its stubs
+        data = LENGTH.pack(len(body)) + body
+        # What the pipe takes now the worker reads as soon as it is forked,
+        # without waiting for this thread to learn its pid; the rest follows.
+        sent = _write_ready(data_w, data)
         try:
             pid = self._read_status(PID_TIMEOUT)
         except EOFError:
@@ -263,8 +281,7 @@ class _ServerPopen:
         self.pid = pid
         try:
             with open(data_w, "wb", closefd=True) as pipe:
-                pipe.write(LENGTH.pack(len(body)))
-                pipe.write(body)
+                pipe.write(memoryview(data)[sent:])
         except (BrokenPipeError, ConnectionResetError) as exc:
             self.returncode = self._status_within(REAP_TIMEOUT)
             raise StartFailed(

@@ -54,11 +54,12 @@ STATUS = struct.Struct("q")
 #: The length of the pickle that precedes it on a data pipe.
 LENGTH = struct.Struct("Q")
 #: What every worker imports, loaded once in the server so that forks start
-#: with it: the worker's code.  ``multiprocessing`` comes with the set-up.
+#: with it: the worker's code, and the module of the Process class each worker
+#: unpickles.  ``multiprocessing`` comes with the set-up.
 #: cloudpickle is not here: most functions travel without it
 #: (``_core/_pickling.py``), and its import would delay the first worker by
 #: ~10 ms; the caller asks for it once it uses it (``IMPORT``).
-PRELOAD = ("workcrew._backends._process_worker",)
+PRELOAD = ("workcrew._backends._process_worker", "workcrew._backends._forkserver")
 #: The request to import cloudpickle (protocol, 2.).
 IMPORT = b"import cloudpickle"
 #: Longest request message.
