@@ -422,6 +422,39 @@ def test_close_waits_for_in_flight_chunks_and_state_only_moves_forward(fake: Mak
     assert_forward(states)
 
 
+def test_while_closing_idle_workers_exit_once_nothing_is_left_to_hand_out(fake: Make) -> None:
+    pool = fake(workers=2)
+    job = pool.map([0, 1], chunksize=1)
+    first, second = pool.chunk(), pool.chunk()
+    assert first.worker is not second.worker
+    pool.answer(first)  # still open: the idle worker waits for work
+    assert not first.worker.stop_requested
+    pool.close()
+    pool.run(lambda: None)
+    # Checked: before the idle worker was let go here, it waited for the last answer.
+    assert first.worker.stop_requested and not second.worker.stop_requested
+    assert pool.state() is State.CLOSING
+    pool.answer(second)
+    assert second.worker.stop_requested and pool.state() is State.STOPPING
+    assert job.future.result(0) == [0, 1]
+
+
+def test_while_closing_a_retry_after_the_idle_workers_left_starts_one_again(fake: Make) -> None:
+    pool = fake(workers=2, retries=1)
+    job = pool.map([0, 1], chunksize=1)
+    first, second = pool.chunk(), pool.chunk()
+    pool.close()
+    pool.answer(first)
+    assert first.worker.stop_requested  # nothing left to hand out
+    pool.exit(first.worker, 0)
+    pool.exit(second.worker, CRASH)  # the other item's worker dies: its retry needs a worker
+    again = pool.chunk()
+    assert again.items == (1,) and again.worker not in (first.worker, second.worker)
+    pool.answer(again)
+    assert job.future.result(0) == [0, 1]
+    assert again.worker.stop_requested and pool.state() is State.STOPPING
+
+
 def test_close_waits_for_a_retry_in_its_backoff(fake: Make) -> None:
     pool = fake(workers=1, retries=1, retry_backoff=0.01)
     job = pool.call(1)

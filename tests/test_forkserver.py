@@ -76,6 +76,46 @@ def test_workers_find_the_main_module_s_names_and_their_caller(tmp_path: Path) -
     assert sorted(row[1] for row in rows) == [1, 2]
 
 
+SERVER_EXIT = """
+import atexit, json, os, sys
+import workcrew
+from workcrew._backends._forkserver import server_pid
+
+LOG = sys.argv[1]
+
+
+def note():
+    with open(LOG, "a") as log:
+        log.write(f"{os.getpid()} {server_pid()}\\n")
+
+
+atexit.register(note)  # at the top level: the server runs it too, as __mp_main__
+
+
+def pid(_):
+    return os.getpid()
+
+
+if __name__ == "__main__":
+    with workcrew.Pool(1) as pool:
+        pool.apply(pid, (0,))
+    print(json.dumps([os.getpid(), server_pid()]))
+"""
+
+
+def test_the_server_is_let_go_as_the_program_exits_and_runs_its_exit_hooks(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "exits.log"
+    caller, server = run_script(tmp_path, SERVER_EXIT, str(log))  # type: ignore[misc]
+    # run_script returned: the server closed the stderr it shares with the
+    # program, so it has ended, after its exit hooks.  The program's own hook,
+    # registered before the first pool, ran after workcrew's, which had
+    # already let the server go; the server's copy of the hook ran in it.
+    lines = sorted(log.read_text().split("\n")[:-1])
+    assert server is not None and lines == sorted([f"{caller} None", f"{server} None"])
+
+
 PRELOAD = """
 import json, multiprocessing, os, sys
 import workcrew

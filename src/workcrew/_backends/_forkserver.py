@@ -25,6 +25,7 @@ the caller does.
 
 from __future__ import annotations
 
+import atexit
 import io
 import os
 import pickle
@@ -74,6 +75,8 @@ class _Server:
         self.popen: subprocess.Popen[bytes] | None = None
         #: the server was asked to import cloudpickle
         self.has_cloudpickle = False
+        #: _let_go is registered as an exit hook
+        self.hooked = False
 
     def request(self, fds: list[int]) -> None:
         """Ask the server to fork a worker given ``fds`` (status, data, passed)."""
@@ -104,6 +107,9 @@ class _Server:
         finally:
             theirs.close()
         self.channel = ours
+        if not self.hooked:  # registered now, so that it runs before the hooks of code
+            atexit.register(_let_go)  # that ran before the first pool (atexit is LIFO)
+            self.hooked = True
         register_master_fd(ours.fileno())  # forked workers must not hold the server's channel
         ours.send(_setup())
         return ours
@@ -128,11 +134,23 @@ class _Server:
         self.lock = threading.Lock()  # another thread may have held the parent's at the fork
         self.channel = None
         self.popen = None
-        self.has_cloudpickle = False
+        self.has_cloudpickle = False  # (the exit hook, if any, was inherited: it stays)
 
 
 _server = _Server()
 os.register_at_fork(after_in_child=_server.after_fork_in_child)
+
+
+def _let_go() -> None:
+    """Exit hook: close the channel now, so the server ends while this process does.
+
+    Every pool has shut down by now (their hook is one of threading's, which
+    run before atexit's).  Left to the interpreter's teardown, the channel
+    would close ~10 ms later, and the server (which shares this process's
+    stderr) would end that much after it.
+    """
+    with _server.lock:
+        _server._forget()
 
 
 def start_server() -> None:

@@ -563,16 +563,16 @@ class Master(WorkerEvents):
             self._attempts.forget(job)
 
     def _advance_shutdown(self) -> None:
-        if (
-            self.state is State.CLOSING
-            and self._scheduler.idle()
-            and not self._attempts.pending
-            and not any(s.inflight for s in self._slots.values())
-        ):
-            self.state = State.STOPPING
+        if self.state is State.CLOSING and self._scheduler.idle() and not self._attempts.pending:
+            # Nothing is left to hand out: idle workers go now (as multiprocessing's
+            # take their sentinel), the others once they answer.  A retry after a
+            # crash would start a worker again (_dispatch runs while closing).
             for slot in self._slots.values():
-                self._mark_retiring(slot)
-                slot.handle.request_stop()
+                if not slot.inflight and not slot.retiring:
+                    self._mark_retiring(slot)
+                    slot.handle.request_stop()
+            if not any(s.inflight for s in self._slots.values()):
+                self.state = State.STOPPING
         if self.state in (State.STOPPING, State.TERMINATING) and not self._slots:
             self.state = State.STOPPED
 
