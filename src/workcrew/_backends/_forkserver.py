@@ -149,8 +149,13 @@ def _let_go() -> None:
     would close ~10 ms later, and the server (which shares this process's
     stderr) would end that much after it.
     """
-    with _server.lock:
-        _server._forget()
+    # Another (daemon) thread may hold the lock in a send to a stopped server:
+    # then the interpreter's teardown closes the channel instead.
+    if _server.lock.acquire(timeout=1.0):
+        try:
+            _server._forget()
+        finally:
+            _server.lock.release()
 
 
 def start_server() -> None:
