@@ -449,3 +449,20 @@ def leave_an_executor_open(x: int) -> int:
     _LEFT_OPEN.append(executor)
     result: int = executor.submit(square, x).result()
     return result
+
+
+class Scaler:
+    """A class whose bound methods are tasks (a private one's name is mangled)."""
+
+    def __init__(self, factor: int) -> None:
+        self.factor = factor
+
+    def scale(self, x: int) -> int:
+        return self.__scale(x)
+
+    def __scale(self, x: int) -> int:
+        return x * self.factor
+
+    def private(self) -> Callable[[int], int]:
+        """The bound private method (``self._Scaler__scale``)."""
+        return self.__scale

@@ -18,6 +18,7 @@ import cloudpickle
 import pytest
 
 import helpers
+import workcrew
 from test_startup import run_fresh
 from workcrew._core import _pickling
 from workcrew._core._pickling import dumps_function
@@ -186,6 +187,63 @@ def test_a_module_registered_with_cloudpickle_by_value_is_pickled_by_cloudpickle
         cloudpickle.unregister_pickle_by_value(helpers)
     copy = pickle.loads(blob)
     assert copy is not helpers.square and copy(5) == 25 and b"cloudpickle" in blob
+
+
+def test_bound_methods_travel_as_cloudpickle_sends_them() -> None:
+    scaler = helpers.Scaler(3)
+    public = dumps_function(scaler.scale)
+    assert b"cloudpickle" not in public and pickle.loads(public)(2) == 6
+    # A private method's name is mangled on the object: the standard pickler
+    # would look up "__scale" there; the function itself travels instead.
+    private = dumps_function(scaler.private())
+    assert pickle.loads(private)(5) == 15
+
+
+def test_a_private_method_runs_in_a_process_worker(start_method: str) -> None:
+    with workcrew.Pool(1, start_method=start_method) as pool:
+        assert pool.map(helpers.Scaler(4).private(), [1, 2]) == [4, 8]
+
+
+def test_only_the_globals_the_code_reads_travel() -> None:
+    namespace: dict[str, Any] = {"__name__": "__main__"}
+    exec("data = bytes(10**6)\ndef attribute(x):\n    return x.data\n", namespace)
+    blob = dumps_function(namespace["attribute"])
+    copy = pickle.loads(blob)
+    assert len(blob) < 10_000 and "data" not in copy.__globals__
+    assert copy(types.SimpleNamespace(data=7)) == 7
+
+
+def _functions_of(*modules: types.ModuleType) -> list[types.FunctionType]:
+    found = []
+    for module in modules:
+        for value in vars(module).values():
+            members = vars(value).values() if isinstance(value, type) else [value]
+            found += [f for f in members if isinstance(f, types.FunctionType)]
+    return found
+
+
+def test_the_globals_found_are_those_cloudpickle_finds() -> None:
+    import argparse
+    import json.decoder
+    import textwrap
+
+    from cloudpickle.cloudpickle import _extract_code_globals
+
+    functions = [
+        *_functions_of(argparse, json.decoder, textwrap, _pickling),
+        *(f for f in main_namespace().values() if isinstance(f, types.FunctionType)),
+    ]
+    assert len(functions) > 150
+    for fn in functions:
+        ours = _pickling._global_names(fn.__code__)
+        assert list(ours) == list(_extract_code_globals(fn.__code__)), fn.__qualname__
+
+
+def test_a_type_variable_of_main_goes_to_cloudpickle_as_its_classes_do() -> None:
+    namespace: dict[str, Any] = {"__name__": "__main__"}
+    exec("from typing import TypeVar\nT = TypeVar('T')\ndef which():\n    return T\n", namespace)
+    blob = dumps_function(namespace["which"])
+    assert b"cloudpickle" in blob and pickle.loads(blob)().__name__ == "T"
 
 
 def test_a_function_pickled_by_another_python_says_so() -> None:

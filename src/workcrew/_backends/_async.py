@@ -18,7 +18,6 @@ from typing import Any
 
 from .._core._backend import Chunk, Loop, Report, Sent, WorkerBackend, WorkerEvents, WorkerHandle
 from .._core._context import mark_worker_thread
-from .._core._exceptions import InitializerError
 from .._core._execute import (
     Outcome,
     add_note,
@@ -153,6 +152,8 @@ class AsyncHandle(WorkerHandle):
         try:
             await self._backend.initialize()
         except BaseException as exc:  # noqa: BLE001 - reported to the master, which breaks the pool
+            from .._core._broken import InitializerError  # loaded when it fails (see _broken)
+
             error = InitializerError(
                 f"the pool's initializer raised ({type(exc).__name__}: {exc}); "
                 "the pool cannot start workers."

@@ -291,10 +291,12 @@ class _ServerPopen:
         try:
             pid = self._read_status(PID_TIMEOUT)
         except EOFError:
+            os.close(data_w)
             raise StartFailed(
                 "the fork server ended without starting a worker", None, None
             ) from None
         if pid is None:
+            os.close(data_w)  # a worker forked after all reads end of file, and ends
             raise StartFailed(
                 "the fork server did not start a worker within "
                 f"{PID_TIMEOUT:.0f} s (is the machine overloaded?)",

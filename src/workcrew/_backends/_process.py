@@ -362,11 +362,12 @@ class ProcessHandle(WorkerHandle):
         self._on_readable()
         self._loop.remove_reader(self._sentinel)
         # The worker has exited: its parent reaps it at once (we, or the fork server,
-        # which then writes its status; the bound guards against a stopped server).
-        # Our own child needs none: multiprocessing would only import its connection
-        # module (~4 ms) to see the ready sentinel before the same waitpid.
-        by_server = self._backend.options.start_method == "forkserver"
-        self.process.join(EXIT_STATUS_TIMEOUT if by_server else None)
+        # which then writes its status; the bound guards against a stopped server,
+        # and against multiprocessing's sentinel, which a task can close early).
+        # Our own child seen by its pidfd needs none: multiprocessing would only
+        # import its connection module (~4 ms) to see the ready sentinel.
+        exited = self._pidfd is not None and self._backend.options.start_method != "forkserver"
+        self.process.join(None if exited else EXIT_STATUS_TIMEOUT)
         self.exitcode = self.process.exitcode
         self._close()
         # Reported after the results read above, some of which may still be

@@ -83,6 +83,10 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_BROKEN])
+
+
 def broken_pool(message: str) -> BrokenPoolError:
     """A :class:`BrokenPoolError` (its class loads now, see ``_BROKEN``)."""
     from ._broken import BrokenPoolError

@@ -30,7 +30,6 @@ import time
 import traceback
 from collections import deque
 
-from ._exceptions import WorkerCrashed
 from ._execute import describe_call, function_name
 
 TYPE_CHECKING = False  # no typing at run time (see _typing)
@@ -164,6 +163,8 @@ class LiveLog:
         return None
 
     def _fail(self, worker: int, chunk: _Running, errors: dict[int, BaseException]) -> None:
+        from ._broken import WorkerCrashed  # loaded with the first crash (see _broken)
+
         now = time.perf_counter()
         for index, exc in errors.items():
             if index < len(chunk.items):

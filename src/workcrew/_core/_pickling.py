@@ -59,7 +59,7 @@ def dumps_function(fn: Any) -> bytes:
     10 ms, and the fork server as much again, before the first task of the
     first pool.  So the standard pickle goes first, with one addition
     (:class:`_ByValuePickler`): functions of ``__main__`` by value, the way
-    cloudpickle pickles them.  Whatever that cannot do (a class defined in
+    cloudpickle pickles them.  Whatever that cannot do (a class or TypeVar defined in
     ``__main__``, a module registered with cloudpickle's
     ``register_pickle_by_value``, an object the standard pickle refuses)
     goes to cloudpickle, which also raises the real error if neither can.
@@ -107,9 +107,16 @@ class _ByValuePickler(pickle.Pickler):
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, types.FunctionType) and obj.__module__ == "__main__":
             return self._reduce_function(obj)
+        if isinstance(obj, types.MethodType):
+            # As cloudpickle's: the function itself, not the method's name looked
+            # up on the object (a private method's name is mangled there).
+            return (_make_method, (obj.__func__, obj.__self__))
         if isinstance(obj, types.ModuleType):
             return _reduce_module(obj)
-        if isinstance(obj, type) and obj.__module__ == "__main__":
+        if getattr(obj, "__module__", None) == "__main__" and (
+            isinstance(obj, type) or type(obj).__module__ == "typing"
+        ):
+            # A class or a TypeVar of __main__: cloudpickle sends them by value.
             raise pickle.PicklingError(f"{obj!r} is defined in __main__: cloudpickle's work")
         return NotImplemented
 
@@ -121,10 +128,9 @@ class _ByValuePickler(pickle.Pickler):
         base = self._globals.get(id(scope))
         if base is None:  # fn keeps scope alive while this pickle is made: its id stays its own
             base = self._globals[id(scope)] = {k: scope[k] for k in _MODULE_KEYS if k in scope}
-        names = _code_names(code)
-        named = {name: scope[name] for name in names if name in scope}
+        named = {name: scope[name] for name in _global_names(code) if name in scope}
         cells = [_cell_value(cell) for cell in fn.__closure__ or ()]
-        reached = _submodules([*named.values(), *(value for _, value in cells)], names)
+        reached = _submodules([*named.values(), *(value for _, value in cells)], _names(code))
         attributes = {
             "__qualname__": fn.__qualname__,
             "__defaults__": fn.__defaults__,
@@ -138,12 +144,53 @@ class _ByValuePickler(pickle.Pickler):
         return (_make_function, made, state, None, None, _set_function_state)
 
 
-def _code_names(code: types.CodeType) -> frozenset[str]:
-    """The names ``code`` and the code nested in it look up (globals among them)."""
+def _global_names(code: types.CodeType) -> dict[str, None]:
+    """The globals ``code`` and the code nested in it read, write or delete, in order.
+
+    Only those: ``co_names`` also holds attribute and imported names, and a
+    global that merely shares one (``x.data`` and a global ``data``) must not
+    travel.  What cloudpickle's ``_extract_code_globals`` finds, read from
+    the bytecode without ``dis`` (whose import would cost the first pool
+    ~1.7 ms): each instruction is two bytes, ``EXTENDED_ARG`` prefixes widen
+    the next one's argument, and from Python 3.11 ``LOAD_GLOBAL``'s argument
+    is the name's index shifted left by one (its low bit pushes a NULL).
+    """
+    ops, extended_arg = _global_opcodes()
+    found: dict[str, None] = {}
+    raw = code.co_code
+    extended = 0
+    for i in range(0, len(raw), 2):
+        op, arg = raw[i], raw[i + 1] | extended
+        extended = arg << 8 if op == extended_arg else 0
+        shift = ops.get(op)
+        if shift is not None:
+            found[code.co_names[arg >> shift]] = None
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            found.update(_global_names(const))
+    return found
+
+
+@functools.cache
+def _global_opcodes() -> tuple[dict[int, int], int]:
+    """{opcode: shift of its name index} for the global-access instructions; EXTENDED_ARG."""
+    import opcode
+
+    load_shift = 1 if sys.version_info >= (3, 11) else 0
+    ops = {
+        opcode.opmap["LOAD_GLOBAL"]: load_shift,
+        opcode.opmap["STORE_GLOBAL"]: 0,
+        opcode.opmap["DELETE_GLOBAL"]: 0,
+    }
+    return ops, opcode.EXTENDED_ARG
+
+
+def _names(code: types.CodeType) -> frozenset[str]:
+    """Every name ``code`` and the code nested in it use (attributes included)."""
     names = set(code.co_names)
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
-            names |= _code_names(const)
+            names |= _names(const)
     return frozenset(names)
 
 
@@ -181,6 +228,12 @@ def _import_module(name: str) -> types.ModuleType:
     """A module, by name (imported if need be): how modules travel."""
     __import__(name)
     return sys.modules[name]
+
+
+def _make_method(fn: Any, obj: Any) -> types.MethodType:
+    """A bound method, from its function and object (``types.MethodType`` itself does not
+    pickle: its class is not importable)."""
+    return types.MethodType(fn, obj)
 
 
 def _make_function(
