@@ -59,8 +59,8 @@ def dumps_function(fn: Any) -> bytes:
     10 ms, and the fork server as much again, before the first task of the
     first pool.  So the standard pickle goes first, with one addition
     (:class:`_ByValuePickler`): functions of ``__main__`` by value, the way
-    cloudpickle pickles them.  Whatever that cannot do (a class or TypeVar defined in
-    ``__main__``, a module registered with cloudpickle's
+    cloudpickle pickles them.  Whatever that cannot do (a class or TypeVar
+    defined in ``__main__``, a module registered with cloudpickle's
     ``register_pickle_by_value``, an object the standard pickle refuses)
     goes to cloudpickle, which also raises the real error if neither can.
     """
@@ -96,8 +96,10 @@ class _ByValuePickler(pickle.Pickler):
     globals dict of the caller, shared by the functions of one pickle, with
     the globals the code names (read at pickling time), the closure's values,
     defaults, names, annotations and ``__dict__``.  Modules travel by name,
-    with the submodules the code reaches through them.  Classes of
-    ``__main__`` are refused (cloudpickle rebuilds them; this does not).
+    with the submodules the code reaches through them; a bound method as
+    its function and its object.  Classes and TypeVars of ``__main__`` and
+    3.12's generic functions are refused (cloudpickle rebuilds them; this
+    does not).
     """
 
     def __init__(self, file: io.BytesIO) -> None:
