@@ -258,44 +258,46 @@ def fmt(value: float) -> str:
 def timed_in_turns(
     sizes: Sizes,
     fn: Callable[[Any], Any],
-    items_of: Callable[[Contender], tuple[list[Any], list[Any]]],
-) -> dict[str, float]:
-    """Best seconds of ``fn`` over each contender's (items, expected), the contenders in turns.
+    inputs_of: Callable[[Contender], list[tuple[list[Any], list[Any]]]],
+) -> dict[str, list[float]]:
+    """Best seconds of ``fn`` over each of a contender's inputs (items, expected), in turns.
 
     Every pool is opened (outside the timed region) and warmed up by one map
-    first; then each round times one map per contender, in order.  Turns rather
-    than one library's repeats after another's: a slow minute of this shared
-    machine then falls on all of them alike.
+    of its first input; then each round times one map of every input per
+    contender, the contenders in order.  Turns rather than one library's
+    repeats after another's: a slow minute of this shared machine then falls
+    on all of them alike.
     """
     with contextlib.ExitStack() as stack:
         runs = []
         for c in contenders(sizes):
             run = stack.enter_context(c.open())
-            items, expected = items_of(c)
-            check(c.name, run(fn, items), expected)  # warm-up
-            runs.append((c.name, run, items, expected))
-        best = dict.fromkeys((name for name, *_ in runs), float("inf"))
+            inputs = inputs_of(c)
+            check(c.name, run(fn, inputs[0][0]), inputs[0][1])  # warm-up
+            runs.append((c.name, run, inputs))
+        best = {name: [float("inf")] * len(inputs) for name, _, inputs in runs}
         for _ in range(sizes.repeats):
-            for name, run, items, expected in runs:
-                start = time.perf_counter()
-                got = run(fn, items)
-                best[name] = min(best[name], time.perf_counter() - start)
-                check(name, got, expected)
+            for name, run, inputs in runs:
+                for i, (items, expected) in enumerate(inputs):
+                    start = time.perf_counter()
+                    got = run(fn, items)
+                    best[name][i] = min(best[name][i], time.perf_counter() - start)
+                    check(name, got, expected)
     return best
 
 
 def bench_throughput(sizes: Sizes) -> Table:
-    def items_of(c: Contender) -> tuple[list[Any], list[Any]]:
+    def inputs_of(c: Contender) -> list[tuple[list[Any], list[Any]]]:
         items = list(range(min(sizes.trivial, c.trivial_cap or sizes.trivial)))
-        return items, [x * x for x in items]
+        return [(items, [x * x for x in items])]
 
-    best = timed_in_turns(sizes, square, items_of)
+    best = timed_in_turns(sizes, square, inputs_of)
     results = []
     for c in contenders(sizes):
         n = min(sizes.trivial, c.trivial_cap or sizes.trivial)
         note = f"input capped at {n:,} tasks" if n < sizes.trivial else ""
-        results.append(Result(c.name, n / best[c.name], c.workcrew, note))
-        progress(f"throughput {c.name}: {n / best[c.name]:,.0f} tasks/s")
+        results.append(Result(c.name, n / best[c.name][0], c.workcrew, note))
+        progress(f"throughput {c.name}: {n / best[c.name][0]:,.0f} tasks/s")
     notes = [
         f"{sizes.trivial:,} calls of `x*x` through `map`, {WORKERS} workers; every pool created "
         f"outside the timed region and warmed up by one map, then the libraries take turns, "
@@ -319,10 +321,10 @@ def measure_contenders(
     score: Callable[[float], float],
 ) -> list[Result]:
     """Time ``fn`` over ``items`` on every contender, in turns; ``score`` makes the figure."""
-    best = timed_in_turns(sizes, fn, lambda c: (items, expected))
+    best = timed_in_turns(sizes, fn, lambda c: [(items, expected)])
     results = []
     for c in contenders(sizes):
-        value = score(best[c.name])
+        value = score(best[c.name][0])
         results.append(Result(c.name, value, c.workcrew))
         progress(f"{label} {c.name}: {metric} {value:.2f}")
     return results
@@ -383,19 +385,10 @@ def bench_skewed(sizes: Sizes) -> Table:
         durations = pareto_micros(sizes.skewed_tasks, sizes.skewed_mean_seconds, seed)
         ideal = max(sum(durations) / WORKERS, max(durations)) / 1e6
         inputs.append((seed, durations, ideal, [burned(d) for d in durations]))
+    best = timed_in_turns(sizes, burn, lambda c: [(d, expected) for _, d, _, expected in inputs])
     results = []
     for c in contenders(sizes):
-        scores = []
-        with c.open() as run:
-            check(c.name, run(burn, inputs[0][1]), inputs[0][3])  # warm-up
-            for _, durations, ideal, expected in inputs:
-                best = float("inf")
-                for _ in range(sizes.repeats):
-                    start = time.perf_counter()
-                    got = run(burn, durations)
-                    best = min(best, time.perf_counter() - start)
-                    check(c.name, got, expected)
-                scores.append(best / ideal)
+        scores = [seconds / ideal for seconds, (_, _, ideal, _) in zip(best[c.name], inputs)]
         value = statistics.mean(scores)
         note = ", ".join(f"{seed}: {score:.2f}" for (seed, *_), score in zip(inputs, scores))
         results.append(Result(c.name, value, c.workcrew, note))
@@ -410,7 +403,8 @@ def bench_skewed(sizes: Sizes) -> Table:
         f"{sizes.skewed_tasks} tasks, Pareto(1.5) durations scaled to mean "
         f"{sizes.skewed_mean_seconds * 1000:.0f} ms, CPU busy-wait (thread CPU time); "
         f"one input per seed ({', '.join(str(s) for s in SKEW_SEEDS)}), the same for every "
-        "library, in one pool per library.",
+        "library, in one pool per library; the libraries take turns, each round timing "
+        "every seed.",
         f"makespan / ideal per seed (ideal = max(sum / {WORKERS} workers, longest), best of "
         f"{sizes.repeats}); the figure is their mean, the note each seed's. 1.00 is perfect.",
         "Where the longest tasks fall in the input decides more than the library: an ideal "
