@@ -9,8 +9,7 @@ spawn), and a worker starts in a millisecond (the speed of fork).
 resource tracker (another interpreter) before its first fork; this one
 imports ``multiprocessing`` itself and the worker's code
 (``_forkserver_main.PRELOAD``; cloudpickle once the caller uses it), and
-needs no tracker: workcrew's shared
-memory has no names to clean up.
+needs no tracker: workcrew's shared memory has no names to clean up.
 
 What a worker sees is what a ``multiprocessing`` forkserver child sees: the
 server became the caller's twin when it started (``sys.path``, working

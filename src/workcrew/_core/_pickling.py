@@ -20,6 +20,7 @@ import types
 
 TYPE_CHECKING = False  # a worker imports this module: no typing at run time
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from typing import Any
 
 __all__ = (
@@ -159,17 +160,15 @@ def _global_names(code: types.CodeType) -> dict[str, None]:
     """
     ops, extended_arg = _global_opcodes()
     found: dict[str, None] = {}
-    raw = code.co_code
-    extended = 0
-    for i in range(0, len(raw), 2):
-        op, arg = raw[i], raw[i + 1] | extended
-        extended = arg << 8 if op == extended_arg else 0
-        shift = ops.get(op)
-        if shift is not None:
-            found[code.co_names[arg >> shift]] = None
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            found.update(_global_names(const))
+    for each in _codes(code):
+        raw = each.co_code
+        extended = 0
+        for i in range(0, len(raw), 2):
+            op, arg = raw[i], raw[i + 1] | extended
+            extended = arg << 8 if op == extended_arg else 0
+            shift = ops.get(op)
+            if shift is not None:
+                found[each.co_names[arg >> shift]] = None
     return found
 
 
@@ -189,11 +188,15 @@ def _global_opcodes() -> tuple[dict[int, int], int]:
 
 def _names(code: types.CodeType) -> frozenset[str]:
     """Every name ``code`` and the code nested in it use (attributes included)."""
-    names = set(code.co_names)
+    return frozenset(name for each in _codes(code) for name in each.co_names)
+
+
+def _codes(code: types.CodeType) -> Iterator[types.CodeType]:
+    """``code``, then the code nested in it (functions, lambdas, classes), depth first."""
+    yield code
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
-            names |= _names(const)
-    return frozenset(names)
+            yield from _codes(const)
 
 
 def _cell_value(cell: types.CellType) -> tuple[bool, Any]:
@@ -233,8 +236,7 @@ def _import_module(name: str) -> types.ModuleType:
 
 
 def _make_method(fn: Any, obj: Any) -> types.MethodType:
-    """A bound method, from its function and object (``types.MethodType`` itself does not
-    pickle: its class is not importable)."""
+    """A bound method, from its function and object (``types.MethodType`` does not pickle)."""
     return types.MethodType(fn, obj)
 
 
