@@ -76,6 +76,92 @@ def test_workers_find_the_main_module_s_names_and_their_caller(tmp_path: Path) -
     assert sorted(row[1] for row in rows) == [1, 2]
 
 
+MAIN_AS_RUN = """
+import json, multiprocessing, sys
+import workcrew
+
+ARGV0 = sys.argv[0]  # at the top level: what the script saw as the server ran it
+
+
+def how_main_ran(_):
+    main = sys.modules["__main__"]
+    return [main.__name__, main.__file__, main.ARGV0, sys.modules["__mp_main__"] is main]
+
+
+if __name__ == "__main__":
+    method = sys.argv[1]
+    if method == "workcrew":
+        with workcrew.Pool(1) as pool:
+            print(json.dumps(pool.apply(how_main_ran, (0,))))
+    else:
+        with multiprocessing.get_context("forkserver").Pool(1) as pool:
+            print(json.dumps(pool.apply(how_main_ran, (0,))))
+"""
+
+
+@pytest.mark.parametrize("name", ["program.py", "program"])
+def test_the_main_script_runs_in_the_server_as_multiprocessing_runs_it(
+    tmp_path: Path, name: str
+) -> None:
+    # program.py runs in workcrew's own runner (no runpy); a script without
+    # the suffix goes through multiprocessing's.  Run by a relative path, as
+    # ``python program.py`` is: both see what multiprocessing's server sees.
+    (tmp_path / name).write_text(MAIN_AS_RUN)
+    seen = {}
+    for method in ("workcrew", "multiprocessing"):
+        done = subprocess.run(
+            [sys.executable, name, method],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            cwd=tmp_path,
+            env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin"},
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        seen[method] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["workcrew"] == seen["multiprocessing"]
+    assert seen["workcrew"] == ["__mp_main__", str(tmp_path / name), str(tmp_path / name), True]
+
+
+FAILING_MAIN = """
+import json, sys
+import workcrew
+
+if __name__ == "__mp_main__":
+    raise RuntimeError("this script refuses to run in the fork server")
+
+
+def twice(x):
+    return [2 * x, "__mp_main__" in sys.modules]
+
+
+if __name__ == "__main__":
+    with workcrew.Pool(1) as pool:
+        print(json.dumps(pool.map(twice, [1, 2])))
+"""
+
+
+def test_a_main_script_that_fails_in_the_server_is_reported_and_skipped(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "program.py"
+    script.write_text(FAILING_MAIN)
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "the forkserver could not run the main module" in done.stderr
+    assert "this script refuses to run in the fork server" in done.stderr
+    # functions travel by value; no half-run __mp_main__ stays behind
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [[2, False], [4, False]]
+
+
 SERVER_EXIT = """
 import atexit, json, os, sys
 import workcrew
