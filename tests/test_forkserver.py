@@ -162,6 +162,45 @@ def test_a_main_script_that_fails_in_the_server_is_reported_and_skipped(
     assert json.loads(done.stdout.strip().splitlines()[-1]) == [[2, False], [4, False]]
 
 
+UNGUARDED = """
+import json, sys
+import workcrew
+
+with open(sys.argv[1], "a") as log:
+    log.write(__name__ + "\\n")
+
+
+def square(x):
+    return x * x
+
+
+with workcrew.Pool(1) as pool:  # no __main__ guard: the server runs this too
+    print(json.dumps(pool.map(square, [1, 2, 3])))
+"""
+
+
+def test_an_unguarded_main_module_does_not_run_its_work_again_in_the_server(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "runs.log"
+    script = tmp_path / "program.py"
+    script.write_text(UNGUARDED)
+    done = subprocess.run(
+        [sys.executable, str(script), str(log)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines() == ["[1, 4, 9]"]  # once: in the program only
+    # the server ran the top level and stopped at the pool, as multiprocessing's does
+    assert log.read_text().split() == ["__main__", "__mp_main__"]
+    assert "bootstrapping phase" in done.stderr
+    assert "could not run the main module" in done.stderr
+
+
 SERVER_EXIT = """
 import atexit, json, os, sys
 import workcrew

@@ -7,9 +7,11 @@ grid search whose one candidate segfaults scores it NaN and finishes.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import re
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -240,3 +242,46 @@ def test_a_grid_search_whose_one_candidate_segfaults_scores_it_nan(
     crashed = np.array([params["crash"] for params in grid.cv_results_["params"]])
     assert np.isnan(scores[crashed]).all()
     assert not np.isnan(scores[~crashed]).any()
+
+
+def test_callbacks_run_in_order_on_a_thread_of_the_call_not_the_pool_s(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # joblib's callback dispatches the next batch (its iterator may be slow):
+    # while one callback is busy, the pool still settles other results.
+    backend = workcrew.joblib.WorkcrewBackend(kind="thread")
+    backend.configure(n_jobs=2)
+    backend.start_call()
+    busy, release = threading.Event(), threading.Event()
+    ran: list[tuple[str, str]] = []
+
+    def first(future: object) -> None:
+        ran.append(("first", threading.current_thread().name))
+        busy.set()
+        assert release.wait(TIMEOUT)
+
+    def broken(future: object) -> None:
+        ran.append(("broken", threading.current_thread().name))
+        raise RuntimeError("a callback that fails")
+
+    def last(future: object) -> None:
+        ran.append(("last", threading.current_thread().name))
+
+    try:
+        # a batch returns the list of its calls' results
+        one = backend.submit(functools.partial(list, range(1)), first)
+        assert busy.wait(TIMEOUT)
+        two = backend.submit(functools.partial(list, range(2)), broken)
+        three = backend.submit(functools.partial(list, range(3)), last)
+        # settled by the pool while the first callback still runs
+        assert [f.result(TIMEOUT) for f in (one, two, three)] == [[0], [0, 1], [0, 1, 2]]
+        assert [name for name, _ in ran] == ["first"]  # the others wait their turn
+    finally:
+        release.set()
+        backend.stop_call()  # waits for the queued callbacks
+        backend.terminate()
+    assert [name for name, _ in ran] == ["first", "broken", "last"]
+    assert {thread for _, thread in ran} == {"workcrew-joblib-callbacks"}
+    assert "a callback that fails" in caplog.text  # logged, as concurrent.futures does
+    assert len(caplog.records) == 1
+    assert backend._tally.done == 6  # the backend's own callback counted every call

@@ -41,6 +41,13 @@ Decisions recorded here:
   then do not apply.
 * **``task_timeout`` bounds one call**: with it, auto-batching sends one call
   per task (an explicit ``Parallel(batch_size=n)`` is honoured).
+* **joblib's callbacks run on a thread of the call's own** (:class:`_Callbacks`),
+  in the order the batches end, as on loky's result thread.  joblib's callback
+  takes the call's next items and dispatches their batch: run where the pool
+  reports results (its master thread), it would hold up every other result
+  and dispatch meanwhile.  The thread starts with the call's first batch and
+  ends with the call (``stop_call``); a callback's exception is logged, as
+  ``concurrent.futures`` logs one, and the next callbacks still run.
 * joblib's memmapping options (``max_nbytes``, ``mmap_mode``, ``temp_folder``)
   are accepted and ignored: arrays travel by pickle protocol 5, through
   workcrew's shared memory for large ones (docs/arrays.md).
@@ -50,8 +57,10 @@ from __future__ import annotations
 
 import atexit
 import inspect
+import logging
 import os
 import pickle
+import queue
 import reprlib
 import threading
 import warnings
@@ -74,6 +83,7 @@ from ._display._progress import Display, check_progress, open_display
 
 __all__ = ("WorkcrewBackend", "shutdown")
 
+_LOG = logging.getLogger("workcrew.joblib")
 #: Options of :class:`workcrew.Pool` the backend passes on (``processes`` is joblib's ``n_jobs``).
 _POOL_OPTIONS = frozenset(inspect.signature(workcrew.Pool).parameters) - {"processes"}
 #: What joblib passes to ``configure`` for its own backends; the backend accepts and ignores it.
@@ -115,6 +125,7 @@ class WorkcrewBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[m
         self._pool: _Lease | None = None
         self._display: Display | None = None
         self._tally = _Tally()
+        self._callbacks: _Callbacks | None = None
 
     # -- joblib's backend API --
 
@@ -165,7 +176,8 @@ class WorkcrewBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[m
         self._display = open_display(self._progress, self._tally, None, "joblib")
 
     def stop_call(self) -> None:
-        """Draw the display's last line."""
+        """Wait for the call's callbacks, then draw the display's last line."""
+        self._end_callbacks()  # first: the last callbacks count the last calls done
         display, self._display = self._display, None
         if display is not None:
             display.close()
@@ -185,11 +197,13 @@ class WorkcrewBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[m
                 "the workcrew joblib backend was asked to run a task outside a Parallel "
                 "call (configure() first)"
             )
+        if self._callbacks is None:
+            self._callbacks = _Callbacks()
+        callbacks = self._callbacks
+        done = (self._count,) if callback is None else (self._count, callback)
         future: Future[Any] = Future()
         future.set_running_or_notify_cancel()
-        future.add_done_callback(self._count)
-        if callback is not None:
-            future.add_done_callback(callback)
+        future.add_done_callback(lambda settled: callbacks.put(settled, done))
         self._pool.send(func, future, guarded=False)
         return future
 
@@ -199,6 +213,7 @@ class WorkcrewBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[m
 
     def terminate(self) -> None:
         """The end of a Parallel call: give the pool back for the next call."""
+        self._end_callbacks()  # (joblib called stop_call before, if it has one)
         self._release()
         self.reset_batch_stats()
 
@@ -217,6 +232,11 @@ class WorkcrewBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[m
 
     # -- inner workings --
 
+    def _end_callbacks(self) -> None:
+        callbacks, self._callbacks = self._callbacks, None
+        if callbacks is not None:
+            callbacks.close()
+
     def _release(self) -> None:
         lease, self._pool = self._pool, None
         if lease is not None:
@@ -233,6 +253,45 @@ def _in_daemon() -> bool:
     import multiprocessing
 
     return bool(multiprocessing.current_process().daemon)
+
+
+class _Callbacks:
+    """A thread that runs one Parallel call's completion callbacks, in order.
+
+    Futures settle on the pool's master thread, which only queues their
+    callbacks here.  Queued after :meth:`close` (the tasks of an aborted call,
+    failed by the pool's termination), they are dropped: joblib ignores the
+    callbacks of a call that has ended.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[
+            tuple[Future[Any], tuple[Callable[[Any], Any], ...]] | None
+        ] = queue.SimpleQueue()
+        self._thread = threading.Thread(
+            target=self._run, name="workcrew-joblib-callbacks", daemon=True
+        )
+        self._thread.start()
+
+    def put(self, future: Future[Any], callbacks: tuple[Callable[[Any], Any], ...]) -> None:
+        """Run ``callbacks`` with ``future``, after those queued before."""
+        self._queue.put((future, callbacks))
+
+    def close(self) -> None:
+        """Run what is queued, then end the thread (at once, if called from a callback)."""
+        self._queue.put(None)
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            future, callbacks = item
+            for callback in callbacks:
+                try:
+                    callback(future)
+                except BaseException:  # noqa: BLE001 - as concurrent.futures: log, go on
+                    _LOG.exception("exception calling callback for %r", future)
+            del item, future  # a result is not kept alive until the next one
 
 
 class _Tally:

@@ -100,6 +100,9 @@ class _Server:
         if self.channel is not None and self.popen is not None and self.popen.poll() is None:
             return self.channel
         self._forget()
+        # First: it raises where no process may start (a main module running
+        # unguarded in a fork server or a spawned child), before one is started.
+        setup = _setup()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self.popen = _launch(theirs.fileno())
@@ -110,7 +113,7 @@ class _Server:
             atexit.register(_let_go)  # that ran before the first pool (atexit is LIFO)
             self.hooked = True
         register_master_fd(ours.fileno())  # forked workers must not hold the server's channel
-        ours.send(_setup())
+        ours.send(setup)
         return ours
 
     def _forget(self) -> None:

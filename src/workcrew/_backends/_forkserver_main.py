@@ -149,11 +149,17 @@ def _become_twin(preparation: dict[str, Any], preload: list[str]) -> None:
     """Take the caller's paths, directory, authkey and ``__main__``, then preload modules.
 
     A ``__main__`` that fails to run here is reported on stderr and skipped:
-    the workers then lack its names (functions still travel by value).
+    the workers then lack its names (functions still travel by value).  While
+    it runs, the server is "inheriting", as ``multiprocessing``'s is: a main
+    module without the ``if __name__ == "__main__":`` guard that starts a
+    process pool as it runs fails here with ``multiprocessing``'s own
+    explanation, instead of running the program's work a second time.
     """
-    from multiprocessing import spawn
+    from multiprocessing import process, spawn
 
     main_path = preparation.get("init_main_from_path")
+    me = process.current_process()
+    me._inheriting = True  # type: ignore[attr-defined]  # spawn._check_not_importing_main reads it
     try:
         if isinstance(main_path, str) and main_path.endswith(".py"):
             # the rest as multiprocessing does it; the script by our runner
@@ -170,6 +176,8 @@ def _become_twin(preparation: dict[str, Any], preload: list[str]) -> None:
             file=sys.stderr,
             flush=True,
         )
+    finally:
+        del me._inheriting  # type: ignore[attr-defined]
     for name in (*preload, *PRELOAD):
         _preload(name)
 

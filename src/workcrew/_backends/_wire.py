@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 __all__ = ("FrameReader", "FrameWriter", "dumps", "read_frame", "write_frame")
 
 HEADER = struct.Struct("<QB")
+#: Most buffers one ``writev`` takes (far below any IOV_MAX); past it, one at a time.
+WRITEV_BUFFERS = 64
 #: A CHUNK payload starts with its sequence number, outside the pickle.
 SEQ = struct.Struct("<Q")
 #: A RESULT payload starts with the seconds the worker spent on the chunk,
@@ -87,17 +89,24 @@ os.register_at_fork(after_in_child=_new_write_lock)
 
 
 def write_frame(fd: int, tag: int, *parts: bytes) -> None:
-    """Write one whole frame, whose payload is ``parts`` joined, to a blocking fd."""
+    """Write one whole frame, whose payload is ``parts`` joined, to a blocking fd.
+
+    Header and parts go in one ``writev`` where the pipe takes them: the
+    master, woken by the first byte, then finds the whole frame, where a
+    header written alone would wake it for a read that finds half of one.
+    """
+    header = HEADER.pack(sum(len(p) for p in parts), tag)
+    views = [memoryview(header), *(memoryview(p) for p in parts)]
     with _write_lock:
-        _write_all(fd, HEADER.pack(sum(len(p) for p in parts), tag))
-        for part in parts:
-            _write_all(fd, part)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+        first = 0
+        while first < len(views):
+            n = os.writev(fd, views[first : first + WRITEV_BUFFERS])
+            # drop what was written: whole buffers (empty ones too), then part of one
+            while first < len(views) and n >= len(views[first]):
+                n -= len(views[first])
+                first += 1
+            if n:
+                views[first] = views[first][n:]
 
 
 def read_frame(fd: int) -> tuple[int, bytearray] | None:
@@ -186,14 +195,21 @@ class FrameWriter:
         self.flush()
 
     def flush(self) -> None:
-        """Write queued bytes until the pipe is full; BrokenPipeError if the reader is gone."""
-        while self._pending:
-            head = self._pending[0]
+        """Write queued bytes until the pipe is full; BrokenPipeError if the reader is gone.
+
+        One ``writev`` takes a frame's header and payload together: every
+        system call lets go of the GIL, and getting it back may wait for a
+        busy thread of the caller's (up to the switch interval).
+        """
+        pending = self._pending
+        while pending:
+            views = list(pending) if len(pending) <= WRITEV_BUFFERS else [pending[0]]
             try:
-                n = os.write(self.fd, head)
+                n = os.writev(self.fd, views)
             except BlockingIOError:
                 return
-            if n == len(head):
-                self._pending.popleft()
-            else:
-                self._pending[0] = head[n:]
+            # drop what was written: whole buffers (empty ones too), then part of one
+            while pending and n >= len(pending[0]):
+                n -= len(pending.popleft())
+            if n:
+                pending[0] = pending[0][n:]
