@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copyreg
 import pickle
 import queue
 import threading
@@ -10,7 +11,14 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from helpers import TIMEOUT
-from workcrew._backends._decoding import INLINE_LIMIT, Decoders, InOrder, needs_decoder
+from workcrew._backends._decoding import (
+    INLINE_LIMIT,
+    Decoders,
+    InOrder,
+    NeedsDecoder,
+    loads_plain,
+    needs_decoder,
+)
 from workcrew._core._backend import Loop
 
 
@@ -187,3 +195,74 @@ class WithState:
 def test_needs_decoder_offloads_what_may_run_code_or_is_large(value: object, offload: bool) -> None:
     header = b"\x00\x01"
     assert needs_decoder(header + pickle.dumps(value, protocol=5), len(header)) is offload
+
+
+#: Built-in data whose pickles hold the bytes of a global's opcode (0x93 = 147), which
+#: the byte scan takes for code: loads_plain reads them on the master thread all the same.
+PLAIN = [
+    [i * i for i in range(2000)],
+    {"n": 147, "f": [0.5 * i for i in range(300)], "b": bytes(range(256))},
+    (147, -147, 2**70, "\x93", frozenset({147}), {147: None}, bytearray(b"\x93")),
+]
+
+
+@pytest.mark.parametrize("value", PLAIN, ids=["squares", "mixed", "odd bytes"])
+def test_plain_data_is_unpickled_by_loads_plain_despite_the_byte_scan(value: object) -> None:
+    data = pickle.dumps(value, protocol=5)
+    assert needs_decoder(data, 0)  # the scan alone would send it to a decoder thread
+    assert loads_plain(memoryview(data)) == value
+
+
+RAN: list[str] = []
+
+
+def note(what: str) -> None:
+    RAN.append(what)
+
+
+class Noisy:
+    """Unpickling one runs code: it notes that it ran."""
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (note, ("unpickled",))
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 5])
+def test_loads_plain_stops_at_the_first_global_before_any_code_runs(protocol: int) -> None:
+    data = pickle.dumps([1, 2, Noisy(), 4], protocol=protocol)
+    with pytest.raises(NeedsDecoder):
+        loads_plain(data)
+    assert RAN == []
+    pickle.loads(data)  # the decoder thread's unpickling runs it
+    assert RAN == ["unpickled"]
+    RAN.clear()
+
+
+def test_loads_plain_sends_everything_on_while_copyreg_extensions_exist() -> None:
+    copyreg.add_extension("collections", "OrderedDict", 0x7FFF_FF00)
+    try:
+        with pytest.raises(NeedsDecoder):
+            loads_plain(pickle.dumps([1, 2]))
+    finally:
+        copyreg.remove_extension("collections", "OrderedDict", 0x7FFF_FF00)
+    assert loads_plain(pickle.dumps([1, 2])) == [1, 2]
+
+
+def test_a_first_try_that_needs_a_decoder_goes_to_one_in_order(decoders: Decoders) -> None:
+    loop, log = FakeLoop(), []
+    order = InOrder(loop, decoders)
+    tried: list[str] = []
+
+    def refuses() -> Callable[[], None]:
+        tried.append("plain")
+        raise NeedsDecoder("a global")
+
+    order.add(message("cheap", log), offload=False, answer=True, plain=message("plain", log))
+    assert log == ["plain"]  # the first try served: decode itself never ran
+    order.add(message("decoded", log), offload=False, answer=True, plain=refuses)
+    order.add(message("behind", log), offload=False, answer=True, plain=message("next", log))
+    assert tried == ["plain"]
+    assert log == ["plain"] and not order.idle  # on a decoder thread; the next one waits
+    loop.run_one()
+    assert log == ["plain", "decoded", "next"]
+    assert order.idle and order.answers == 0

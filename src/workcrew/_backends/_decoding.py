@@ -3,11 +3,14 @@
 Unpickling runs code of the task's own types (``__reduce__``, ``__setstate__``,
 an exception's constructor), which may take any time.  On the master thread
 such a result would hold back every other worker's results, every timeout and
-all new work.  So a message is unpickled on a *decoder thread* unless
-:func:`needs_decoder` proves it cheap: a small pickle that names no global can
-call no code (the unpickler builds only built-in objects), and costs well
-under a millisecond.  Results of plain numbers, strings, lists and dicts stay
-on the fast path; instances of classes, exceptions and large payloads move.
+all new work.  So a message is unpickled on a *decoder thread* unless it is proved cheap: a
+small pickle that names no global can call no code (the unpickler builds only
+built-in objects), and costs well under a millisecond.  A result is first
+unpickled on the master thread by :func:`loads_plain`, whose unpickler stops
+at the first global it meets (before anything of it runs) and hands the
+message to a decoder; other messages are judged by :func:`needs_decoder`'s
+byte scan.  Results of plain numbers, strings, lists and dicts stay on the
+fast path; instances of classes, exceptions and large payloads move.
 
 Order: each worker's messages are handed to the master in the order the worker
 wrote them (:class:`InOrder`), because the master matches results to chunks
@@ -23,6 +26,9 @@ while it is rebuilt; large arrays avoid that (they travel as shared memory).
 
 from __future__ import annotations
 
+import copyreg
+import io
+import pickle
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -30,7 +36,11 @@ from functools import partial
 
 from .._core._backend import Loop
 
-__all__ = ("INLINE_LIMIT", "Decoders", "InOrder", "needs_decoder")
+TYPE_CHECKING = False  # typing's names for checkers only (no typing at run time)
+if TYPE_CHECKING:
+    from typing import Any
+
+__all__ = ("INLINE_LIMIT", "Decoders", "InOrder", "NeedsDecoder", "loads_plain", "needs_decoder")
 
 #: Pickles up to this size that call no code are unpickled on the master thread.
 INLINE_LIMIT = 64 * 1024
@@ -53,6 +63,31 @@ def needs_decoder(payload: bytes, at: int) -> bool:
     if len(payload) - at > INLINE_LIMIT:
         return True
     return any(payload.find(opcode, at) >= 0 for opcode in _CODE_OPCODES)
+
+
+class NeedsDecoder(Exception):
+    """Raised by a first try on the master thread: this message goes to a decoder thread."""
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Builds built-in objects only: the first global (class, function) stops it."""
+
+    def find_class(self, module: str, name: str, /) -> Any:
+        raise NeedsDecoder(f"{module}.{name}")
+
+
+def loads_plain(data: Any, buffers: list[Any] | None = None) -> Any:
+    """``pickle.loads(data)`` if that runs no code, else NeedsDecoder, having run none.
+
+    Code is reached through a global only: ``find_class`` is called for each
+    before it is used, and here it refuses.  (Byte scans cannot tell: the
+    opcode of a global is a common byte in the data of numbers.)  copyreg's
+    extension codes reach objects without it once resolved: while any is
+    registered, every pickle goes to a decoder.
+    """
+    if copyreg._extension_registry:  # type: ignore[attr-defined]  # copyreg's registry, public in all but name
+        raise NeedsDecoder("copyreg extension codes are registered")
+    return _PlainUnpickler(io.BytesIO(data), buffers=buffers).load()
 
 
 class Decoders:
@@ -126,7 +161,7 @@ class InOrder:
     def __init__(self, loop: Loop, decoders: Decoders) -> None:
         self._loop = loop
         self._decoders = decoders
-        self._queue: deque[tuple[Decode, bool, bool]] = deque()
+        self._queue: deque[tuple[Decode, bool, bool, Decode | None]] = deque()
         self._away = False
         #: answers to chunks (results, load failures) received and not yet reported
         self.answers = 0
@@ -137,14 +172,24 @@ class InOrder:
         """True when every message received so far has been reported."""
         return not self._away and not self._queue
 
-    def add(self, decode: Decode, *, offload: bool, answer: bool = False) -> None:
-        """Report a message after those before it; decode it on a decoder thread if ``offload``."""
+    def add(
+        self, decode: Decode, *, offload: bool, answer: bool = False, plain: Decode | None = None
+    ) -> None:
+        """Report a message after those before it; decode it on a decoder thread if ``offload``.
+
+        ``plain``, if given, is tried first on the master thread: it raises
+        :class:`NeedsDecoder` (having run no code of the message) when the
+        message must go to a decoder thread after all.
+        """
         if answer:
             self.answers += 1
         if not offload and self.idle:  # the common case: nothing to wait for
-            self._deliver(decode(), answer)
-            return
-        self._queue.append((decode, offload, answer))
+            delivery = _here(decode, plain)
+            if delivery is not None:
+                self._deliver(delivery, answer)
+                return
+            offload = True
+        self._queue.append((decode, offload, answer, plain))
         if not self._away:
             self._drain()
 
@@ -162,12 +207,13 @@ class InOrder:
 
     def _drain(self) -> None:
         while self._queue and not self._away:
-            decode, offload, answer = self._queue.popleft()
-            if offload:
+            decode, offload, answer, plain = self._queue.popleft()
+            delivery = None if offload else _here(decode, plain)
+            if delivery is None:
                 self._away = True
                 self._decoders.submit(partial(self._decode_away, [decode], answer))
                 return
-            self._deliver(decode(), answer)
+            self._deliver(delivery, answer)
         if self._then is not None and self.idle:
             then, self._then = self._then, None
             then()
@@ -194,6 +240,16 @@ class InOrder:
             self._deliver(delivery, answer)
         finally:  # a delivery that raises must not strand the messages behind it
             self._drain()
+
+
+def _here(decode: Decode, plain: Decode | None) -> Delivery | None:
+    """Decode on this (the master) thread; None if ``plain`` finds it needs a decoder."""
+    if plain is None:
+        return decode()
+    try:
+        return plain()
+    except NeedsDecoder:
+        return None
 
 
 def _reraise(exc: BaseException) -> None:

@@ -40,10 +40,18 @@ from .._core._fds import (
 from .._core._function_cache import FunctionCache
 from .._core._options import PoolOptions
 from .._core._pickling import ForChild, dumps_function
-from .._core._system import available_cpu_count
+from .._core._system import available_cpu_count, resident_bytes
 from .._sharing._buffers import Exporter, dumps_oob, map_buffers
 from . import _wire
-from ._decoding import Decoders, Delivery, InOrder, needs_decoder
+from ._decoding import (
+    INLINE_LIMIT,
+    Decoders,
+    Delivery,
+    InOrder,
+    NeedsDecoder,
+    loads_plain,
+    needs_decoder,
+)
 from ._output import LineForwarder, caller_log_levels, emit_record, line_prefix, load_record
 from ._process_start import reap_unstarted, start_tracker_without_stdout
 from ._process_worker import EncodedFailure, RunSettings, worker_main
@@ -61,8 +69,6 @@ FUNCTION_CACHE_SIZE = 256
 STDERR_TAIL_LINES = 200
 #: Seconds to learn an exited worker's exit code from its parent.
 EXIT_STATUS_TIMEOUT = 5.0
-#: Bytes per page, for the resident sizes /proc reports in pages.
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 #: A worker's function table is reset once it holds this many functions.
 WORKER_FUNCTION_LIMIT = 512
 
@@ -424,8 +430,9 @@ class ProcessHandle(WorkerHandle):
         """Master thread: one frame, reported in its order, decoded where it fits."""
         incoming = self._incoming
         if tag == _wire.RESULT:
-            decode, at = self._open_result(payload)
-            incoming.add(decode, offload=needs_decoder(payload, at), answer=True)
+            decode, plain, at = self._open_result(payload)
+            large = len(payload) - at > INLINE_LIMIT
+            incoming.add(decode, offload=large, answer=True, plain=plain)
         elif tag == _wire.READY:
             incoming.add(self._ready, offload=False)
         elif tag == _wire.LOG:
@@ -466,41 +473,60 @@ class ProcessHandle(WorkerHandle):
         error.__cause__ = failure.exc
         return partial(self._events.on_init_failed, self, error)
 
-    def _open_result(self, payload: bytes) -> tuple[Callable[[], Delivery], int]:
+    def _open_result(
+        self, payload: bytes
+    ) -> tuple[Callable[[], Delivery], Callable[[], Delivery], int]:
         """Master thread, as the frame arrives: free what it releases, map its buffers.
 
         Mapping needs the worker alive (its segments are reached through its
         descriptors), and the worker runs nothing more until it has our
         RELEASE: so this is done now, however long the unpickling waits.
-        Returns the decoder of the rest and where its pickle starts.
+        Returns the decoder of the rest, its first try on the master thread
+        (see ``InOrder.add``), and where its pickle starts.
         """
         (duration,) = _wire.DURATION.unpack_from(payload)
         released, refs, at = _wire.unpack_sidecar(payload, _wire.DURATION.size)
         if released:
             self._backend.exporter.release(released)
             self._lent.difference_update(released)
-        if not refs:
-            return partial(self._decode_result, payload, at, None, duration), at
-        try:
-            buffers = map_buffers(refs)
-        except Exception as exc:  # noqa: BLE001 - the worker died before we mapped its segments
-            return partial(self._result_lost, exc), at
-        finally:  # mapped (or failed): the worker may close its segments
-            self._write(_wire.RELEASE, _wire.SEQ.pack(refs[0].id))
-        return partial(self._decode_result, payload, at, buffers, duration), at
+        buffers = None
+        if refs:
+            try:
+                buffers = map_buffers(refs)
+            except Exception as exc:  # noqa: BLE001 - the worker died before we mapped its segments
+                lost = partial(self._result_lost, exc)
+                return lost, lost, at
+            finally:  # mapped (or failed): the worker may close its segments
+                self._write(_wire.RELEASE, _wire.SEQ.pack(refs[0].id))
+        decode = partial(self._decode_result, payload, at, buffers, duration)
+        return decode, partial(decode, plain=True), at
 
     def _decode_result(
-        self, payload: bytes, at: int, buffers: list[Any] | None, duration: float
+        self,
+        payload: bytes,
+        at: int,
+        buffers: list[Any] | None,
+        duration: float,
+        plain: bool = False,
     ) -> Delivery:
+        """The result's delivery; with ``plain``, NeedsDecoder unless that runs no code."""
+        data = memoryview(payload)[at:]
         try:
-            seq, (values, failures, spans) = pickle.loads(memoryview(payload)[at:], buffers=buffers)
+            if plain:
+                seq, (values, failures, spans) = loads_plain(data, buffers)
+                if failures:  # exceptions, each in a pickle of its own
+                    raise NeedsDecoder("failures")
+            else:
+                seq, (values, failures, spans) = pickle.loads(data, buffers=buffers)
             if failures:
                 failures = {i: self._decode_failure(f) for i, f in failures.items()}
             outcome = Outcome(values, failures, spans)
         # BaseException: unpickling runs code of the task's types (a __reduce__
         # may even call sys.exit); whatever it raises fails this chunk, never
-        # the master loop.
+        # the master loop.  A plain try's error is the decoder's to report.
         except BaseException as exc:  # noqa: BLE001 - e.g. a result class the caller cannot import
+            if plain:
+                raise NeedsDecoder(repr(exc)) from None
             return self._result_lost(exc)
         return partial(self._events.on_result, self, seq, duration, outcome)
 
@@ -569,30 +595,3 @@ def _find_unpicklable(item: Any, mode: int) -> str:
 
 
 backend_class = ProcessBackend
-
-
-def resident_bytes(pid: int) -> int | None:
-    """The memory of process ``pid`` that is its own, in bytes; None if it is gone.
-
-    Resident pages less those backed by files or shared memory (``statm``'s
-    resident minus shared, i.e. RssAnon): segments the worker maps (large
-    arguments, ``shared_array``s, kept for reuse) belong to the caller and do
-    not make a worker look big to ``max_memory_per_worker``.  Read from
-    ``/proc/<pid>/statm`` on Linux (microseconds, and no import: psutil costs
-    the first pool ~6 ms to load); psutil's resident size elsewhere.
-    """
-    try:
-        with open(f"/proc/{pid}/statm", "rb") as statm:
-            fields = statm.read().split()
-        return (int(fields[1]) - int(fields[2])) * PAGE_SIZE
-    except FileNotFoundError:
-        if os.path.isdir("/proc/self"):
-            return None  # Linux: the process is gone
-    except (OSError, ValueError, IndexError):
-        return None
-    import psutil
-
-    try:
-        return int(psutil.Process(pid).memory_info().rss)
-    except psutil.Error:
-        return None
