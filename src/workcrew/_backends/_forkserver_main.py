@@ -177,7 +177,7 @@ def _become_twin(preparation: dict[str, Any], preload: list[str]) -> None:
             flush=True,
         )
     finally:
-        del me._inheriting  # type: ignore[attr-defined]
+        del me._inheriting  # type: ignore[attr-defined]  # set above, as multiprocessing does
     for name in (*preload, *PRELOAD):
         _preload(name)
 
