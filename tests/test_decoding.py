@@ -230,12 +230,14 @@ class Noisy:
 @pytest.mark.parametrize("protocol", [0, 2, 5])
 def test_loads_plain_stops_at_the_first_global_before_any_code_runs(protocol: int) -> None:
     data = pickle.dumps([1, 2, Noisy(), 4], protocol=protocol)
-    with pytest.raises(NeedsDecoder):
-        loads_plain(data)
-    assert RAN == []
-    pickle.loads(data)  # the decoder thread's unpickling runs it
-    assert RAN == ["unpickled"]
-    RAN.clear()
+    try:
+        with pytest.raises(NeedsDecoder):
+            loads_plain(data)
+        assert RAN == []
+        pickle.loads(data)  # the decoder thread's unpickling runs it
+        assert RAN == ["unpickled"]
+    finally:
+        RAN.clear()
 
 
 def test_loads_plain_sends_everything_on_while_copyreg_extensions_exist() -> None:

@@ -83,9 +83,13 @@ import workcrew
 ARGV0 = sys.argv[0]  # at the top level: what the script saw as the server ran it
 
 
-def how_main_ran(_):
+def how_main_ran(_: int) -> list:
     main = sys.modules["__main__"]
-    return [main.__name__, main.__file__, main.ARGV0, sys.modules["__mp_main__"] is main]
+    # the copy the server ran (this function came by value): its annotations are
+    # objects, not strings, under the script's own future flags, not the server's
+    annotations = [type(v).__name__ for v in main.how_main_ran.__annotations__.values()]
+    return [main.__name__, main.__file__, main.ARGV0, sys.modules["__mp_main__"] is main,
+            annotations]
 
 
 if __name__ == "__main__":
@@ -121,7 +125,8 @@ def test_the_main_script_runs_in_the_server_as_multiprocessing_runs_it(
         assert done.returncode == 0, done.stderr
         seen[method] = json.loads(done.stdout.strip().splitlines()[-1])
     assert seen["workcrew"] == seen["multiprocessing"]
-    assert seen["workcrew"] == ["__mp_main__", str(tmp_path / name), str(tmp_path / name), True]
+    path = str(tmp_path / name)
+    assert seen["workcrew"] == ["__mp_main__", path, path, True, ["type", "type"]]
 
 
 FAILING_MAIN = """
@@ -176,6 +181,9 @@ def square(x):
 
 with workcrew.Pool(1) as pool:  # no __main__ guard: the server runs this too
     print(json.dumps(pool.map(square, [1, 2, 3])))
+
+with open(sys.argv[1], "a") as log:
+    log.write("mapped in " + __name__ + "\\n")
 """
 
 
@@ -196,7 +204,7 @@ def test_an_unguarded_main_module_does_not_run_its_work_again_in_the_server(
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines() == ["[1, 4, 9]"]  # once: in the program only
     # the server ran the top level and stopped at the pool, as multiprocessing's does
-    assert log.read_text().split() == ["__main__", "__mp_main__"]
+    assert log.read_text().splitlines() == ["__main__", "__mp_main__", "mapped in __main__"]
     assert "bootstrapping phase" in done.stderr
     assert "could not run the main module" in done.stderr
 

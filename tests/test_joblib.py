@@ -14,6 +14,7 @@ import re
 import threading
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
@@ -282,6 +283,19 @@ def test_callbacks_run_in_order_on_a_thread_of_the_call_not_the_pool_s(
         backend.terminate()
     assert [name for name, _ in ran] == ["first", "broken", "last"]
     assert {thread for _, thread in ran} == {"workcrew-joblib-callbacks"}
-    assert "a callback that fails" in caplog.text  # logged, as concurrent.futures does
-    assert len(caplog.records) == 1
+    logged = [r for r in caplog.records if r.name == "workcrew.joblib"]
+    assert len(logged) == 1  # logged, as concurrent.futures does
+    assert "a callback that fails" in caplog.text
     assert backend._tally.done == 6  # the backend's own callback counted every call
+
+
+def test_a_callback_of_a_call_that_has_ended_runs_where_its_future_settles() -> None:
+    from workcrew.joblib import _Callbacks
+
+    callbacks = _Callbacks()
+    ran: list[str] = []
+    future: Future[int] = Future()
+    callbacks.put(future, (lambda f: ran.append(threading.current_thread().name),))
+    callbacks.close()  # runs what was queued, on its thread
+    callbacks.put(future, (lambda f: ran.append(threading.current_thread().name),))
+    assert ran == ["workcrew-joblib-callbacks", threading.current_thread().name]

@@ -50,7 +50,7 @@ def test_a_blocking_writer_s_frames_reach_a_non_blocking_reader_whole(
             _wire.write_frame(write_end, tag, *parts)
         os.close(write_end)
 
-    writer = threading.Thread(target=write_all)
+    writer = threading.Thread(target=write_all, daemon=True)
     writer.start()
     reader = _wire.FrameReader(read_end)
     got: list[tuple[int, bytes]] = []
@@ -79,7 +79,7 @@ def test_a_non_blocking_writer_keeps_what_the_pipe_refuses_and_sends_it_in_order
         for _ in FRAMES:
             got.append(_wire.read_frame(read_end))
 
-    reader = threading.Thread(target=read_all)
+    reader = threading.Thread(target=read_all, daemon=True)
     reader.start()
     while writer.pending:
         assert select.select([], [write_end], [], TIMEOUT)[1], "the reader stalled"
@@ -98,3 +98,33 @@ def test_writing_to_a_pipe_whose_reader_is_gone_raises_broken_pipe(
     writer = _wire.FrameWriter(write_end)
     with pytest.raises(BrokenPipeError):
         writer.send(_wire.STOP, b"")
+
+
+def test_short_writes_anywhere_in_a_frame_lose_and_repeat_nothing(
+    pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A pipe writes a frame in one go here; the kernel may stop anywhere (a
+    # signal, a full pipe): inside the header, at an empty part, mid-part.
+    read_end, write_end = pipe
+    real = os.writev
+    cuts = iter([3, 9, 1, 0, 5, 4096, 2])
+
+    def short(fd: int, buffers: list[memoryview]) -> int:
+        limit = next(cuts, None)
+        if limit is None:
+            return real(fd, buffers)
+        joined = b"".join(bytes(b) for b in buffers)[: max(limit, 1)]
+        return os.write(fd, joined)
+
+    monkeypatch.setattr(os, "writev", short)
+    frames = [(_wire.RESULT, [b"ab", b"", b"cdefgh" * 1000]), (_wire.READY, [b"", b"z"])]
+    got: list[tuple[int, bytearray] | None] = []
+    reader = threading.Thread(
+        target=lambda: got.extend(_wire.read_frame(read_end) for _ in frames), daemon=True
+    )
+    reader.start()
+    for tag, parts in frames:
+        _wire.write_frame(write_end, tag, *parts)
+    reader.join(TIMEOUT)
+    assert not reader.is_alive()
+    assert got == [(tag, b"".join(parts)) for tag, parts in frames]

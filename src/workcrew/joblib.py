@@ -259,15 +259,17 @@ class _Callbacks:
     """A thread that runs one Parallel call's completion callbacks, in order.
 
     Futures settle on the pool's master thread, which only queues their
-    callbacks here.  Queued after :meth:`close` (the tasks of an aborted call,
-    failed by the pool's termination), they are dropped: joblib ignores the
-    callbacks of a call that has ended.
+    callbacks here.  A future that settles after :meth:`close` (a task that
+    ended with its call: aborted, or left behind) has its callbacks run where
+    it settles; joblib ignores the callbacks of a call that has ended.
     """
 
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[
             tuple[Future[Any], tuple[Callable[[Any], Any], ...]] | None
         ] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._closed = False
         self._thread = threading.Thread(
             target=self._run, name="workcrew-joblib-callbacks", daemon=True
         )
@@ -275,23 +277,35 @@ class _Callbacks:
 
     def put(self, future: Future[Any], callbacks: tuple[Callable[[Any], Any], ...]) -> None:
         """Run ``callbacks`` with ``future``, after those queued before."""
-        self._queue.put((future, callbacks))
+        with self._lock:
+            if not self._closed:
+                self._queue.put((future, callbacks))
+                return
+        _run_callbacks(future, callbacks)
 
     def close(self) -> None:
         """Run what is queued, then end the thread (at once, if called from a callback)."""
-        self._queue.put(None)
+        with self._lock:
+            self._closed = True
+            self._queue.put(None)
         if threading.current_thread() is not self._thread:
             self._thread.join()
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
-            future, callbacks = item
-            for callback in callbacks:
-                try:
-                    callback(future)
-                except BaseException:  # noqa: BLE001 - as concurrent.futures: log, go on
-                    _LOG.exception("exception calling callback for %r", future)
-            del item, future  # a result is not kept alive until the next one
+            _run_callbacks(*item)
+            del item  # a result is not kept alive until the next one
+
+
+def _run_callbacks(future: Future[Any], callbacks: tuple[Callable[[Any], Any], ...]) -> None:
+    for callback in callbacks:
+        try:
+            callback(future)
+        except BaseException:  # noqa: BLE001 - as concurrent.futures: log, go on
+            try:
+                _LOG.exception("exception calling callback for %r", future)
+            except BaseException:  # noqa: BLE001 - a failing log handler must not stop the rest
+                pass
 
 
 class _Tally:

@@ -243,7 +243,10 @@ class InOrder:
 
 
 def _here(decode: Decode, plain: Decode | None) -> Delivery | None:
-    """Decode on this (the master) thread; None if ``plain`` finds it needs a decoder."""
+    """Decode on this (the master) thread; None if ``plain`` finds it needs a decoder.
+
+    (A delivery is always a callable, never None.)
+    """
     if plain is None:
         return decode()
     try:

@@ -199,25 +199,28 @@ def _run_main(path: str, old_mains: list[Any]) -> None:
     if getattr(current, "__file__", None) == path:
         return
     with io.open_code(path) as source:
-        code = compile(source.read(), path, "exec")
+        # dont_inherit: this module's ``from __future__ import annotations``
+        # must not reach the script (its annotations would become strings)
+        code = compile(source.read(), path, "exec", dont_inherit=True)
     module = type(sys)("__mp_main__")
     module.__dict__.update(
         __file__=path, __cached__=None, __loader__=None, __package__="", __spec__=None
     )
     old_mains.append(current)  # as multiprocessing: kept alive, for what refers to it
-    argv0 = sys.argv[0] if sys.argv else None
+    argv, argv0 = sys.argv, (sys.argv[0] if sys.argv else None)
     sys.modules["__mp_main__"] = module
-    if sys.argv:
-        sys.argv[0] = path  # the script sees its own path there, as under runpy
+    if argv0 is not None:
+        argv[0] = path  # the script sees its own path there, as under runpy
     try:
         exec(code, module.__dict__)
     except BaseException:
         sys.modules.pop("__mp_main__", None)  # as runpy: no half-run module stays
         raise
+    else:
+        sys.modules["__main__"] = module
     finally:
-        if argv0 is not None:
-            sys.argv[0] = argv0
-    sys.modules["__main__"] = module
+        if argv0 is not None and argv:  # the list as it was (the script may rebind sys.argv)
+            argv[0] = argv0
 
 
 def _preload(name: str) -> None:

@@ -17,6 +17,7 @@ named in the payload's sidecar (``_sharing/_buffers.py``).
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import pickle
 import struct
@@ -95,15 +96,15 @@ def write_frame(fd: int, tag: int, *parts: bytes) -> None:
     master, woken by the first byte, then finds the whole frame, where a
     header written alone would wake it for a read that finds half of one.
     """
-    header = HEADER.pack(sum(len(p) for p in parts), tag)
-    views = [memoryview(header), *(memoryview(p) for p in parts)]
+    views = [memoryview(p).cast("B") for p in parts]  # lengths in bytes, whatever the format
+    views.insert(0, memoryview(HEADER.pack(sum(v.nbytes for v in views), tag)))
     with _write_lock:
         first = 0
         while first < len(views):
             n = os.writev(fd, views[first : first + WRITEV_BUFFERS])
             # drop what was written: whole buffers (empty ones too), then part of one
-            while first < len(views) and n >= len(views[first]):
-                n -= len(views[first])
+            while first < len(views) and n >= views[first].nbytes:
+                n -= views[first].nbytes
                 first += 1
             if n:
                 views[first] = views[first][n:]
@@ -190,8 +191,9 @@ class FrameWriter:
 
     def send(self, tag: int, payload: bytes) -> None:
         """Queue a frame and write what fits now."""
-        self._pending.append(memoryview(HEADER.pack(len(payload), tag)))
-        self._pending.append(memoryview(payload))
+        body = memoryview(payload).cast("B")
+        self._pending.append(memoryview(HEADER.pack(body.nbytes, tag)))
+        self._pending.append(body)
         self.flush()
 
     def flush(self) -> None:
@@ -203,13 +205,12 @@ class FrameWriter:
         """
         pending = self._pending
         while pending:
-            views = list(pending) if len(pending) <= WRITEV_BUFFERS else [pending[0]]
             try:
-                n = os.writev(self.fd, views)
+                n = os.writev(self.fd, list(itertools.islice(pending, WRITEV_BUFFERS)))
             except BlockingIOError:
                 return
             # drop what was written: whole buffers (empty ones too), then part of one
-            while pending and n >= len(pending[0]):
-                n -= len(pending.popleft())
+            while pending and n >= pending[0].nbytes:
+                n -= pending.popleft().nbytes
             if n:
                 pending[0] = pending[0][n:]
