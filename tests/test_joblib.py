@@ -273,6 +273,7 @@ def test_callbacks_run_in_order_on_a_thread_of_the_call_not_the_pool_s(
         one = backend.submit(functools.partial(list, range(1)), first)
         assert busy.wait(TIMEOUT)
         two = backend.submit(functools.partial(list, range(2)), broken)
+        assert two.result(TIMEOUT) == [0, 1]  # settled before the next: its callback runs first
         three = backend.submit(functools.partial(list, range(3)), last)
         # settled by the pool while the first callback still runs
         assert [f.result(TIMEOUT) for f in (one, two, three)] == [[0], [0, 1], [0, 1, 2]]

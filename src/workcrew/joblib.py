@@ -256,7 +256,7 @@ def _in_daemon() -> bool:
 
 
 class _Callbacks:
-    """A thread that runs one Parallel call's completion callbacks, in order.
+    """A thread that runs one Parallel call's completion callbacks, in the order they settle.
 
     Futures settle on the pool's master thread, which only queues their
     callbacks here.  A future that settles after :meth:`close` (a task that
