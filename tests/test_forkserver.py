@@ -23,20 +23,32 @@ from workcrew._backends._forkserver import server_pid
 SRC = str(Path(workcrew.__file__).resolve().parent.parent)
 
 
-def run_script(tmp_path: Path, text: str, *args: str) -> object:
-    """Run ``text`` as a script file in a fresh interpreter; its last line, as JSON."""
-    script = tmp_path / "program.py"
-    script.write_text(text)
+def run_program(
+    tmp_path: Path, text: str, *args: str, name: str = "program.py"
+) -> subprocess.CompletedProcess[str]:
+    """Run ``text`` as the script ``name`` in ``tmp_path`` (``python name``, from there)."""
+    (tmp_path / name).write_text(text)
     done = subprocess.run(
-        [sys.executable, str(script), *args],
+        [sys.executable, name, *args],
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
+        cwd=tmp_path,
         env={"PYTHONPATH": f"{SRC}:{tmp_path}", "PATH": "/usr/bin:/bin"},
         check=False,
     )
     assert done.returncode == 0, done.stderr
+    return done
+
+
+def last_line(done: subprocess.CompletedProcess[str]) -> object:
+    """A program's last line of output, as JSON."""
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_script(tmp_path: Path, text: str, *args: str) -> object:
+    """Run ``text`` as a script in a fresh interpreter; its last line, as JSON."""
+    return last_line(run_program(tmp_path, text, *args))
 
 
 MAIN_NAMES = """
@@ -110,20 +122,10 @@ def test_the_main_script_runs_in_the_server_as_multiprocessing_runs_it(
     # program.py runs in workcrew's own runner (no runpy); a script without
     # the suffix goes through multiprocessing's.  Run by a relative path, as
     # ``python program.py`` is: both see what multiprocessing's server sees.
-    (tmp_path / name).write_text(MAIN_AS_RUN)
-    seen = {}
-    for method in ("workcrew", "multiprocessing"):
-        done = subprocess.run(
-            [sys.executable, name, method],
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-            cwd=tmp_path,
-            env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin"},
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
-        seen[method] = json.loads(done.stdout.strip().splitlines()[-1])
+    seen = {
+        method: last_line(run_program(tmp_path, MAIN_AS_RUN, method, name=name))
+        for method in ("workcrew", "multiprocessing")
+    }
     assert seen["workcrew"] == seen["multiprocessing"]
     path = str(tmp_path / name)
     assert seen["workcrew"] == ["__mp_main__", path, path, True, ["type", "type"]]
@@ -150,21 +152,11 @@ if __name__ == "__main__":
 def test_a_main_script_that_fails_in_the_server_is_reported_and_skipped(
     tmp_path: Path,
 ) -> None:
-    script = tmp_path / "program.py"
-    script.write_text(FAILING_MAIN)
-    done = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin"},
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_program(tmp_path, FAILING_MAIN)
     assert "the forkserver could not run the main module" in done.stderr
     assert "this script refuses to run in the fork server" in done.stderr
     # functions travel by value; no half-run __mp_main__ stays behind
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == [[2, False], [4, False]]
+    assert last_line(done) == [[2, False], [4, False]]
 
 
 UNGUARDED = """
@@ -191,18 +183,8 @@ def test_an_unguarded_main_module_does_not_run_its_work_again_in_the_server(
     tmp_path: Path,
 ) -> None:
     log = tmp_path / "runs.log"
-    script = tmp_path / "program.py"
-    script.write_text(UNGUARDED)
-    done = subprocess.run(
-        [sys.executable, str(script), str(log)],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin"},
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().splitlines() == ["[1, 4, 9]"]  # once: in the program only
+    done = run_program(tmp_path, UNGUARDED, str(log))
+    assert done.stdout.strip().splitlines() == ["[1, 4, 9]"]
     # the server ran the top level and stopped at the pool, as multiprocessing's does
     assert log.read_text().splitlines() == ["__main__", "__mp_main__", "mapped in __main__"]
     assert "bootstrapping phase" in done.stderr

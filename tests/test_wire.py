@@ -27,6 +27,16 @@ FRAMES = [
 ] + [(_wire.RESULT, [b"%d" % i, b"-" * (i * 97)]) for i in range(60)]
 
 
+def whole(frames: list[tuple[int, list[bytes]]]) -> list[tuple[int, bytes]]:
+    """What a reader must get: each frame's tag and its parts joined."""
+    return [(tag, b"".join(parts)) for tag, parts in frames]
+
+
+def joined(thread: threading.Thread) -> None:
+    thread.join(TIMEOUT)
+    assert not thread.is_alive(), f"{thread.name} did not end"
+
+
 @pytest.fixture
 def pipe() -> Iterator[tuple[int, int]]:
     read_end, write_end = os.pipe()
@@ -59,9 +69,8 @@ def test_a_blocking_writer_s_frames_reach_a_non_blocking_reader_whole(
         assert select.select([read_end], [], [], TIMEOUT)[0], "the writer stalled"
         frames, eof = reader.read()
         got.extend(frames)
-    writer.join(TIMEOUT)
-    assert not writer.is_alive()
-    assert got == [(tag, b"".join(parts)) for tag, parts in FRAMES]
+    joined(writer)
+    assert got == whole(FRAMES)
 
 
 def test_a_non_blocking_writer_keeps_what_the_pipe_refuses_and_sends_it_in_order(
@@ -84,9 +93,8 @@ def test_a_non_blocking_writer_keeps_what_the_pipe_refuses_and_sends_it_in_order
     while writer.pending:
         assert select.select([], [write_end], [], TIMEOUT)[1], "the reader stalled"
         writer.flush()
-    reader.join(TIMEOUT)
-    assert not reader.is_alive()
-    assert got == [(tag, b"".join(parts)) for tag, parts in FRAMES]
+    joined(reader)
+    assert got == whole(FRAMES)
 
 
 def test_writing_to_a_pipe_whose_reader_is_gone_raises_broken_pipe(
@@ -125,6 +133,5 @@ def test_short_writes_anywhere_in_a_frame_lose_and_repeat_nothing(
     reader.start()
     for tag, parts in frames:
         _wire.write_frame(write_end, tag, *parts)
-    reader.join(TIMEOUT)
-    assert not reader.is_alive()
-    assert got == [(tag, b"".join(parts)) for tag, parts in frames]
+    joined(reader)
+    assert got == whole(frames)
