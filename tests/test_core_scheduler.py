@@ -21,6 +21,7 @@ from workcrew._core._scheduler import (
     PREFETCH_MAX_SECONDS,
     PREFETCH_TAIL,
     SMOOTHING,
+    STEADY_STRETCH,
     TAPER,
     TARGET_CHUNK_SECONDS,
     Scheduler,
@@ -131,31 +132,48 @@ def drain(scheduler: Scheduler, job: Job) -> list[int]:
 
 
 def test_a_steady_job_on_many_workers_ends_in_even_shares_per_round() -> None:
-    # 20 workers (aim 10 ms), 0.9 ms items: 11 items per chunk at most.  Each
-    # round of 20 chunks takes an even share of what was left when it began:
-    # 250 left: 13 each, capped at 11 (220 taken); 30 left: 2 each.
-    # Recomputed per chunk instead, the first chunks of the last round would
-    # be larger than its last ones (ceil(30/20) = 2, ..., then 1).
+    # 20 workers (aim 10 ms), 0.9 ms items: 11 items per chunk.  Each round of
+    # 20 chunks takes an even share of what was left when it began: 500 left:
+    # 25 each, capped at 11 (220 taken); 280 left: 14 each, the last round
+    # (STEADY_STRETCH).  Recomputed per chunk instead, the first chunks of a
+    # round would be larger than its last ones.
     workers = 20
     scheduler = Scheduler(workers)
     assert scheduler.target > TARGET_CHUNK_SECONDS  # many workers
     make_steady(scheduler, "f", 0.9e-3)
+    job = listed(500)
+    scheduler.add(job)
+    assert drain(scheduler, job) == [11] * 20 + [14] * 20
+
+
+def test_a_steady_job_s_last_round_may_stretch_its_shares_past_the_aim() -> None:
+    # 250 left: 13 each, within STEADY_STRETCH of the aim's 11: one round of
+    # 13s ends the job, instead of 11s and then a round of 2s.  25 each (500
+    # left, above) is past it: that round keeps to the aim.
+    workers = 20
+    scheduler = Scheduler(workers)
+    make_steady(scheduler, "f", 0.9e-3)
+    assert 13 <= 11 * STEADY_STRETCH < 25
     job = listed(250)
     scheduler.add(job)
-    assert drain(scheduler, job) == [11] * 20 + [2] * 15
+    assert drain(scheduler, job) == [13] * 19 + [3]
 
 
-def test_200_io_workers_get_one_even_share_each_and_a_queued_rest() -> None:
+def test_200_io_workers_get_one_even_share_each() -> None:
     # The IO benchmark's shape: 2,000 steady waits of a bit over 10 ms on 200
-    # workers.  The aim (100 ms) caps the shares at 9 items; every worker gets
-    # the same, then one item each, queued behind: no worker waits a round
-    # trip at the end, and none ends with more items than another.
+    # workers.  The aim (100 ms) makes 9 items; the even share of 10 is within
+    # STEADY_STRETCH of it and ends the job: one chunk per worker, and none
+    # ends with more items than another.  (9 each and then 1 each would cost
+    # the master 200 more dispatches while the 200 threads are starting.)
     workers = 200
     scheduler = Scheduler(workers)
     make_steady(scheduler, "f", 0.0102)
     job = listed(2000)
     scheduler.add(job)
-    assert drain(scheduler, job) == [9] * 200 + [1] * 200
+    assert drain(scheduler, job) == [10] * 200
+    wide = listed(4000)  # twice as long: 9s first (20 each is no last round)
+    scheduler.add(wide)
+    assert drain(scheduler, wide)[:200] == [9] * 200
 
 
 def test_a_steady_job_on_few_workers_still_halves_to_single_items() -> None:

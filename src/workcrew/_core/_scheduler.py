@@ -24,7 +24,8 @@ the scheduler learns how much a function's durations vary; when they hardly do
 
 * with many workers, a chunk takes an even share of what is left
   (``STEADY_TAPER``), computed once per round of ``workers`` chunks, instead of
-  halving down to single items;
+  halving down to single items; the last round's shares may exceed the aim
+  by half (``STEADY_STRETCH``) rather than leave a round of single items;
 * for items shorter than the target, the tail is queued behind busy workers'
   chunks of the same job too, and no worker waits a round trip for its last
   items.
@@ -73,6 +74,12 @@ TAPER_FLOOR_SECONDS = 0.001
 #: when the workers finish together.  Few workers keep TAPER: their round trips
 #: are cheap, and halving also absorbs workers running at different speeds.
 STEADY_TAPER = 1
+#: ... and such an even share may exceed the chunk aim by half: when the share
+#: ends the job in this round (its last round), one chunk a worker beats a chunk
+#: at the aim and a second round of single items (200 IO workers, 10 ms waits:
+#: 10 items each, not 9 and then 1), whose extra chunk per worker costs the
+#: master a dispatch while the workers are all starting.
+STEADY_STRETCH = 1.5
 #: A second chunk is queued to a busy worker only for items known to take at
 #: most this long (a queued item waits for the one before it; past this the
 #: round trip it saves is negligible anyway) ...
@@ -250,16 +257,18 @@ class Scheduler:
             # A job's first chunk trusts what earlier jobs of the function
             # measured; later ones grow at most GROWTH-fold per step.
             size = int(min(ideal, last * GROWTH)) if last else int(min(ideal, 1 << 20))
-        if item_bytes:
-            size = min(size, int(CHUNK_BYTES / item_bytes))
         if job.remaining is not None:
             tapered = self._share(job, job.remaining)
+            if tapered <= size * STEADY_STRETCH and self._even_rounds(job):
+                size = tapered  # the last round, in even shares (see STEADY_STRETCH)
             # Tapering balances the end of a job; below TAPER_FLOOR_SECONDS of
             # work a chunk is too small to unbalance anything but still costs
             # a round trip, so tiny tasks stop tapering there.
             floor_seconds = max(TAPER_FLOOR_SECONDS, 2 * self.overhead)
             floor = int(floor_seconds / per_item) if per_item else 1
             size = min(size, max(tapered, floor))
+        if item_bytes:
+            size = min(size, int(CHUNK_BYTES / item_bytes))
         size = max(1, size, self.min_chunk)
         self._last_size[id(job)] = size
         job.chunk_hint = size
@@ -273,8 +282,7 @@ class Scheduler:
         computed once per round of ``workers`` chunks (factoring): recomputed
         per chunk, the first chunks of a round would be larger than the last.
         """
-        few_workers = self.workers * CHUNK_SECONDS_PER_WORKER <= TARGET_CHUNK_SECONDS
-        if few_workers or not self.steady(job.key):
+        if not self._even_rounds(job):
             self._rounds.pop(id(job), None)
             return math.ceil(remaining / (TAPER * self.parallel))
         share, left = self._rounds.get(id(job), (0, 0))
@@ -282,6 +290,11 @@ class Scheduler:
             share, left = math.ceil(remaining / (STEADY_TAPER * self.parallel)), self.parallel
         self._rounds[id(job)] = (share, left - 1)
         return share
+
+    def _even_rounds(self, job: Job) -> bool:
+        """True if ``job``'s chunks are even shares per round (steady, many workers)."""
+        many_workers = self.workers * CHUNK_SECONDS_PER_WORKER > TARGET_CHUNK_SECONDS
+        return many_workers and self.steady(job.key)
 
     def can_prefetch(self, job: Job, behind: Job | None = None) -> bool:
         """True if a chunk of ``job`` may be queued behind a busy worker's current one.
