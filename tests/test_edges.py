@@ -162,10 +162,14 @@ if __name__ == "__main__":
     pids = set(pool.map(pid, range(50), chunksize=1))
     pool.apply_async(hold_the_gil, (started,))
     pool.apply_async(stop_myself, (started,))
-    seen = ""
-    while seen.count(" ") < 2:  # both tasks said so (one read may carry both words)
-        with open(started) as fifo:
-            seen += fifo.read()
+    # Held open for reading and writing until both tasks said so: it never
+    # reads end of file, and a word written between two opens is not lost
+    # with the reader that closed (one read may carry both words).
+    fifo = os.open(started, os.O_RDWR)
+    seen = b""
+    while seen.count(b" ") < 2:
+        seen += os.read(fifo, 64)
+    os.close(fifo)
     helpers = [
         getattr(forkserver._forkserver, "_forkserver_pid", None),
         getattr(resource_tracker._resource_tracker, "_pid", None),
