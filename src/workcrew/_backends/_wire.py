@@ -96,18 +96,24 @@ def write_frame(fd: int, tag: int, *parts: bytes) -> None:
     master, woken by the first byte, then finds the whole frame, where a
     header written alone would wake it for a read that finds half of one.
     """
-    views = [memoryview(p).cast("B") for p in parts]  # lengths in bytes, whatever the format
-    views.insert(0, memoryview(HEADER.pack(sum(v.nbytes for v in views), tag)))
+    pending = deque(memoryview(p).cast("B") for p in parts)  # lengths in bytes
+    pending.appendleft(memoryview(HEADER.pack(sum(v.nbytes for v in pending), tag)))
     with _write_lock:
-        first = 0
-        while first < len(views):
-            n = os.writev(fd, views[first : first + WRITEV_BUFFERS])
-            # drop what was written: whole buffers (empty ones too), then part of one
-            while first < len(views) and n >= views[first].nbytes:
-                n -= views[first].nbytes
-                first += 1
-            if n:
-                views[first] = views[first][n:]
+        while pending:
+            _writev_some(fd, pending)
+
+
+def _writev_some(fd: int, pending: deque[memoryview]) -> None:
+    """One ``writev`` of ``pending``'s first buffers; drops what it wrote from ``pending``.
+
+    Whole buffers go (empty ones too), then the written part of one.  A
+    non-blocking fd's BlockingIOError leaves ``pending`` as it was.
+    """
+    n = os.writev(fd, list(itertools.islice(pending, WRITEV_BUFFERS)))
+    while pending and n >= pending[0].nbytes:
+        n -= pending.popleft().nbytes
+    if n:
+        pending[0] = pending[0][n:]
 
 
 def read_frame(fd: int) -> tuple[int, bytearray] | None:
@@ -203,14 +209,8 @@ class FrameWriter:
         system call lets go of the GIL, and getting it back may wait for a
         busy thread of the caller's (up to the switch interval).
         """
-        pending = self._pending
-        while pending:
+        while self._pending:
             try:
-                n = os.writev(self.fd, list(itertools.islice(pending, WRITEV_BUFFERS)))
+                _writev_some(self.fd, self._pending)
             except BlockingIOError:
                 return
-            # drop what was written: whole buffers (empty ones too), then part of one
-            while pending and n >= pending[0].nbytes:
-                n -= pending.popleft().nbytes
-            if n:
-                pending[0] = pending[0][n:]
