@@ -374,3 +374,111 @@ def test_a_worker_sees_the_caller_s_environment_as_it_starts(
     with workcrew.Pool(1, start_method=start_method) as pool:
         assert pool.apply(os.getenv, ("WORKCREW_TEST_ENV",)) == "set after the server started"
         assert pool.apply(os.getenv, ("HOME",)) is None
+
+
+# Options as a user gives them to ``python``; ``-P`` exists from Python 3.11.
+INTERPRETER_OPTIONS = [
+    [],
+    ["-B"],
+    ["-O"],
+    ["-OO", "-B"],
+    ["-E"],
+    ["-s"],
+    ["-I"],
+    ["-S"],
+    ["-q"],
+    ["-b"],
+    ["-bb"],
+    ["-W", "error::DeprecationWarning"],
+    ["-X", "dev"],
+    ["-X", "utf8"],
+    ["-X", "faulthandler"],
+    *([["-P"]] if sys.version_info >= (3, 11) else []),
+]
+
+# -E and -I ignore PYTHONPATH: the source tree goes on sys.path by hand.
+COMPARE_OPTIONS = f"""
+import json, subprocess, sys
+sys.path.insert(0, {SRC!r})
+from workcrew._backends._forkserver import _interpreter_args
+print(json.dumps([_interpreter_args(), subprocess._args_from_interpreter_flags()]))
+"""
+
+
+@pytest.mark.parametrize("options", INTERPRETER_OPTIONS, ids=" ".join)
+def test_the_server_s_options_are_those_multiprocessing_would_give_it(
+    options: list[str],
+) -> None:
+    # The launch computes the options without importing subprocess where it can.
+    done = subprocess.run(
+        [sys.executable, *options, "-c", COMPARE_OPTIONS],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    ours, stdlib = last_line(done)  # type: ignore[misc]
+    assert ours == stdlib
+
+
+WORKER_FLAGS = """
+import json, sys
+import workcrew
+
+def flags(_):
+    return [sys.flags.optimize, sys.flags.dont_write_bytecode, sys.warnoptions]
+
+if __name__ == "__main__":
+    with workcrew.Pool(1) as pool:
+        print(json.dumps(pool.apply(flags, (0,))))
+"""
+
+
+def test_a_worker_runs_with_the_caller_s_interpreter_options(tmp_path: Path) -> None:
+    (tmp_path / "program.py").write_text(WORKER_FLAGS)
+    done = subprocess.run(
+        [sys.executable, "-O", "-B", "-W", "error::DeprecationWarning", "program.py"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        cwd=tmp_path,
+        env={"PYTHONPATH": f"{SRC}:{tmp_path}", "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert last_line(done) == [1, 1, ["error::DeprecationWarning"]]
+
+
+SERVER_DESCRIPTORS = """
+import json, os
+import workcrew
+from workcrew._backends._forkserver import server_pid
+
+def inode(fd):
+    return os.fstat(fd).st_ino
+
+if __name__ == "__main__":
+    read, write = os.pipe()
+    os.set_inheritable(write, True)  # as a program preparing a child of its own would
+    with workcrew.Pool(1) as pool:
+        pool.apply(abs, (1,))
+        where = f"/proc/{server_pid()}/fd"
+        held = {os.stat(os.path.join(where, name)).st_ino for name in os.listdir(where)}
+        print(json.dumps([
+            inode(write) in held,
+            os.readlink(f"{where}/0"),
+            os.readlink(f"{where}/1"),
+            os.get_inheritable(write),
+        ]))
+"""
+
+
+def test_the_server_holds_no_inheritable_descriptor_of_the_caller(tmp_path: Path) -> None:
+    # As subprocess's close_fds=True: a pipe the program left inheritable does
+    # not stay open in the server (its reader would never see end of file).
+    held, stdin, stdout, still_inheritable = run_script(tmp_path, SERVER_DESCRIPTORS)  # type: ignore[misc]
+    assert held is False
+    assert stdin == stdout == os.devnull
+    assert still_inheritable is True  # the caller's own descriptor is left as it was

@@ -30,10 +30,13 @@ import os
 import pickle
 import signal
 import socket
-import subprocess
 import sys
 import threading
-from multiprocessing import process, spawn, util
+
+# Already loaded with the pool's front end.  ``multiprocessing.spawn`` and
+# ``multiprocessing.util`` (which imports ``subprocess``: ~4 ms together) are
+# not imported here: they load after the server is launched, while it boots.
+from multiprocessing import process
 from multiprocessing.context import set_spawning_popen
 
 from .._core._fds import register_master_fd, unregister_master_fd
@@ -71,7 +74,10 @@ class _Server:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.channel: socket.socket | None = None
-        self.popen: subprocess.Popen[bytes] | None = None
+        #: the running server's pid (None: none runs, or it was found dead)
+        self.server: int | None = None
+        #: servers let go of that had not yet exited: reaped on later checks
+        self.unreaped: list[int] = []
         #: the server was asked to import cloudpickle
         self.has_cloudpickle = False
         #: _let_go is registered as an exit hook
@@ -96,16 +102,21 @@ class _Server:
                     self._forget()  # the server died (killed?): start a new one, once
 
     def running(self) -> socket.socket:
-        """The channel to a running server, started if need be (hold ``lock``)."""
-        if self.channel is not None and self.popen is not None and self.popen.poll() is None:
+        """The channel to a running server, started if need be (hold ``lock``).
+
+        The server is launched before anything else is done: its boot (an
+        interpreter, its imports, the caller's main module) is the first
+        pool's critical path, and what this thread does next (the set-up, the
+        pool's engine) runs meanwhile on another core.
+        """
+        self.unreaped = [pid for pid in self.unreaped if not _exited(pid)]
+        if self.channel is not None and self.server is not None and not _exited(self.server):
             return self.channel
         self._forget()
-        # First: it raises where no process may start (a main module running
-        # unguarded in a fork server or a spawned child), before one is started.
-        setup = _setup()
+        _check_may_start()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            self.popen = _launch(theirs.fileno())
+            self.server = _launch(theirs.fileno())
         finally:
             theirs.close()
         self.channel = ours
@@ -113,21 +124,27 @@ class _Server:
             atexit.register(_let_go)  # that ran before the first pool (atexit is LIFO)
             self.hooked = True
         register_master_fd(ours.fileno())  # forked workers must not hold the server's channel
-        ours.send(setup)
+        try:
+            ours.send(_setup())
+        except BaseException:
+            self._forget()  # the server reads end of file where it waits for its set-up
+            raise
         return ours
 
     def _forget(self) -> None:
         if self.channel is not None:
             unregister_master_fd(self.channel.fileno())
             self.channel.close()  # the server ends at end of file
+        if self.server is not None and not _exited(self.server):
+            self.unreaped.append(self.server)
         self.channel = None
-        self.popen = None
+        self.server = None
         self.has_cloudpickle = False
 
     def pid(self) -> int | None:
         """The server's pid, if it runs."""
-        popen = self.popen
-        return popen.pid if popen is not None and popen.poll() is None else None
+        server = self.server
+        return server if server is not None and not _exited(server) else None
 
     def after_fork_in_child(self) -> None:
         # A forked child must not share its parent's server: it starts its own.
@@ -135,7 +152,8 @@ class _Server:
             self.channel.close()
         self.lock = threading.Lock()  # another thread may have held the parent's at the fork
         self.channel = None
-        self.popen = None
+        self.server = None
+        self.unreaped = []  # the parent's children, not this process's
         self.has_cloudpickle = False  # (the exit hook, if any, was inherited: it stays)
 
 
@@ -171,31 +189,115 @@ def server_pid() -> int | None:
     return _server.pid()
 
 
-def _launch(channel_fd: int) -> subprocess.Popen[bytes]:
-    """Start the server: a fresh interpreter with the caller's flags.
+def _launch(channel_fd: int) -> int:
+    """Start the server, a fresh interpreter with the caller's flags; its pid.
 
-    Its stdout and stdin are /dev/null: a daemon a task forks inherits the
-    server's descriptors, and must not hold the caller's stdout open
-    (``python script.py | cat`` would wait for it).  stderr stays the
+    ``os.posix_spawn`` rather than ``subprocess``, whose import (~2.5 ms)
+    would delay the start.  What ``subprocess.Popen(close_fds=True)`` would
+    give the server, it gets: only ``channel_fd`` and stderr are the caller's
+    (stdin and stdout are /dev/null: a daemon a task forks inherits the
+    server's descriptors, and must not hold the caller's stdout open, as in
+    ``python script.py | cat``), and no signal is blocked.  stderr stays the
     caller's: a main module that fails in the server is reported there.
     """
     command = [
-        spawn.get_executable(),
-        *util._args_from_interpreter_flags(),  # type: ignore[attr-defined]  # multiprocessing's own helper, stable since 3.4
+        _executable(),
+        *_interpreter_args(),
         "-c",
         f"from workcrew._backends._forkserver_main import main; main({channel_fd})",
     ]
-    return subprocess.Popen(
-        command,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        pass_fds=[channel_fd],
-        close_fds=True,
-    )
+    actions: list[tuple[Any, ...]] = [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+    ]
+    actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in _inheritable_fds() if fd != channel_fd]
+    os.set_inheritable(channel_fd, True)  # the caller closes its copy right after
+    return os.posix_spawn(command[0], command, os.environ, file_actions=actions, setsigmask=())
+
+
+def _executable() -> str:
+    """The interpreter workers run: ``multiprocessing.set_executable``'s, if it was called."""
+    spawn = sys.modules.get("multiprocessing.spawn")  # set_executable imports it
+    executable: str = spawn.get_executable() if spawn is not None else sys.executable
+    return executable
+
+
+#: ``sys.flags`` whose setting ``subprocess._args_from_interpreter_flags`` turns into
+#: options (``dont_write_bytecode``, the common one, is handled here).
+_FLAGS = (
+    "debug",
+    "optimize",
+    "no_site",
+    "verbose",
+    "bytes_warning",
+    "quiet",
+    "isolated",
+    "ignore_environment",
+    "no_user_site",
+    "safe_path",
+    "dev_mode",
+)
+
+
+def _interpreter_args() -> list[str]:
+    """The options that give the server the caller's interpreter settings.
+
+    ``subprocess._args_from_interpreter_flags`` computes them (it is what
+    ``multiprocessing`` uses), but importing ``subprocess`` costs ~2.5 ms on
+    the way to the first worker.  Where no option other than ``-B`` is set
+    (nearly always) the answer is known without it; a test compares the two.
+    """
+    flags = sys.flags
+    if sys.warnoptions or sys._xoptions or any(getattr(flags, name, 0) for name in _FLAGS):
+        import subprocess
+
+        args: list[str] = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]  # the stdlib's own helper, stable since 3.4
+        return args
+    return ["-" + "B" * flags.dont_write_bytecode] if flags.dont_write_bytecode else []
+
+
+def _inheritable_fds() -> list[int]:
+    """This process's inheritable descriptors above stderr (Python makes few: ``os.dup2``'s)."""
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:  # no procfs: descriptors Python made are not inheritable anyway
+        return []
+    found = []
+    for name in names:
+        fd = int(name)
+        try:
+            if fd > 2 and os.get_inheritable(fd):
+                found.append(fd)
+        except OSError:  # the listing's own descriptor, closed by now
+            pass
+    return found
+
+
+def _exited(pid: int) -> bool:
+    """Whether the server ``pid`` ended (reaped now if so)."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # reaped by someone else's waitpid(-1)
+        return True
+    return done != 0
+
+
+def _check_may_start() -> None:
+    """Raise where no process may start, before the server is started.
+
+    That is in a process that is itself starting (a main module run
+    unguarded in a fork server or a spawned child: ``multiprocessing``
+    marks it "inheriting"); the set-up raises ``multiprocessing``'s own
+    explanation then.
+    """
+    if getattr(process.current_process(), "_inheriting", False):
+        _setup()
 
 
 def _setup() -> bytes:
     """What makes the server the caller's twin, pickled: preparation data, modules to preload."""
+    from multiprocessing import spawn
+
     preparation = spawn.get_preparation_data("workcrew-forkserver")
     preload: list[str] = []
     mp_server = sys.modules.get("multiprocessing.forkserver")
@@ -242,6 +344,8 @@ class _ServerPopen:
     method = "forkserver"
 
     def __init__(self, process_obj: Any) -> None:
+        from multiprocessing import util  # loaded by now: the set-up imported it
+
         util._flush_std_streams()  # type: ignore[attr-defined]  # as every multiprocessing Popen does
         self.returncode: int | None = None
         self.pid: int | None = None
@@ -285,6 +389,8 @@ class _ServerPopen:
         # The worker's end of the data pipe is its parent sentinel: it reaches
         # end of file when the caller is gone, so this copy lives with the Popen.
         keep = os.dup(data_w)
+        from multiprocessing import util
+
         self.finalizer = util.Finalize(self, util.close_fds, (keep, self.sentinel))  # type: ignore[attr-defined]  # in multiprocessing.util since 3.8, not in its stubs
         data = LENGTH.pack(len(body)) + body
         # What the pipe takes now the worker reads as soon as it is forked,
