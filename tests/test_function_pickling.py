@@ -10,6 +10,7 @@ caller, the fork server or a worker.
 from __future__ import annotations
 
 import pickle
+import sys
 import types
 from pathlib import Path
 from typing import Any
@@ -237,6 +238,11 @@ def test_the_globals_found_are_those_cloudpickle_finds() -> None:
     for fn in functions:
         ours = _pickling._global_names(fn.__code__)
         assert list(ours) == list(_extract_code_globals(fn.__code__)), fn.__qualname__
+
+
+def test_the_opcodes_known_for_this_python_are_those_of_its_opcode_module() -> None:
+    # The scan reads them from a table, to spare the first pool opcode's import.
+    assert _pickling.OPCODES[sys.version_info[:2]] == _pickling.read_opcodes()
 
 
 def test_a_type_variable_of_main_goes_to_cloudpickle_as_its_classes_do() -> None:
