@@ -419,7 +419,7 @@ def test_the_server_s_options_are_those_multiprocessing_would_give_it(
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    ours, stdlib = last_line(done)  # type: ignore[misc]
+    ours, stdlib = last_line(done)  # type: ignore[misc]  # a JSON list of two
     assert ours == stdlib
 
 
@@ -478,7 +478,31 @@ if __name__ == "__main__":
 def test_the_server_holds_no_inheritable_descriptor_of_the_caller(tmp_path: Path) -> None:
     # As subprocess's close_fds=True: a pipe the program left inheritable does
     # not stay open in the server (its reader would never see end of file).
-    held, stdin, stdout, still_inheritable = run_script(tmp_path, SERVER_DESCRIPTORS)  # type: ignore[misc]
+    answer = run_script(tmp_path, SERVER_DESCRIPTORS)
+    held, stdin, stdout, still_inheritable = answer  # type: ignore[misc]  # a JSON list of four
     assert held is False
     assert stdin == stdout == os.devnull
     assert still_inheritable is True  # the caller's own descriptor is left as it was
+
+
+CLOSED_STDIO = """
+import json, os, sys
+import workcrew
+
+def pid(_):
+    return os.getpid()
+
+if __name__ == "__main__":
+    out = os.dup(1)
+    os.close(0)
+    os.close(1)  # the server's channel now takes these numbers in this process
+    with workcrew.Pool(1) as pool:
+        worker = pool.apply(pid, (0,))
+    os.write(out, json.dumps(worker).encode() + b"\\n")
+"""
+
+
+def test_a_program_that_closed_stdin_and_stdout_starts_its_server(tmp_path: Path) -> None:
+    # The channel is copied to the server's descriptor before /dev/null takes 0 and 1.
+    worker = run_script(tmp_path, CLOSED_STDIO)
+    assert isinstance(worker, int) and worker > 0

@@ -74,7 +74,7 @@ class _Server:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.channel: socket.socket | None = None
-        #: the running server's pid (None: none runs, or it was found dead)
+        #: the server's pid (None: none was started, or it was found ended and reaped)
         self.server: int | None = None
         #: servers let go of that had not yet exited: reaped on later checks
         self.unreaped: list[int] = []
@@ -110,7 +110,7 @@ class _Server:
         pool's engine) runs meanwhile on another core.
         """
         self.unreaped = [pid for pid in self.unreaped if not _exited(pid)]
-        if self.channel is not None and self.server is not None and not _exited(self.server):
+        if self.channel is not None and self._alive():
             return self.channel
         self._forget()
         _check_may_start()
@@ -131,20 +131,30 @@ class _Server:
             raise
         return ours
 
+    def _alive(self) -> bool:
+        """Whether the server runs (hold ``lock``); one that ended is reaped, once."""
+        if self.server is None:
+            return False
+        if _exited(self.server):
+            self.server = None  # waited for: its pid may now be another process's
+            return False
+        return True
+
     def _forget(self) -> None:
         if self.channel is not None:
             unregister_master_fd(self.channel.fileno())
             self.channel.close()  # the server ends at end of file
-        if self.server is not None and not _exited(self.server):
-            self.unreaped.append(self.server)
+        server = self.server
+        if server is not None and self._alive():
+            self.unreaped.append(server)
         self.channel = None
         self.server = None
         self.has_cloudpickle = False
 
     def pid(self) -> int | None:
         """The server's pid, if it runs."""
-        server = self.server
-        return server if server is not None and not _exited(server) else None
+        with self.lock:
+            return self.server if self._alive() else None
 
     def after_fork_in_child(self) -> None:
         # A forked child must not share its parent's server: it starts its own.
@@ -189,36 +199,53 @@ def server_pid() -> int | None:
     return _server.pid()
 
 
+#: The channel's descriptor in the server (``_launch`` puts it there).
+SERVER_CHANNEL_FD = 3
+
+
 def _launch(channel_fd: int) -> int:
-    """Start the server, a fresh interpreter with the caller's flags; its pid.
+    """Start the server, a fresh interpreter with the caller's options; its pid.
 
     ``os.posix_spawn`` rather than ``subprocess``, whose import (~2.5 ms)
-    would delay the start.  What ``subprocess.Popen(close_fds=True)`` would
-    give the server, it gets: only ``channel_fd`` and stderr are the caller's
-    (stdin and stdout are /dev/null: a daemon a task forks inherits the
-    server's descriptors, and must not hold the caller's stdout open, as in
-    ``python script.py | cat``), and no signal is blocked.  stderr stays the
-    caller's: a main module that fails in the server is reported there.
+    would delay the start.  The server gets the caller's end of nothing but
+    the channel (as descriptor ``SERVER_CHANNEL_FD``, copied there in the
+    child: the caller's copy stays non-inheritable, so no process another
+    thread starts meanwhile can hold it) and stderr: a main module that
+    fails in the server is reported there.  stdin and stdout are /dev/null:
+    a daemon a task forks inherits the server's descriptors, and must not
+    hold the caller's stdout open (``python script.py | cat`` would wait).
+    Descriptors the caller left inheritable reach the interpreter, which
+    closes them before anything else (``_forkserver_main.main``), as
+    ``subprocess``'s ``close_fds=True`` would have.  No signal is blocked;
+    the environment is ``os.environ`` (as each worker's is, see ``_ServerPopen``).
     """
-    command = [
+    command: list[str | bytes] = [
         _executable(),
         *_interpreter_args(),
         "-c",
-        f"from workcrew._backends._forkserver_main import main; main({channel_fd})",
+        f"from workcrew._backends._forkserver_main import main; main({SERVER_CHANNEL_FD})",
     ]
-    actions: list[tuple[Any, ...]] = [
-        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-        (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
-    ]
-    actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in _inheritable_fds() if fd != channel_fd]
-    os.set_inheritable(channel_fd, True)  # the caller closes its copy right after
-    return os.posix_spawn(command[0], command, os.environ, file_actions=actions, setsigmask=())
+    # The caller's channel is non-inheritable; a copy of it on the server's
+    # number is not (dup2 onto itself would keep close-on-exec: copy it away).
+    spare = os.dup(channel_fd) if channel_fd == SERVER_CHANNEL_FD else None
+    try:
+        # In order: the channel first, where /dev/null cannot replace it (it is
+        # 0 or 1 if the caller closed those); then stdin and stdout.
+        actions = [
+            (os.POSIX_SPAWN_DUP2, channel_fd if spare is None else spare, SERVER_CHANNEL_FD),
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+        ]
+        return os.posix_spawn(command[0], command, os.environ, file_actions=actions, setsigmask=())
+    finally:
+        if spare is not None:
+            os.close(spare)
 
 
-def _executable() -> str:
+def _executable() -> str | bytes:
     """The interpreter workers run: ``multiprocessing.set_executable``'s, if it was called."""
     spawn = sys.modules.get("multiprocessing.spawn")  # set_executable imports it
-    executable: str = spawn.get_executable() if spawn is not None else sys.executable
+    executable: str | bytes = spawn.get_executable() if spawn is not None else sys.executable
     return executable
 
 
@@ -256,28 +283,11 @@ def _interpreter_args() -> list[str]:
     return ["-" + "B" * flags.dont_write_bytecode] if flags.dont_write_bytecode else []
 
 
-def _inheritable_fds() -> list[int]:
-    """This process's inheritable descriptors above stderr (Python makes few: ``os.dup2``'s)."""
-    try:
-        names = os.listdir("/proc/self/fd")
-    except OSError:  # no procfs: descriptors Python made are not inheritable anyway
-        return []
-    found = []
-    for name in names:
-        fd = int(name)
-        try:
-            if fd > 2 and os.get_inheritable(fd):
-                found.append(fd)
-        except OSError:  # the listing's own descriptor, closed by now
-            pass
-    return found
-
-
 def _exited(pid: int) -> bool:
-    """Whether the server ``pid`` ended (reaped now if so)."""
+    """Whether the server ``pid`` ended (reaped now if so: ask once per pid)."""
     try:
         done, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:  # reaped by someone else's waitpid(-1)
+    except ChildProcessError:  # reaped by the program's own waitpid(-1)
         return True
     return done != 0
 
@@ -288,7 +298,9 @@ def _check_may_start() -> None:
     That is in a process that is itself starting (a main module run
     unguarded in a fork server or a spawned child: ``multiprocessing``
     marks it "inheriting"); the set-up raises ``multiprocessing``'s own
-    explanation then.
+    explanation then.  (The set-up may fail for other reasons, rarely: the
+    working directory was deleted.  The server just launched then reads end
+    of file and ends; it is reaped at the next start.)
     """
     if getattr(process.current_process(), "_inheriting", False):
         _setup()

@@ -94,6 +94,7 @@ class ServerDupFd:
 
 def main(channel_fd: int) -> None:
     """The server: set up as the caller's twin, then fork a worker per request."""
+    _close_inherited(keep=channel_fd)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's to handle
     channel = socket.socket(fileno=channel_fd)
     setup = channel.recv(SETUP_BYTES)
@@ -116,6 +117,33 @@ def main(channel_fd: int) -> None:
                 _reap(statuses)
             elif not _serve(channel, statuses, (wake_r, wake_w)):
                 _exit()
+
+
+def _close_inherited(keep: int) -> None:
+    """Close the descriptors above stderr that came with the launch, but ``keep``.
+
+    The interpreter makes its own descriptors non-inheritable (PEP 446): an
+    inheritable one is the caller's, one it left inheritable (a pipe it
+    prepared for a child of its own, whose reader would never see end of
+    file while the server holds it).  ``subprocess``'s ``close_fds=True``
+    closes them in the child; the launch (``os.posix_spawn``) cannot, so
+    the server does, before anything else.
+    """
+    for listing in ("/proc/self/fd", "/dev/fd"):
+        try:
+            names = os.listdir(listing)
+            break
+        except OSError:
+            continue
+    else:
+        return
+    for name in names:
+        fd = int(name)
+        try:
+            if fd > 2 and fd != keep and os.get_inheritable(fd):
+                os.close(fd)
+        except OSError:  # the listing's own descriptor, closed by now
+            pass
 
 
 def _exit() -> None:

@@ -174,7 +174,7 @@ def _global_names(code: types.CodeType) -> dict[str, None]:
 
 #: LOAD_GLOBAL, STORE_GLOBAL, DELETE_GLOBAL and EXTENDED_ARG, by Python version: what
 #: ``opcode`` says (tests compare), without its import (~0.5-0.8 ms on the first pool).
-#: Another version reads them from ``opcode``.
+#: Another version, or a pre-release (whose opcodes may still move), reads ``opcode``.
 OPCODES = {
     (3, 10): (116, 97, 98, 144),
     (3, 11): (116, 97, 98, 144),
@@ -186,7 +186,8 @@ OPCODES = {
 @functools.cache
 def _global_opcodes() -> tuple[dict[int, int], int]:
     """{opcode: shift of its name index} for the global-access instructions; EXTENDED_ARG."""
-    known = OPCODES.get(sys.version_info[:2])
+    final = sys.version_info.releaselevel == "final"
+    known = OPCODES.get(sys.version_info[:2]) if final else None
     load, store, delete, extended_arg = known if known is not None else read_opcodes()
     load_shift = 1 if sys.version_info >= (3, 11) else 0
     return {load: load_shift, store: 0, delete: 0}, extended_arg
