@@ -24,12 +24,16 @@ SRC = str(Path(workcrew.__file__).resolve().parent.parent)
 
 
 def run_program(
-    tmp_path: Path, text: str, *args: str, name: str = "program.py"
+    tmp_path: Path,
+    text: str,
+    *args: str,
+    name: str = "program.py",
+    options: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``text`` as the script ``name`` in ``tmp_path`` (``python name``, from there)."""
+    """Run ``text`` as the script ``name`` in ``tmp_path`` (``python [options] name``, there)."""
     (tmp_path / name).write_text(text)
     done = subprocess.run(
-        [sys.executable, name, *args],
+        [sys.executable, *options, name, *args],
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
@@ -437,17 +441,8 @@ if __name__ == "__main__":
 
 
 def test_a_worker_runs_with_the_caller_s_interpreter_options(tmp_path: Path) -> None:
-    (tmp_path / "program.py").write_text(WORKER_FLAGS)
-    done = subprocess.run(
-        [sys.executable, "-O", "-B", "-W", "error::DeprecationWarning", "program.py"],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        cwd=tmp_path,
-        env={"PYTHONPATH": f"{SRC}:{tmp_path}", "PATH": "/usr/bin:/bin"},
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    options = ("-O", "-B", "-W", "error::DeprecationWarning")
+    done = run_program(tmp_path, WORKER_FLAGS, options=options)
     assert last_line(done) == [1, 1, ["error::DeprecationWarning"]]
 
 
