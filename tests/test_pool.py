@@ -286,3 +286,13 @@ def test_process_workers_share_the_cpus_among_native_thread_pools(start_method: 
         setting = pool.apply(helpers.native_thread_setting)
     expected = os.environ.get("OMP_NUM_THREADS", str(max(1, cpus // 2)))
     assert setting == expected
+
+
+def test_a_pool_starts_no_worker_that_no_work_waits_for(start_method: str) -> None:
+    # Workers start on demand, one more whenever work waits and all are busy: one
+    # task on a pool of two needs one worker (a second would only boot and idle).
+    with Pool(2, start_method=start_method) as pool:
+        assert pool.apply(abs, (-3,)) == 3
+        stats = pool.statistics()
+    assert stats.workers_started == 1
+    assert len(stats.workers) == 1

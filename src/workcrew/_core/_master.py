@@ -104,6 +104,10 @@ class Master(WorkerEvents):
         # them from the submitting thread and hands them over (see adopt), and
         # the master only replaces those that end.
         self._adopted = 0
+        #: The most live workers the pool has had at once.  Below it, a worker
+        #: was lost (crashed, recycled, timed out): its replacement starts at
+        #: once, as multiprocessing's does; above it, only when work waits.
+        self._grown = 0
         self.thread.start()
 
     # -- the loop --------------------------------------------------------------------
@@ -156,7 +160,9 @@ class Master(WorkerEvents):
                 time.sleep(0)  # let the workers fed so far start (thread kinds need the GIL)
         # Workers start on demand: one more whenever work is left and all are busy.
         target = self._adopted if self.backend.start_eagerly else self._target()
-        while len(self._slots) - len(self._retiring) < target:
+        while (live := len(self._slots) - len(self._retiring)) < target:
+            if live >= self._grown and self._scheduler.idle():
+                break  # nothing waits: a new worker would only boot and idle (see _grown)
             new = self._start_worker()
             if new is None or not self._send_next(new, prefetch=False):
                 return
@@ -202,6 +208,7 @@ class Master(WorkerEvents):
         self.recorder.started(handle.worker_id, getattr(handle, "pid", None))
         if self.state in (State.RUNNING, State.CLOSING):
             self._adopted += 1
+            self._grown = max(self._grown, len(self._slots) - len(self._retiring))
             self._touch(slot)
             return
         self._mark_retiring(slot)  # the pool stopped meanwhile: let it go at once
@@ -495,6 +502,7 @@ class Master(WorkerEvents):
             return None
         slot = self._slots[worker_id] = Slot(handle, self.options.max_tasks_per_worker)
         self.recorder.started(worker_id, getattr(handle, "pid", None))
+        self._grown = max(self._grown, len(self._slots) - len(self._retiring))
         return slot
 
     def _retire(self, slot: Slot) -> None:
