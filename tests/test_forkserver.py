@@ -489,15 +489,23 @@ def pid(_):
 
 if __name__ == "__main__":
     out = os.dup(1)
-    os.close(0)
-    os.close(1)  # the server's channel now takes these numbers in this process
+    for fd in {closed}:
+        os.close(fd)  # the server's channel now takes these numbers in this process
     with workcrew.Pool(1) as pool:
         worker = pool.apply(pid, (0,))
     os.write(out, json.dumps(worker).encode() + b"\\n")
 """
 
 
-def test_a_program_that_closed_stdin_and_stdout_starts_its_server(tmp_path: Path) -> None:
-    # The channel is copied to the server's descriptor before /dev/null takes 0 and 1.
-    worker = run_script(tmp_path, CLOSED_STDIO)
+@pytest.mark.parametrize(
+    "closed",
+    [(0, 1), (0,)],
+    ids=["stdin and stdout: the channel on fd 1", "stdin: the channel on the server's fd 3"],
+)
+def test_a_program_that_closed_stdin_or_stdout_starts_its_server(
+    tmp_path: Path, closed: tuple[int, ...]
+) -> None:
+    # The channel is copied to the server's descriptor before /dev/null takes 0 and
+    # 1, and to the next one when it is on the server's number already.
+    worker = run_script(tmp_path, CLOSED_STDIO.replace("{closed}", repr(closed)))
     assert isinstance(worker, int) and worker > 0

@@ -199,7 +199,7 @@ def server_pid() -> int | None:
     return _server.pid()
 
 
-#: The channel's descriptor in the server (``_launch`` puts it there).
+#: The channel's descriptor in the server (``_launch`` puts it there), or the next one.
 SERVER_CHANNEL_FD = 3
 
 
@@ -208,38 +208,33 @@ def _launch(channel_fd: int) -> int:
 
     ``os.posix_spawn`` rather than ``subprocess``, whose import (~2.5 ms)
     would delay the start.  The server gets the caller's end of nothing but
-    the channel (as descriptor ``SERVER_CHANNEL_FD``, copied there in the
-    child: the caller's copy stays non-inheritable, so no process another
-    thread starts meanwhile can hold it) and stderr: a main module that
-    fails in the server is reported there.  stdin and stdout are /dev/null:
-    a daemon a task forks inherits the server's descriptors, and must not
-    hold the caller's stdout open (``python script.py | cat`` would wait).
-    Descriptors the caller left inheritable reach the interpreter, which
-    closes them before anything else (``_forkserver_main.main``), as
+    the channel (copied to ``SERVER_CHANNEL_FD`` in the child, or to the
+    next number if it is already there: dup2 onto itself would keep
+    close-on-exec; the caller's copy stays non-inheritable, so no process
+    another thread starts meanwhile can hold it) and stderr: a main module
+    that fails in the server is reported there.  stdin and stdout are
+    /dev/null: a daemon a task forks inherits the server's descriptors, and
+    must not hold the caller's stdout open (``python script.py | cat`` would
+    wait).  Descriptors the caller left inheritable reach the interpreter,
+    which closes them before anything else (``_forkserver_main.main``), as
     ``subprocess``'s ``close_fds=True`` would have.  No signal is blocked;
     the environment is ``os.environ`` (as each worker's is, see ``_ServerPopen``).
     """
+    target = SERVER_CHANNEL_FD if channel_fd != SERVER_CHANNEL_FD else SERVER_CHANNEL_FD + 1
     command: list[str | bytes] = [
         _executable(),
         *_interpreter_args(),
         "-c",
-        f"from workcrew._backends._forkserver_main import main; main({SERVER_CHANNEL_FD})",
+        f"from workcrew._backends._forkserver_main import main; main({target})",
     ]
-    # The caller's channel is non-inheritable; a copy of it on the server's
-    # number is not (dup2 onto itself would keep close-on-exec: copy it away).
-    spare = os.dup(channel_fd) if channel_fd == SERVER_CHANNEL_FD else None
-    try:
-        # In order: the channel first, where /dev/null cannot replace it (it is
-        # 0 or 1 if the caller closed those); then stdin and stdout.
-        actions = [
-            (os.POSIX_SPAWN_DUP2, channel_fd if spare is None else spare, SERVER_CHANNEL_FD),
-            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
-        ]
-        return os.posix_spawn(command[0], command, os.environ, file_actions=actions, setsigmask=())
-    finally:
-        if spare is not None:
-            os.close(spare)
+    # In order: the channel first, where /dev/null cannot replace it (it is 0
+    # or 1 if the caller closed those); then stdin and stdout.
+    actions = [
+        (os.POSIX_SPAWN_DUP2, channel_fd, target),
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+    ]
+    return os.posix_spawn(command[0], command, os.environ, file_actions=actions, setsigmask=())
 
 
 def _executable() -> str | bytes:
@@ -356,9 +351,6 @@ class _ServerPopen:
     method = "forkserver"
 
     def __init__(self, process_obj: Any) -> None:
-        from multiprocessing import util  # loaded by now: the set-up imported it
-
-        util._flush_std_streams()  # type: ignore[attr-defined]  # as every multiprocessing Popen does
         self.returncode: int | None = None
         self.pid: int | None = None
         self.finalizer: Any = None
@@ -377,6 +369,9 @@ class _ServerPopen:
     # -- start --
 
     def _launch(self, process_obj: Any) -> None:
+        from multiprocessing import util  # loaded by now: the server's set-up imported it
+
+        util._flush_std_streams()  # type: ignore[attr-defined]  # as every multiprocessing Popen does
         set_spawning_popen(self)  # type: ignore[arg-type]  # duck-typed Popen
         try:
             # The caller's environment now, not the server's from its start: a
@@ -401,8 +396,6 @@ class _ServerPopen:
         # The worker's end of the data pipe is its parent sentinel: it reaches
         # end of file when the caller is gone, so this copy lives with the Popen.
         keep = os.dup(data_w)
-        from multiprocessing import util
-
         self.finalizer = util.Finalize(self, util.close_fds, (keep, self.sentinel))  # type: ignore[attr-defined]  # in multiprocessing.util since 3.8, not in its stubs
         data = LENGTH.pack(len(body)) + body
         # What the pipe takes now the worker reads as soon as it is forked,
