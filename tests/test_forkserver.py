@@ -509,3 +509,22 @@ def test_a_program_that_closed_stdin_or_stdout_starts_its_server(
     # 1, and to the next one when it is on the server's number already.
     worker = run_script(tmp_path, CLOSED_STDIO.replace("{closed}", repr(closed)))
     assert isinstance(worker, int) and worker > 0
+
+
+def test_waiting_for_a_status_sees_data_end_of_file_and_the_timeout() -> None:
+    from workcrew._backends._forkserver import _readable
+
+    read, write = os.pipe()
+    try:
+        assert not _readable(read, 0)  # nothing yet, no wait
+        assert not _readable(read, 0.001)  # nothing within the timeout
+        os.write(write, b"x")
+        assert _readable(read, None)  # data: at once, even without a timeout
+        os.read(read, 1)
+        os.close(write)
+        write = -1
+        assert _readable(read, 0)  # end of file is readable: the server is gone
+    finally:
+        os.close(read)
+        if write != -1:
+            os.close(write)

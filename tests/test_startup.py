@@ -139,3 +139,26 @@ def test_forkserver_workers_start_with_the_worker_code_preloaded(tmp_path: Path)
     )  # type: ignore[misc]
     # Imported neither by the worker nor by the caller: by the forkserver, once.
     assert imported_by not in (worker, caller)
+
+
+CALLER_MODULES = """
+import json, sys
+import workcrew
+
+def square(x):
+    return x * x
+
+if __name__ == "__main__":
+    with workcrew.Pool(2, start_method="forkserver") as pool:
+        assert pool.apply(square, (7,)) == 49
+    print(json.dumps(["multiprocessing.connection" in sys.modules, "tempfile" in sys.modules]))
+"""
+
+
+def test_a_forkserver_pool_loads_no_connection_machinery_in_the_caller(tmp_path: Path) -> None:
+    # The caller imports while the server boots, on a machine that may have
+    # one core free: what it need not load (multiprocessing.connection and its
+    # tempfile, shutil, random, bz2, lzma) would delay the first worker there.
+    script = tmp_path / "caller_modules.py"
+    script.write_text(CALLER_MODULES)
+    assert run_fresh("", str(script)) == [False, False]

@@ -28,6 +28,7 @@ import atexit
 import io
 import os
 import pickle
+import select
 import signal
 import socket
 import sys
@@ -330,6 +331,20 @@ def _write_ready(fd: int, data: bytes) -> int:
         os.set_blocking(fd, True)
 
 
+def _readable(fd: int, timeout: float | None) -> bool:
+    """Whether ``fd`` becomes readable (or reaches end of file) within ``timeout`` seconds.
+
+    ``multiprocessing.connection.wait`` in one descriptor's case, without
+    importing that module: it loads ``tempfile`` (with ``shutil``, ``random``,
+    ``bz2``, ``lzma``), ~4 ms of the caller's time while the server boots,
+    which a loaded machine takes from the server's boot.  (``poll`` is retried
+    after a signal with the time left, PEP 475.)
+    """
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(None if timeout is None else max(0.0, timeout * 1000)))
+
+
 def _dump(obj: Any) -> bytes:
     from multiprocessing.reduction import ForkingPickler
 
@@ -432,9 +447,7 @@ class _ServerPopen:
         None if nothing came within ``timeout``; EOFError if the server ended
         without writing it (it was killed).
         """
-        from multiprocessing.connection import wait
-
-        if not wait([self.sentinel], timeout):
+        if not _readable(self.sentinel, timeout):
             return None
         raw = b""
         while len(raw) < STATUS.size:
