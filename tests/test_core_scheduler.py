@@ -22,6 +22,7 @@ from workcrew._core._scheduler import (
     PREFETCH_TAIL,
     SMOOTHING,
     STEADY_STRETCH,
+    STEADY_TARGET_SECONDS,
     TAPER,
     TARGET_CHUNK_SECONDS,
     Scheduler,
@@ -132,31 +133,49 @@ def drain(scheduler: Scheduler, job: Job) -> list[int]:
 
 
 def test_a_steady_job_on_many_workers_ends_in_even_shares_per_round() -> None:
-    # 20 workers (aim 10 ms), 0.9 ms items: 11 items per chunk.  Each round of
-    # 20 chunks takes an even share of what was left when it began: 500 left:
-    # 25 each, capped at 11 (220 taken); 280 left: 14 each, the last round
-    # (STEADY_STRETCH).  Recomputed per chunk instead, the first chunks of a
-    # round would be larger than its last ones.
+    # 20 workers, 0.9 ms items: the steady aim (50 ms) makes 55 items per
+    # chunk.  Each round of 20 chunks takes an even share of what was left
+    # when it began: 2,000 left: 100 each, capped at 55 (1,100 taken); 900
+    # left: 45 each, the last round (STEADY_STRETCH).  Recomputed per chunk
+    # instead, the first chunks of a round would be larger than its last ones.
     workers = 20
     scheduler = Scheduler(workers)
     assert scheduler.target > TARGET_CHUNK_SECONDS  # many workers
     make_steady(scheduler, "f", 0.9e-3)
-    job = listed(500)
+    assert int(STEADY_TARGET_SECONDS / 0.9e-3) == 55
+    job = listed(2000)
     scheduler.add(job)
-    assert drain(scheduler, job) == [11] * 20 + [14] * 20
+    assert drain(scheduler, job) == [55] * 20 + [45] * 20
 
 
 def test_a_steady_job_s_last_round_may_stretch_its_shares_past_the_aim() -> None:
-    # 250 left: 13 each, within STEADY_STRETCH of the aim's 11: one round of
-    # 13s ends the job, instead of 11s and then a round of 2s.  25 each (500
-    # left, above) is past it: that round keeps to the aim.
+    # 1,300 left: 65 each, within STEADY_STRETCH of the aim's 55: one round of
+    # 65s ends the job, instead of 55s and then a round of 10s.  100 each
+    # (2,000 left, above) is past it: that round keeps to the aim.
     workers = 20
     scheduler = Scheduler(workers)
     make_steady(scheduler, "f", 0.9e-3)
-    assert 13 <= 11 * STEADY_STRETCH < 25
-    job = listed(250)
+    assert 55 < 65 <= 55 * STEADY_STRETCH < 100
+    job = listed(1300)
     scheduler.add(job)
-    assert drain(scheduler, job) == [13] * 19 + [3]
+    assert drain(scheduler, job) == [65] * 20
+    short = listed(250)  # 13 each, under the aim: the even share alone
+    scheduler.add(short)
+    assert drain(scheduler, short) == [13] * 19 + [3]
+
+
+def test_a_steady_finite_job_aims_at_longer_chunks_than_a_lazy_or_unsteady_one() -> None:
+    # Two workers on two cores: each round trip takes a core from a worker for
+    # a while, so a map of steady 10 ms items goes out 5 to a chunk, not 1.
+    # A lazy job keeps the target (its end is unknown, its read-ahead window
+    # grows with its chunks), and so does a function not known to be steady.
+    scheduler = Scheduler(workers=2)
+    make_steady(scheduler, "steady", 0.010)
+    scheduler.record("new", 1, 0.010)
+    assert scheduler.chunk_size(listed(400, key="steady")) == 5
+    assert scheduler.chunk_size(streamed(400, key="steady")) == 1
+    assert scheduler.chunk_size(listed(400, key="new")) == 1
+    assert STEADY_TARGET_SECONDS == 0.05 and TARGET_CHUNK_SECONDS < 0.010
 
 
 def test_200_io_workers_get_one_even_share_each() -> None:
@@ -181,13 +200,13 @@ def test_a_steady_job_on_few_workers_still_halves_to_single_items() -> None:
     # that run at different speeds (a core shared with another program).
     workers = 2
     scheduler = Scheduler(workers)
-    make_steady(scheduler, "f", 0.9e-3)  # target 5 items, floor 1
-    job = listed(40)
+    make_steady(scheduler, "f", 0.9e-3)  # steady aim 55 items, floor 1
+    job = listed(400)
     scheduler.add(job)
     got = []
     while (chunk := scheduler.next_chunk(None, prefetch=False)) is not None:
-        remaining = 40 - chunk[1]
-        assert len(chunk[2]) == min(5, math.ceil(remaining / (TAPER * workers)))
+        remaining = 400 - chunk[1]
+        assert len(chunk[2]) == min(55, math.ceil(remaining / (TAPER * workers)))
         got.append(len(chunk[2]))
     assert got[-4:] == [1, 1, 1, 1]
 

@@ -22,6 +22,9 @@ Steady functions are the exception to the last two rules.  Besides the mean,
 the scheduler learns how much a function's durations vary; when they hardly do
 (``STEADY_SPREAD``), every busy worker ends its chunk when expected, so
 
+* a finite job's chunks aim longer (``STEADY_TARGET_SECONDS``): the taper
+  still evens out its end, and fewer round trips leave more of the cores to
+  the work;
 * with many workers, a chunk takes an even share of what is left
   (``STEADY_TAPER``), computed once per round of ``workers`` chunks, instead of
   halving down to single items; the last round's shares may exceed the aim
@@ -30,7 +33,7 @@ the scheduler learns how much a function's durations vary; when they hardly do
   chunks of the same job too, and no worker waits a round trip for its last
   items.
 
-Both matter most for hundreds of thread or async workers: started together,
+The last two matter most for hundreds of thread or async workers: started together,
 they finish together, and each round trip costs the master time under the GIL
 they all share.  Heavy-tailed durations never count as steady.
 """
@@ -50,6 +53,12 @@ __all__ = ("Scheduler",)
 #: balances better, above all at the end of a lazy stream, whose length is
 #: unknown.
 TARGET_CHUNK_SECONDS = 0.005
+#: A steady function's finite job (a ``map``, not an ``imap``) aims for chunks
+#: this long instead (see Scheduler._aim).  2 process workers on 2 cores
+#: running 10 ms tasks one per chunk lost ~5 % of their speed-up to the round
+#: trips (the master's wake-ups take a core from a worker); 50 ms chunks lose
+#: a tenth of that.
+STEADY_TARGET_SECONDS = 0.05
 #: With many workers, aim higher: this many seconds per worker (200 threads:
 #: 100 ms chunks).  Every finished chunk costs the master a round trip of
 #: about 15-25 µs, and for thread and async workers that work holds the GIL
@@ -253,7 +262,7 @@ class Scheduler:
         if per_item is None:
             size = 1
         else:
-            ideal = self.target / per_item if per_item > 0 else math.inf
+            ideal = self._aim(job) / per_item if per_item > 0 else math.inf
             # A job's first chunk trusts what earlier jobs of the function
             # measured; later ones grow at most GROWTH-fold per step.
             size = int(min(ideal, last * GROWTH)) if last else int(min(ideal, 1 << 20))
@@ -273,6 +282,19 @@ class Scheduler:
         self._last_size[id(job)] = size
         job.chunk_hint = size
         return size
+
+    def _aim(self, job: Job) -> float:
+        """Seconds a chunk of ``job`` aims to compute: longer for a steady, finite job.
+
+        Its items end when expected and the taper evens out its last chunks,
+        so a longer chunk unbalances nothing; each round trip it saves is time
+        taken from the work when the workers fill the cores.  A lazy job keeps
+        the target: its end is unknown, and its read-ahead window grows with
+        its chunks.
+        """
+        if job.remaining is not None and self.steady(job.key):
+            return max(self.target, STEADY_TARGET_SECONDS)
+        return self.target
 
     def _share(self, job: Job, remaining: int) -> int:
         """The most items the next chunk of a finite ``job`` may take (the taper).
