@@ -91,18 +91,26 @@ def bench_imports(repeats: int) -> list[Result]:
 
 
 def bench_programs(repeats: int, tmp: Path) -> list[Result]:
-    """First and second pool of a fresh program (2 workers, one task, shut down), in ms."""
+    """First and second pool of a fresh program (2 workers, one task, shut down), in ms.
+
+    The two libraries' programs take turns, so that a slow moment of the
+    machine falls on both alike; the figure is the median of the runs.
+    """
     results = []
     for method in ("forkserver", "fork", "spawn"):
-        for library, (imports, run), ours in (
-            ("workcrew", WORKCREW, True),
-            ("multiprocessing", MULTIPROCESSING, False),
-        ):
+        libraries = (("workcrew", WORKCREW, True), ("multiprocessing", MULTIPROCESSING, False))
+        scripts = {}
+        for library, (imports, run), _ in libraries:
             script = tmp / f"{library}_{method}.py"
             script.write_text(PROGRAM.format(imports=imports, run=run.format(method=method)))
-            runs = [json.loads(_fresh([str(script)])) for _ in range(repeats)]
+            scripts[library] = script
+        runs: dict[str, list[list[float]]] = {library: [] for library, _, _ in libraries}
+        for _ in range(repeats):
+            for library, _, _ in libraries:
+                runs[library].append(json.loads(_fresh([str(scripts[library])])))
+        for library, _, ours in libraries:
             for index, label in ((1, "first pool"), (2, "second pool")):
-                value = statistics.median(r[index] for r in runs) * 1000
+                value = statistics.median(r[index] for r in runs[library]) * 1000
                 results.append(Result(f"{method}, {label}: {library}", value, ours, ""))
     return results
 
@@ -135,23 +143,27 @@ if __name__ == '__main__':
 
 
 def bench_lecture(repeats: int, tmp: Path) -> list[Result]:
-    """Wall time of the lecture's Pool example as a whole program, in ms (interpreter included)."""
-    results = []
-    for library, import_line, ours in (
+    """Wall time of the lecture's Pool example as a whole program, in ms (interpreter included).
+
+    The two scripts take turns; the figure is the median of the runs.
+    """
+    libraries = (
         ("workcrew", "from workcrew import Pool", True),
         ("multiprocessing", "from multiprocessing import Pool", False),
-    ):
-        script = tmp / f"lecture_{library}.py"
-        script.write_text(LECTURE.format(import_line=import_line))
-        times = []
-        for _ in range(repeats):
+    )
+    times: dict[str, list[float]] = {library: [] for library, _, _ in libraries}
+    for library, import_line, _ in libraries:
+        (tmp / f"lecture_{library}.py").write_text(LECTURE.format(import_line=import_line))
+    for _ in range(repeats):
+        for library, _, _ in libraries:
             start = time.perf_counter()
-            out = _fresh([str(script)])
-            times.append(time.perf_counter() - start)
+            out = _fresh([str(tmp / f"lecture_{library}.py")])
+            times[library].append(time.perf_counter() - start)
             assert out == "All subprocesses done.", out
-        median = statistics.median(times) * 1000
-        results.append(Result(f"lecture example: {library}", median, ours, ""))
-    return results
+    return [
+        Result(f"lecture example: {library}", statistics.median(times[library]) * 1000, ours, "")
+        for library, _, ours in libraries
+    ]
 
 
 PSS_PROGRAM = """

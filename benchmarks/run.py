@@ -82,6 +82,12 @@ class Sizes:
     stream_small: int = 1_000_000
     stream_large: int = 10_000_000
     repeats: int = 3
+    #: A map of the trivial tasks lasts ~15 ms here: one hiccup of this shared
+    #: machine moves a single figure by 10 %, so each contender gets more turns.
+    trivial_repeats: int = 10
+    #: The CPU maps are 2 s each; other programs on the machine take whole
+    #: seconds of a core at times.
+    cpu_repeats: int = 5
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -95,6 +101,8 @@ class Sizes:
             stream_small=100_000,
             stream_large=1_000_000,
             repeats=1,
+            trivial_repeats=1,
+            cpu_repeats=1,
         )
 
 
@@ -259,6 +267,7 @@ def timed_in_turns(
     sizes: Sizes,
     fn: Callable[[Any], Any],
     inputs_of: Callable[[Contender], list[tuple[list[Any], list[Any]]]],
+    repeats: int | None = None,
 ) -> dict[str, list[float]]:
     """Best seconds of ``fn`` over each of a contender's inputs (items, expected), in turns.
 
@@ -266,7 +275,7 @@ def timed_in_turns(
     of its first input; then each round times one map of every input per
     contender, the contenders in order.  Turns rather than one library's
     repeats after another's: a slow minute of this shared machine then falls
-    on all of them alike.
+    on all of them alike.  ``repeats``: turns each (``sizes.repeats`` by default).
     """
     with contextlib.ExitStack() as stack:
         runs = []
@@ -276,7 +285,7 @@ def timed_in_turns(
             check(c.name, run(fn, inputs[0][0]), inputs[0][1])  # warm-up
             runs.append((c.name, run, inputs))
         best = {name: [float("inf")] * len(inputs) for name, _, inputs in runs}
-        for _ in range(sizes.repeats):
+        for _ in range(sizes.repeats if repeats is None else repeats):
             for name, run, inputs in runs:
                 for i, (items, expected) in enumerate(inputs):
                     start = time.perf_counter()
@@ -291,7 +300,7 @@ def bench_throughput(sizes: Sizes) -> Table:
         items = list(range(min(sizes.trivial, c.trivial_cap or sizes.trivial)))
         return [(items, [x * x for x in items])]
 
-    best = timed_in_turns(sizes, square, inputs_of)
+    best = timed_in_turns(sizes, square, inputs_of, sizes.trivial_repeats)
     results = []
     for c in contenders(sizes):
         n = min(sizes.trivial, c.trivial_cap or sizes.trivial)
@@ -301,7 +310,8 @@ def bench_throughput(sizes: Sizes) -> Table:
     notes = [
         f"{sizes.trivial:,} calls of `x*x` through `map`, {WORKERS} workers; every pool created "
         f"outside the timed region and warmed up by one map, then the libraries take turns, "
-        f"best of {sizes.repeats} each.",
+        f"best of {sizes.trivial_repeats} each (a map of workcrew or multiprocessing lasts "
+        "~15 ms here: one hiccup of the machine would move a single figure by 10 %).",
         "workcrew: adaptive chunking (chunksize=None); the warm-up map lets it learn the "
         "task duration, as a long-lived pool would.",
         "workcrew Executor: its `map` is lazy (reads input through a bounded window, like "
@@ -319,9 +329,10 @@ def measure_contenders(
     items: list[Any],
     expected: list[Any],
     score: Callable[[float], float],
+    repeats: int,
 ) -> list[Result]:
-    """Time ``fn`` over ``items`` on every contender, in turns; ``score`` makes the figure."""
-    best = timed_in_turns(sizes, fn, lambda c: [(items, expected)])
+    """Time ``fn`` over ``items`` on every contender (``repeats`` turns); ``score``: the figure."""
+    best = timed_in_turns(sizes, fn, lambda c: [(items, expected)], repeats)
     results = []
     for c in contenders(sizes):
         value = score(best[c.name][0])
@@ -333,15 +344,22 @@ def measure_contenders(
 def bench_cpu(sizes: Sizes) -> Table:
     iterations = calibrate_spin(sizes.cpu_task_seconds)
     items = [iterations + i for i in range(sizes.cpu_tasks)]
-    serial, expected = best_serial(spin, items, sizes.repeats)
+    serial, expected = best_serial(spin, items, sizes.cpu_repeats)
     progress(f"cpu serial: {serial:.2f} s ({iterations:,} iterations per task)")
     results = measure_contenders(
-        sizes, "cpu", "speedup", spin, items, expected, lambda seconds: serial / seconds
+        sizes,
+        "cpu",
+        "speedup",
+        spin,
+        items,
+        expected,
+        lambda seconds: serial / seconds,
+        sizes.cpu_repeats,
     )
     notes = [
         f"{sizes.cpu_tasks} pure-Python tasks of ~{sizes.cpu_task_seconds * 1000:.0f} ms "
         f"(calibrated loop), {WORKERS} workers; speedup = serial time / parallel time "
-        f"(best of {sizes.repeats} each, the libraries taking turns); the ideal is {WORKERS}.",
+        f"(best of {sizes.cpu_repeats} each, the libraries taking turns); the ideal is {WORKERS}.",
         f"serial loop: {serial:.2f} s.",
     ]
     return comparison_table("CPU-bound tasks: speedup over serial", "speedup", True, results, notes)
@@ -706,8 +724,8 @@ def bench_programs(sizes: Sizes) -> Table:
     from programs import bench_programs as measure
 
     with tempfile.TemporaryDirectory() as tmp:
-        results = measure(max(sizes.repeats * 2, 3), Path(tmp))
-        results += bench_lecture(max(sizes.repeats, 3), Path(tmp))
+        results = measure(max(sizes.repeats * 4, 3), Path(tmp))
+        results += bench_lecture(max(sizes.repeats * 2, 3), Path(tmp))
     notes = [
         "a fresh program (`from workcrew import Pool`, or `import multiprocessing`) creates a "
         "2-worker pool, runs one task and shuts it down, twice; the program's import is "
@@ -715,12 +733,14 @@ def bench_programs(sizes: Sizes) -> Table:
         "engine; `multiprocessing.pool`) and starts the helpers its start method needs (a fork "
         "server: workcrew's own, or multiprocessing's with its resource tracker; spawn: the "
         "tracker); the second reuses them. Under forkserver the server runs the program's "
-        "`__main__` once (its imports included), as multiprocessing's does. Median of the runs.",
+        "`__main__` once (its imports included), as multiprocessing's does. The two libraries' "
+        f"programs take turns; median of {max(sizes.repeats * 4, 3)} runs each.",
         "lecture example: the lecture's Pool example (`Pool(4)`, five `apply_async` tasks, "
         "`close`, `join`; each task sleeps a fixed 0.1 s instead of a random one) run as a "
         "script, wall time from the shell including the interpreter; the two scripts differ "
         "in their import line only, each library with its default start method "
-        "(workcrew: forkserver; multiprocessing on Python < 3.14: fork).",
+        "(workcrew: forkserver; multiprocessing on Python < 3.14: fork); the scripts take "
+        f"turns, median of {max(sizes.repeats * 2, 3)} runs each.",
     ]
     headers = ["start method, pool: library", "ms (lower is better)", "vs multiprocessing"]
     rows = versus_peer_rows(results, "ms")
