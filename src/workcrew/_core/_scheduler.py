@@ -55,9 +55,10 @@ __all__ = ("Scheduler",)
 TARGET_CHUNK_SECONDS = 0.005
 #: A steady function's finite job (a ``map``, not an ``imap``) aims for chunks
 #: this long instead (see Scheduler._aim).  2 process workers on 2 cores
-#: running 10 ms tasks one per chunk lost ~5 % of their speed-up to the round
-#: trips (the master's wake-ups take a core from a worker); 50 ms chunks lose
-#: a tenth of that.
+#: running 10 ms tasks one per chunk were 1.5-2 % slower than with 50 ms chunks
+#: (up to 5 % on a loaded machine: the master's wake-ups take a core from a
+#: worker); 200 ms chunks gained nothing more.  The cost: items of a chunk
+#: whose worker dies are retried, so more of them may run twice.
 STEADY_TARGET_SECONDS = 0.05
 #: With many workers, aim higher: this many seconds per worker (200 threads:
 #: 100 ms chunks).  Every finished chunk costs the master a round trip of
