@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,6 +59,25 @@ def no_leaks() -> Iterator[None]:
     """Fail a test that leaves a child process or a thread behind."""
     with no_leaks_around():
         yield
+
+
+@pytest.fixture(autouse=True)
+def hang_dump_before_the_test_s_own_timeout(request: pytest.FixtureRequest) -> None:
+    """Dump every stack shortly before a long test's own timeout, not at the default's.
+
+    pytest's ``faulthandler_timeout`` (pyproject.toml) applies to every test: a test
+    marked with a longer ``timeout`` (joblib's own suite, a cluster) would print a
+    dump of a run that is not hung.  A process has one dump timer: this replaces the
+    one pytest armed for the test, and pytest cancels it after the test.  The dump
+    goes to the test's captured stderr, reported with the test if it then times out.
+    """
+    marker = request.node.get_closest_marker("timeout")
+    default = float(request.config.getini("faulthandler_timeout") or 0)
+    if marker is None or not marker.args or not default:
+        return
+    seconds = float(marker.args[0])
+    if seconds - 10 > default:
+        faulthandler.dump_traceback_later(seconds - 10, file=sys.stderr)
 
 
 #: Test modules that open pages in a real browser (tests/browser.py).
