@@ -273,9 +273,10 @@ def timed_in_turns(
 
     Every pool is opened (outside the timed region) and warmed up by one map
     of its first input; then each round times one map of every input per
-    contender, the contenders in order.  Turns rather than one library's
-    repeats after another's: a slow minute of this shared machine then falls
-    on all of them alike.  ``repeats``: turns each (``sizes.repeats`` by default).
+    contender, the contenders in order (backwards every other round).  Turns
+    rather than one library's repeats after another's: a slow minute of this
+    shared machine then falls on all of them alike.  ``repeats``: turns each
+    (``sizes.repeats`` by default).
     """
     with contextlib.ExitStack() as stack:
         runs = []
@@ -285,8 +286,10 @@ def timed_in_turns(
             check(c.name, run(fn, inputs[0][0]), inputs[0][1])  # warm-up
             runs.append((c.name, run, inputs))
         best = {name: [float("inf")] * len(inputs) for name, _, inputs in runs}
-        for _ in range(sizes.repeats if repeats is None else repeats):
-            for name, run, inputs in runs:
+        for turn in range(sizes.repeats if repeats is None else repeats):
+            # Every other round runs backwards: no contender always follows the
+            # same one (whose pool may still be winding down its last map).
+            for name, run, inputs in runs if turn % 2 == 0 else runs[::-1]:
                 for i, (items, expected) in enumerate(inputs):
                     start = time.perf_counter()
                     got = run(fn, items)
