@@ -90,11 +90,24 @@ def bench_imports(repeats: int) -> list[Result]:
     return results
 
 
+def _runs_in_turns(scripts: dict[str, Path], repeats: int) -> dict[str, list[tuple[str, float]]]:
+    """Run each script ``repeats`` times, the scripts taking turns: (last output line, seconds).
+
+    A slow moment of the machine then falls on every script alike.
+    """
+    runs: dict[str, list[tuple[str, float]]] = {name: [] for name in scripts}
+    for _ in range(repeats):
+        for name, script in scripts.items():
+            start = time.perf_counter()
+            out = _fresh([str(script)])
+            runs[name].append((out, time.perf_counter() - start))
+    return runs
+
+
 def bench_programs(repeats: int, tmp: Path) -> list[Result]:
     """First and second pool of a fresh program (2 workers, one task, shut down), in ms.
 
-    The two libraries' programs take turns, so that a slow moment of the
-    machine falls on both alike; the figure is the median of the runs.
+    The two libraries' programs take turns; the figure is the median of the runs.
     """
     results = []
     for method in ("forkserver", "fork", "spawn"):
@@ -104,13 +117,11 @@ def bench_programs(repeats: int, tmp: Path) -> list[Result]:
             script = tmp / f"{library}_{method}.py"
             script.write_text(PROGRAM.format(imports=imports, run=run.format(method=method)))
             scripts[library] = script
-        runs: dict[str, list[list[float]]] = {library: [] for library, _, _ in libraries}
-        for _ in range(repeats):
-            for library, _, _ in libraries:
-                runs[library].append(json.loads(_fresh([str(scripts[library])])))
+        runs = _runs_in_turns(scripts, repeats)
         for library, _, ours in libraries:
+            timings = [json.loads(out) for out, _ in runs[library]]
             for index, label in ((1, "first pool"), (2, "second pool")):
-                value = statistics.median(r[index] for r in runs[library]) * 1000
+                value = statistics.median(t[index] for t in timings) * 1000
                 results.append(Result(f"{method}, {label}: {library}", value, ours, ""))
     return results
 
@@ -151,19 +162,18 @@ def bench_lecture(repeats: int, tmp: Path) -> list[Result]:
         ("workcrew", "from workcrew import Pool", True),
         ("multiprocessing", "from multiprocessing import Pool", False),
     )
-    times: dict[str, list[float]] = {library: [] for library, _, _ in libraries}
+    scripts = {}
     for library, import_line, _ in libraries:
-        (tmp / f"lecture_{library}.py").write_text(LECTURE.format(import_line=import_line))
-    for _ in range(repeats):
-        for library, _, _ in libraries:
-            start = time.perf_counter()
-            out = _fresh([str(tmp / f"lecture_{library}.py")])
-            times[library].append(time.perf_counter() - start)
+        scripts[library] = tmp / f"lecture_{library}.py"
+        scripts[library].write_text(LECTURE.format(import_line=import_line))
+    runs = _runs_in_turns(scripts, repeats)
+    results = []
+    for library, _, ours in libraries:
+        for out, _ in runs[library]:
             assert out == "All subprocesses done.", out
-    return [
-        Result(f"lecture example: {library}", statistics.median(times[library]) * 1000, ours, "")
-        for library, _, ours in libraries
-    ]
+        median = statistics.median(seconds for _, seconds in runs[library]) * 1000
+        results.append(Result(f"lecture example: {library}", median, ours, ""))
+    return results
 
 
 PSS_PROGRAM = """
