@@ -2,7 +2,8 @@
 
 Each worker has its own task pipe and result pipe, so the master always knows
 exactly which chunks a worker holds; a dead worker's chunks are never confused
-with another's.  The master end of the task pipe is non-blocking (a full pipe
+with another's.  Both are widened (``_process_start.pipe_capacity``) so that a
+chunk or a result of a few hundred kilobytes passes in one piece.  The master end of the task pipe is non-blocking (a full pipe
 never stalls the master); the worker writes results blocking, and the master
 reads them whenever they are readable, so neither side can wait on the other
 in a cycle.  A worker's exit is seen through its process sentinel, after the
@@ -53,7 +54,7 @@ from ._decoding import (
     needs_decoder,
 )
 from ._output import LineForwarder, caller_log_levels, emit_record, line_prefix, load_record
-from ._process_start import reap_unstarted, start_tracker_without_stdout
+from ._process_start import reap_unstarted, start_tracker_without_stdout, task_and_result_pipes
 from ._process_worker import EncodedFailure, RunSettings, worker_main
 
 TYPE_CHECKING = False  # no typing at run time (see _backend.Chunk)
@@ -167,8 +168,7 @@ class ProcessHandle(WorkerHandle):
         self._incoming = InOrder(self._loop, backend.decoders)  # frames, in order
         self.exited = False
         self.exitcode: int | None = None
-        task_r, task_w = pipe()
-        result_r, result_w = pipe()
+        task_r, task_w, result_r, result_w = task_and_result_pipes(backend.options.workers)
         stdout_r, stdout_w = pipe()
         stderr_r, stderr_w = pipe()
         lifeline_r, lifeline_w = pipe()
