@@ -84,10 +84,10 @@ class Sizes:
     repeats: int = 3
     #: A map of the trivial tasks lasts ~15 ms here: one hiccup of this shared
     #: machine moves a single figure by 10 %, so each contender gets more turns.
-    trivial_repeats: int = 10
+    trivial_repeats: int = 11
     #: The CPU maps are 2 s each; other programs on the machine take whole
     #: seconds of a core at times.
-    cpu_repeats: int = 5
+    cpu_repeats: int = 7
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -120,8 +120,19 @@ class Contender:
     trivial_cap: int | None = None
 
 
+# workcrew runs at its default start method (forkserver), as every peer runs
+# at its own (fork for multiprocessing, ProcessPoolExecutor and mpire on Linux
+# before Python 3.14; loky for joblib); "workcrew Pool, fork" is the like-for-like row.
+
+
 @contextlib.contextmanager
 def open_workcrew_pool() -> Iterator[MapFn]:
+    with workcrew.Pool(WORKERS) as pool:
+        yield pool.map
+
+
+@contextlib.contextmanager
+def open_workcrew_fork_pool() -> Iterator[MapFn]:
     with workcrew.Pool(WORKERS, start_method="fork") as pool:
         yield pool.map
 
@@ -129,13 +140,13 @@ def open_workcrew_pool() -> Iterator[MapFn]:
 @contextlib.contextmanager
 def open_workcrew_guarded_pool() -> Iterator[MapFn]:
     """workcrew with crash handling in use: retries, a (never reached) task timeout."""
-    with workcrew.Pool(WORKERS, start_method="fork", retries=3) as pool:
+    with workcrew.Pool(WORKERS, retries=3) as pool:
         yield pool.map
 
 
 @contextlib.contextmanager
 def open_workcrew_executor() -> Iterator[MapFn]:
-    with workcrew.Executor(WORKERS, start_method="fork") as ex:
+    with workcrew.Executor(WORKERS) as ex:
         yield lambda fn, items: list(ex.map(fn, items))
 
 
@@ -186,6 +197,7 @@ def open_mpire() -> Iterator[MapFn]:
 def contenders(sizes: Sizes) -> list[Contender]:
     return [
         Contender("workcrew Pool", open_workcrew_pool, workcrew=True),
+        Contender("workcrew Pool, fork", open_workcrew_fork_pool, workcrew=True),
         Contender("workcrew Executor", open_workcrew_executor, workcrew=True),
         Contender("workcrew Pool, retries=3", open_workcrew_guarded_pool, workcrew=True),
         Contender("multiprocessing Pool", open_mp_pool),
@@ -268,15 +280,16 @@ def timed_in_turns(
     fn: Callable[[Any], Any],
     inputs_of: Callable[[Contender], list[tuple[list[Any], list[Any]]]],
     repeats: int | None = None,
-) -> dict[str, list[float]]:
-    """Best seconds of ``fn`` over each of a contender's inputs (items, expected), in turns.
+) -> dict[str, list[list[float]]]:
+    """Seconds of every map of ``fn`` over each of a contender's inputs (items, expected).
 
     Every pool is opened (outside the timed region) and warmed up by one map
     of its first input; then each round times one map of every input per
     contender, the contenders in order (backwards every other round).  Turns
     rather than one library's repeats after another's: a slow minute of this
     shared machine then falls on all of them alike.  ``repeats``: turns each
-    (``sizes.repeats`` by default).
+    (``sizes.repeats`` by default).  Returns, per contender and input, the
+    seconds of each turn.
     """
     with contextlib.ExitStack() as stack:
         runs = []
@@ -285,7 +298,7 @@ def timed_in_turns(
             inputs = inputs_of(c)
             check(c.name, run(fn, inputs[0][0]), inputs[0][1])  # warm-up
             runs.append((c.name, run, inputs))
-        best = {name: [float("inf")] * len(inputs) for name, _, inputs in runs}
+        times: dict[str, list[list[float]]] = {n: [[] for _ in i] for n, _, i in runs}
         for turn in range(sizes.repeats if repeats is None else repeats):
             # Every other round runs backwards: no contender always follows the
             # same one (whose pool may still be winding down its last map).
@@ -293,9 +306,9 @@ def timed_in_turns(
                 for i, (items, expected) in enumerate(inputs):
                     start = time.perf_counter()
                     got = run(fn, items)
-                    best[name][i] = min(best[name][i], time.perf_counter() - start)
+                    times[name][i].append(time.perf_counter() - start)
                     check(name, got, expected)
-    return best
+    return times
 
 
 def bench_throughput(sizes: Sizes) -> Table:
@@ -303,18 +316,21 @@ def bench_throughput(sizes: Sizes) -> Table:
         items = list(range(min(sizes.trivial, c.trivial_cap or sizes.trivial)))
         return [(items, [x * x for x in items])]
 
-    best = timed_in_turns(sizes, square, inputs_of, sizes.trivial_repeats)
+    times = timed_in_turns(sizes, square, inputs_of, sizes.trivial_repeats)
     results = []
     for c in contenders(sizes):
         n = min(sizes.trivial, c.trivial_cap or sizes.trivial)
-        note = f"input capped at {n:,} tasks" if n < sizes.trivial else ""
-        results.append(Result(c.name, n / best[c.name][0], c.workcrew, note))
-        progress(f"throughput {c.name}: {n / best[c.name][0]:,.0f} tasks/s")
+        rate = n / statistics.median(times[c.name][0])
+        note = f"best {n / min(times[c.name][0]):,.0f}"
+        note += f"; input capped at {n:,} tasks" if n < sizes.trivial else ""
+        results.append(Result(c.name, rate, c.workcrew, note))
+        progress(f"throughput {c.name}: {rate:,.0f} tasks/s ({note})")
     notes = [
         f"{sizes.trivial:,} calls of `x*x` through `map`, {WORKERS} workers; every pool created "
         f"outside the timed region and warmed up by one map, then the libraries take turns, "
-        f"best of {sizes.trivial_repeats} each (a map of workcrew or multiprocessing lasts "
-        "~15 ms here: one hiccup of the machine would move a single figure by 10 %).",
+        f"{sizes.trivial_repeats} each; the figure is the median turn, the note the best "
+        "(a map of workcrew or multiprocessing lasts ~15 ms here: one hiccup of the machine "
+        "would move a single figure by 10 %).",
         "workcrew: adaptive chunking (chunksize=None); the warm-up map lets it learn the "
         "task duration, as a long-lived pool would.",
         "workcrew Executor: its `map` is lazy (reads input through a bounded window, like "
@@ -334,13 +350,17 @@ def measure_contenders(
     score: Callable[[float], float],
     repeats: int,
 ) -> list[Result]:
-    """Time ``fn`` over ``items`` on every contender (``repeats`` turns); ``score``: the figure."""
-    best = timed_in_turns(sizes, fn, lambda c: [(items, expected)], repeats)
+    """Time ``fn`` over ``items`` on every contender (``repeats`` turns); ``score``: the figure.
+
+    The figure is the median turn's, the note the fastest turn's.
+    """
+    times = timed_in_turns(sizes, fn, lambda c: [(items, expected)], repeats)
     results = []
     for c in contenders(sizes):
-        value = score(best[c.name][0])
-        results.append(Result(c.name, value, c.workcrew))
-        progress(f"{label} {c.name}: {metric} {value:.2f}")
+        value = score(statistics.median(times[c.name][0]))
+        best = score(min(times[c.name][0]))  # the fastest turn's
+        results.append(Result(c.name, value, c.workcrew, f"best {best:.2f}"))
+        progress(f"{label} {c.name}: {metric} {value:.2f} (best {best:.2f})")
     return results
 
 
@@ -362,8 +382,16 @@ def bench_cpu(sizes: Sizes) -> Table:
     notes = [
         f"{sizes.cpu_tasks} pure-Python tasks of ~{sizes.cpu_task_seconds * 1000:.0f} ms "
         f"(calibrated loop), {WORKERS} workers; speedup = serial time / parallel time "
-        f"(best of {sizes.cpu_repeats} each, the libraries taking turns); the ideal is {WORKERS}.",
-        f"serial loop: {serial:.2f} s.",
+        f"(median of {sizes.cpu_repeats} turns each, the libraries taking turns; the note: "
+        f"the best turn); the ideal is {WORKERS}.",
+        f"serial loop: {serial:.2f} s (in this process).",
+        "Under fork a worker is a copy of this process. Timed per call inside the workers, "
+        "pools side by side, such copies ran this loop 3-8 % slower on this machine than "
+        "workers started fresh (spawn, loky) or forked from workcrew's fork server, whichever "
+        "library forked them (multiprocessing's as much as workcrew's): the gap between the "
+        "`workcrew Pool` and `workcrew Pool, fork` rows. The cause is not established; it "
+        "shows only while both workers are busy. A speedup above 2 means the workers run the "
+        "loop faster than this process does.",
     ]
     return comparison_table("CPU-bound tasks: speedup over serial", "speedup", True, results, notes)
 
@@ -406,10 +434,11 @@ def bench_skewed(sizes: Sizes) -> Table:
         durations = pareto_micros(sizes.skewed_tasks, sizes.skewed_mean_seconds, seed)
         ideal = max(sum(durations) / WORKERS, max(durations)) / 1e6
         inputs.append((seed, durations, ideal, [burned(d) for d in durations]))
-    best = timed_in_turns(sizes, burn, lambda c: [(d, expected) for _, d, _, expected in inputs])
+    times = timed_in_turns(sizes, burn, lambda c: [(d, expected) for _, d, _, expected in inputs])
     results = []
     for c in contenders(sizes):
-        scores = [seconds / ideal for seconds, (_, _, ideal, _) in zip(best[c.name], inputs)]
+        best = [min(seconds) for seconds in times[c.name]]
+        scores = [seconds / ideal for seconds, (_, _, ideal, _) in zip(best, inputs)]
         value = statistics.mean(scores)
         note = ", ".join(f"{seed}: {score:.2f}" for (seed, *_), score in zip(inputs, scores))
         results.append(Result(c.name, value, c.workcrew, note))
@@ -869,8 +898,10 @@ def header(quick: bool, load_before: str) -> str:
         f"{platform.machine()}, {platform.system()} {platform.release()}",
         f"- Python {platform.python_version()} ({platform.python_implementation()}), "
         f"workcrew {workcrew.__version__}, {peer_versions()}",
-        f"- {WORKERS} workers everywhere; process pools use the fork start method "
-        "(joblib: loky, which cannot fork)",
+        f"- {WORKERS} workers everywhere; in the throughput, CPU and heavy-tailed tables every "
+        "library runs at its default start method (workcrew: forkserver; multiprocessing, "
+        "ProcessPoolExecutor, mpire: fork; joblib: loky), and the row `workcrew Pool, fork` "
+        "runs workcrew under fork like those peers; other tables name their start method",
         f"- load average at start / end: {load_before} / {load_average()} (shared machine: "
         "compare ratios rather than absolute figures)",
         "- ratio column: the row's figure divided by the best peer's (workcrew rows are not peers)",
