@@ -3,8 +3,9 @@
 Each worker has its own task pipe and result pipe, so the master always knows
 exactly which chunks a worker holds; a dead worker's chunks are never confused
 with another's.  Both are widened (``_process_start.pipe_capacity``) so that a
-chunk or a result of a few hundred kilobytes passes in one piece.  The master end of the task pipe is non-blocking (a full pipe
-never stalls the master); the worker writes results blocking, and the master
+chunk or a result of a few hundred kilobytes passes in one piece.  The master
+end of the task pipe is non-blocking (a full pipe never stalls the master);
+the worker writes results blocking, and the master
 reads them whenever they are readable, so neither side can wait on the other
 in a cycle.  A worker's exit is seen through its process sentinel, after the
 results it wrote before dying have been read.  What it prints and logs reaches
