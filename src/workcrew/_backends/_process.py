@@ -5,11 +5,11 @@ exactly which chunks a worker holds; a dead worker's chunks are never confused
 with another's.  Both are widened (``_process_start.pipe_capacity``) so that a
 chunk or a result of a few hundred kilobytes passes in one piece.  The master
 end of the task pipe is non-blocking (a full pipe never stalls the master);
-the worker writes results blocking, and the master
-reads them whenever they are readable, so neither side can wait on the other
-in a cycle.  A worker's exit is seen through its process sentinel, after the
-results it wrote before dying have been read.  What it prints and logs reaches
-the caller's ``sys.stdout``, ``sys.stderr`` and logging (``_output``).
+the worker writes results blocking, and the master reads them whenever they
+are readable, so neither side can wait on the other in a cycle.  A worker's
+exit is seen through its process sentinel, after the results it wrote before
+dying have been read.  What it prints and logs reaches the caller's
+``sys.stdout``, ``sys.stderr`` and logging (``_output``).
 """
 
 from __future__ import annotations
@@ -23,15 +23,7 @@ from functools import partial
 
 from .._core._backend import Chunk, Loop, Sent, WorkerBackend, WorkerEvents, WorkerHandle
 from .._core._exceptions import RemoteTraceback, TaskFailed, WorkcrewError, serialization_error
-from .._core._execute import (
-    MAP,
-    STAR,
-    Failure,
-    Outcome,
-    describe_call,
-    function_name,
-    short_repr,
-)
+from .._core._execute import Failure, Outcome, function_name
 from .._core._fds import (
     Inherited,
     master_fds,
@@ -55,8 +47,14 @@ from ._decoding import (
     needs_decoder,
 )
 from ._output import LineForwarder, caller_log_levels, emit_record, line_prefix, load_record
-from ._process_start import reap_unstarted, start_tracker_without_stdout, task_and_result_pipes
+from ._process_start import (
+    discard_pipes,
+    reap_unstarted,
+    start_tracker_without_stdout,
+    task_and_result_pipes,
+)
 from ._process_worker import EncodedFailure, RunSettings, worker_main
+from ._unpicklable import argument_error
 
 TYPE_CHECKING = False  # no typing at run time (see _backend.Chunk)
 if TYPE_CHECKING:
@@ -189,6 +187,9 @@ class ProcessHandle(WorkerHandle):
             # outside at birth): a worker that exited before it was ready.
             self.pid, self.exitcode = reap_unstarted(exc)
             self._stillborn = True
+        except BaseException:  # never started (too many descriptors, out of processes)
+            discard_pipes((*self._conns, *child_ends))  # none may outlive the error
+            raise
         else:
             self.pid = self.process.pid
         for conn in child_ends:
@@ -305,7 +306,7 @@ class ProcessHandle(WorkerHandle):
         for i, item in enumerate(items):
             if i in bad:
                 continue
-            error = _argument_error(chunk.fn, mode, item)
+            error = argument_error(chunk.fn, mode, item)
             if error is not None:
                 failed[i] = error
                 items[i] = None
@@ -560,39 +561,6 @@ class ProcessHandle(WorkerHandle):
         if tb:
             exc.__cause__ = RemoteTraceback(tb)
         return Failure(exc, tb, call)
-
-
-def _argument_error(fn: Callable[..., Any], mode: int, item: Any) -> WorkcrewError | None:
-    """The error for an item that does not pickle, naming the offending argument."""
-    try:
-        _wire.dumps(item)
-    except BaseException as exc:  # noqa: BLE001 - whatever stops it pickling, this item is the culprit
-        culprit = _find_unpicklable(item, mode)
-        return serialization_error(
-            f"cannot send the arguments of {describe_call(fn, mode, item)} to a process worker: "
-            f"{culprit} is not picklable ({type(exc).__name__}: {exc}). Pass data the worker can "
-            "rebuild (a path rather than an open file, settings rather than a connection), "
-            "create such objects inside the task or an initializer, or use kind='thread'.",
-            cause=exc,
-        )
-    return None
-
-
-def _find_unpicklable(item: Any, mode: int) -> str:
-    if mode == MAP:
-        candidates: list[tuple[str, Any]] = [("argument", item)]
-    elif mode == STAR:
-        candidates = [(f"argument {i}", a) for i, a in enumerate(item)]
-    else:
-        args, kwargs = item
-        candidates = [(f"argument {i}", a) for i, a in enumerate(args)]
-        candidates += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]
-    for label, value in candidates:
-        try:
-            _wire.dumps(value)
-        except BaseException:  # noqa: BLE001 - this argument does not pickle: it is the one to name
-            return f"{label} {short_repr(value)} of type {type(value).__qualname__}"
-    return "an argument"
 
 
 backend_class = ProcessBackend

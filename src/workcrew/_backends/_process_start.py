@@ -6,12 +6,13 @@ import os
 import sys
 import traceback
 
-from .._core._fds import PipeEnd, pipe
+from .._core._fds import PipeEnd, pipe, unregister_master_fd
 
 __all__ = (
     "DEFAULT_PIPE_CAPACITY",
     "PIPE_BUDGET",
     "PIPE_CAPACITY",
+    "discard_pipes",
     "pipe_capacity",
     "reap_unstarted",
     "start_tracker_without_stdout",
@@ -62,6 +63,14 @@ def task_and_result_pipes(workers: int) -> tuple[PipeEnd, PipeEnd, PipeEnd, Pipe
         widen_pipe(task_w.fileno(), capacity)
         widen_pipe(result_w.fileno(), capacity)
     return task_r, task_w, result_r, result_w
+
+
+def discard_pipes(ends: tuple[PipeEnd, ...]) -> None:
+    """Close the pipes of a worker that never started (registered master ends forgotten first)."""
+    for end in ends:
+        if end.fileno() >= 0:
+            unregister_master_fd(end.fileno())
+            end.close()
 
 
 def widen_pipe(fd: int, capacity: int) -> bool:
