@@ -54,9 +54,29 @@ def start_method(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def process_wide_singletons() -> None:
+    """Make, before any test, what a library keeps for the rest of the process.
+
+    libuv (under uvloop, the async kind's loop when installed) opens a signal
+    pipe with its first event loop and keeps it; multiprocessing keeps the
+    first arena of its heap (where ``Value`` and ``Array`` live) open in
+    /dev/shm.  Made here, they are open before every test, so the leak check
+    does not blame whichever test first needs them.
+    """
+    import multiprocessing
+
+    multiprocessing.get_context("fork").Value("i", 0)
+    try:
+        import uvloop
+    except ImportError:
+        return
+    uvloop.new_event_loop().close()
+
+
 @pytest.fixture(autouse=True)
 def no_leaks() -> Iterator[None]:
-    """Fail a test that leaves a child process or a thread behind."""
+    """Fail a test that leaves a child process, a thread, a descriptor or shared memory behind."""
     with no_leaks_around():
         yield
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import multiprocessing
 import os
 import socket
@@ -38,6 +39,65 @@ def helper_pids() -> set[int]:
         if pid:
             pids.add(pid)
     return pids
+
+
+def helper_fds() -> set[int]:
+    """Descriptors kept for the process's life: fork servers, resource trackers, lock table.
+
+    workcrew's lock table (deadlock detection) is one segment per process
+    tree, made by the first lock that needs it and kept (its descriptor and
+    its mapping's).
+    """
+    from multiprocessing import forkserver, resource_tracker
+
+    from workcrew._backends import _forkserver
+    from workcrew._sharing import _locks
+
+    fds = {
+        getattr(resource_tracker._resource_tracker, "_fd", None),
+        getattr(forkserver._forkserver, "_forkserver_alive_fd", None),
+    }
+    loky = sys.modules.get("joblib.externals.loky.backend.resource_tracker")
+    if loky is not None:
+        fds.add(getattr(loky._resource_tracker, "_fd", None))
+    channel = _forkserver._server.channel
+    if channel is not None:
+        fds.add(channel.fileno())
+    if _locks._table is not None:
+        inode = _locks._table.segment.ref.inode
+        fds.update(fd for fd, (_, ino) in open_fds().items() if ino == inode)
+    return {fd for fd in fds if fd is not None and fd >= 0}
+
+
+def helper_segments() -> set[str]:
+    """Shared memory kept for the process's life: the lock table's mapping (see helper_fds)."""
+    from workcrew._sharing import _locks
+
+    return {"/memfd:workcrew-locks (deleted)"} if _locks._table is not None else set()
+
+
+def open_fds() -> dict[int, tuple[int, int]]:
+    """This process's descriptors, each with the (device, inode) of what it names."""
+    fds = {}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            st = os.fstat(int(name))
+        except OSError:  # the descriptor listdir itself read through, closed by now
+            continue
+        fds[int(name)] = (st.st_dev, st.st_ino)
+    return fds
+
+
+def shared_memory() -> set[str]:
+    """Shared-memory segments: named ones in /dev/shm, and memfd segments mapped here.
+
+    (A memfd segment this process holds by descriptor only is an open
+    descriptor, which :func:`open_fds` sees.)
+    """
+    named = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+    with open("/proc/self/maps") as maps:
+        mapped = {line.split(None, 5)[-1].strip() for line in maps if "/memfd:" in line}
+    return named | mapped
 
 
 def square(x: int) -> int:
@@ -392,20 +452,28 @@ async def loop_module(_: object = None) -> str:
 
 @contextlib.contextmanager
 def no_leaks_around(
-    spared_threads: tuple[str, ...] = (), spared_children: Callable[[], set[int]] = set
+    spared_threads: tuple[str, ...] = (),
+    spared_children: Callable[[], set[int]] = set,
+    spared_fds: Callable[[], set[int]] = set,
+    descriptors: bool = True,
 ) -> Iterator[None]:
-    """Fail if the body leaves a thread or a child process behind.
+    """Fail if the body leaves a thread, a child process, a descriptor or shared memory behind.
 
     ``spared_threads``: name prefixes of threads a library keeps for the life of
     the process (Dask's); ``spared_children``: pids (asked after the body) that
-    belong to something longer-lived than the test (a module's cluster).  The
-    helpers of the start methods (fork servers, resource tracker) are always spared.
+    belong to something longer-lived than the test (a module's cluster), and
+    ``spared_fds`` such descriptors.  The helpers of the start methods (fork
+    servers, resource trackers) and what they hold are always spared.  With
+    ``descriptors=False`` descriptors and shared memory are left to a wider
+    check (a module's cluster, which opens them as it serves: see test_dask.py).
     """
     import psutil
 
     me = psutil.Process()
     threads_before = set(threading.enumerate())
     children_before = {p.pid for p in me.children(recursive=True)}
+    fds_before = open_fds()
+    memory_before = shared_memory()
     yield
     # Joining (not sleeping) gives a thread that is returning its last frame
     # the moment it needs; a real leak still fails after TIMEOUT.
@@ -422,6 +490,34 @@ def no_leaks_around(
     children = [p for p in me.children(recursive=True) if p.pid not in known]
     _, still = psutil.wait_procs(children, timeout=TIMEOUT)
     assert not still, f"child processes outlived the test: {[p.pid for p in still]}"
+    if descriptors:
+        check_descriptors(fds_before, memory_before, spared_fds)
+
+
+def check_descriptors(
+    fds_before: dict[int, tuple[int, int]],
+    memory_before: set[str],
+    spared_fds: Callable[[], set[int]] = set,
+) -> None:
+    """Fail if descriptors or shared memory are open now that were not before."""
+    # Descriptors and segments that only garbage holds are let go first.
+    gc.collect()
+    spared = helper_fds() | spared_fds()
+    opened = {
+        fd: _describe_fd(fd)
+        for fd, identity in open_fds().items()
+        if fds_before.get(fd) != identity and fd not in spared
+    }
+    assert not opened, f"descriptors outlived the test: {opened}"
+    kept = shared_memory() - memory_before - helper_segments()
+    assert not kept, f"shared memory outlived the test: {sorted(kept)}"
+
+
+def _describe_fd(fd: int) -> str:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return "?"
 
 
 def forget_tblib_pickling() -> None:

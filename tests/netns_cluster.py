@@ -90,6 +90,32 @@ def unavailable() -> str | None:
     return None
 
 
+def _named_segments() -> set[str]:
+    return set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+
+
+def _remove_orphans(names: set[str]) -> None:
+    """Unlink those of ``names`` (in /dev/shm) that no live process has mapped.
+
+    Dask's processes make named semaphores (multiprocessing's, under spawn)
+    that their resource tracker unlinks when they exit; killed with their
+    host, they leave them behind.  A segment still mapped somewhere is not
+    ours to remove.
+    """
+    mapped = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/maps") as maps:
+                mapped.update(
+                    line.split("/dev/shm/", 1)[1].split()[0] for line in maps if "/dev/shm/" in line
+                )
+        except OSError:  # the process ended meanwhile, or hides its maps
+            continue
+    for name in names - mapped:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"/dev/shm/{name}")
+
+
 @contextlib.contextmanager
 def netns_cluster(
     directory: Path, *, tls: bool = False, nthreads: int = 1
@@ -123,6 +149,7 @@ class NetnsCluster:
         self.worker_addresses: dict[str, tuple[str, ...]] = {}
         self._tls_options: list[str] = []
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._segments_before = _named_segments()  # see _remove_orphans
 
     def namespace(self, host: str) -> str:
         return self.tag + HOSTS[host][0]
@@ -175,6 +202,7 @@ class NetnsCluster:
             if self.subnet:
                 _release(self.subnet)
             _live.discard(self.tag)
+            _remove_orphans(_named_segments() - self._segments_before)
         left = [name for name in _our_names() if name.startswith(self.tag)]
         assert not left, f"teardown left {left} behind"
 

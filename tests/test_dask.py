@@ -19,7 +19,14 @@ import pytest
 
 import dask_helpers as dh
 import workcrew
-from helpers import TIMEOUT, forget_tblib_pickling, no_leaks_around
+from helpers import (
+    TIMEOUT,
+    check_descriptors,
+    forget_tblib_pickling,
+    no_leaks_around,
+    open_fds,
+    shared_memory,
+)
 
 distributed = pytest.importorskip("distributed")  # the test extra installs it: never skipped in CI
 
@@ -69,9 +76,11 @@ def _cluster_pids(*clusters: Any) -> set[int]:
 def no_leaks() -> Iterator[None]:
     """conftest's leak check, leaving a live cluster's own threads and workers to the cluster.
 
-    (They are checked when the cluster closes: see ``_close``.)
+    (They are checked when the cluster closes: see ``_close``.)  So are
+    descriptors and shared memory, once the module's cluster has closed: the
+    scheduler runs in this process and opens connections and files as it serves.
     """
-    with no_leaks_around(DASK_THREADS, _cluster_pids):
+    with no_leaks_around(DASK_THREADS, _cluster_pids, descriptors=False):
         yield
 
 
@@ -84,6 +93,7 @@ def _give_back_exception_pickling() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[Any]:
+    fds_before, memory_before = open_fds(), shared_memory()
     cluster = _cluster()
     client = distributed.Client(cluster)
     # Dask starts process-wide helper threads on first use (done callbacks,
@@ -97,6 +107,7 @@ def client() -> Iterator[Any]:
     yield client
     client.close()
     _close(cluster)
+    check_descriptors(fds_before, memory_before)
 
 
 def test_every_call_shape_gives_the_local_results(client: Any) -> None:

@@ -11,6 +11,7 @@ import functools
 import multiprocessing
 import os
 import re
+import shutil
 import threading
 import warnings
 from collections.abc import Iterator
@@ -200,6 +201,10 @@ def loky_stopped() -> Iterator[None]:
     executor = reusable_executor._executor  # private: loky has no public "stop yours"
     if executor is not None:
         executor.shutdown(wait=True, kill_workers=True)
+    # joblib leaves some of its memory-mapping folders to loky's resource
+    # tracker, which deletes them when this process exits: delete ours now.
+    for folder in Path("/dev/shm").glob(f"joblib_memmapping_folder_{os.getpid()}_*"):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_scikit_learn_gives_the_same_results_as_under_loky(
