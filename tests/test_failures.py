@@ -263,7 +263,15 @@ def test_chaos_random_kills_with_retries(start_method: str) -> None:
                 except ProcessLookupError:
                     pass
 
-    with Pool(2, start_method=start_method, retries=3) as pool:
+    # A task is charged an attempt only when it dies alone with its worker (a
+    # killed chunk of several is retried item by item, uncharged).  At a kill
+    # every 5 ms some task is still charged several times in a row now and
+    # then: with retries=3 one in 10,000 failed its four attempts in one CI
+    # run.  What this checks is that nothing is lost or wrong and nothing
+    # hangs, not the retry limit (test_final_error_records_every_attempt and
+    # test_crashes_are_retried check that), so the limit is set where such a
+    # streak is out of reach.
+    with Pool(2, start_method=start_method, retries=10) as pool:
         assert pool.map(helpers.square, range(100)) == [x * x for x in range(100)]
         thread = threading.Thread(target=killer)
         thread.start()
