@@ -41,8 +41,8 @@ def helper_pids() -> set[int]:
     return pids
 
 
-def helper_fds() -> set[int]:
-    """Descriptors kept for the process's life: fork servers, resource trackers, lock table.
+def helper_fds(fds: dict[int, tuple[int, int]]) -> set[int]:
+    """Those of ``fds`` (see open_fds) kept for the process's life: fork servers, trackers, locks.
 
     workcrew's lock table (deadlock detection) is one segment per process
     tree, made by the first lock that needs it and kept (its descriptor and
@@ -53,20 +53,20 @@ def helper_fds() -> set[int]:
     from workcrew._backends import _forkserver
     from workcrew._sharing import _locks
 
-    fds = {
+    kept = {
         getattr(resource_tracker._resource_tracker, "_fd", None),
         getattr(forkserver._forkserver, "_forkserver_alive_fd", None),
     }
     loky = sys.modules.get("joblib.externals.loky.backend.resource_tracker")
     if loky is not None:
-        fds.add(getattr(loky._resource_tracker, "_fd", None))
+        kept.add(getattr(loky._resource_tracker, "_fd", None))
     channel = _forkserver._server.channel
     if channel is not None:
-        fds.add(channel.fileno())
+        kept.add(channel.fileno())
     if _locks._table is not None:
         inode = _locks._table.segment.ref.inode
-        fds.update(fd for fd, (_, ino) in open_fds().items() if ino == inode)
-    return {fd for fd in fds if fd is not None and fd >= 0}
+        kept.update(fd for fd, (_, ino) in fds.items() if ino == inode)
+    return {fd for fd in kept if fd is not None and fd >= 0}
 
 
 def helper_segments() -> set[str]:
@@ -88,16 +88,20 @@ def open_fds() -> dict[int, tuple[int, int]]:
     return fds
 
 
+def named_segments() -> set[str]:
+    """The names in /dev/shm (POSIX shared memory and named semaphores, of any process)."""
+    return set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+
+
 def shared_memory() -> set[str]:
     """Shared-memory segments: named ones in /dev/shm, and memfd segments mapped here.
 
     (A memfd segment this process holds by descriptor only is an open
     descriptor, which :func:`open_fds` sees.)
     """
-    named = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
     with open("/proc/self/maps") as maps:
         mapped = {line.split(None, 5)[-1].strip() for line in maps if "/memfd:" in line}
-    return named | mapped
+    return named_segments() | mapped
 
 
 def square(x: int) -> int:
@@ -502,10 +506,11 @@ def check_descriptors(
     """Fail if descriptors or shared memory are open now that were not before."""
 
     def left() -> tuple[dict[int, str], set[str]]:
-        spared = helper_fds() | spared_fds()
+        fds = open_fds()
+        spared = helper_fds(fds) | spared_fds()
         opened = {
             fd: _describe_fd(fd)
-            for fd, identity in open_fds().items()
+            for fd, identity in fds.items()
             if fds_before.get(fd) != identity and fd not in spared
         }
         return opened, shared_memory() - memory_before - helper_segments()

@@ -44,7 +44,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from helpers import TIMEOUT
+from helpers import TIMEOUT, named_segments
 
 DASK = Path(sys.executable).parent / "dask"
 #: The ip command (iproute2); a PATH without the sbin directories still finds it.
@@ -88,10 +88,6 @@ def unavailable() -> str | None:
         return f"this kernel or container cannot make network namespaces: {made.stderr.strip()}"
     ip("netns", "del", probe)
     return None
-
-
-def _named_segments() -> set[str]:
-    return set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
 
 
 def _remove_orphans(names: set[str]) -> None:
@@ -149,7 +145,7 @@ class NetnsCluster:
         self.worker_addresses: dict[str, tuple[str, ...]] = {}
         self._tls_options: list[str] = []
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
-        self._segments_before = _named_segments()  # see _remove_orphans
+        self._segments_before = named_segments()  # see _remove_orphans
 
     def namespace(self, host: str) -> str:
         return self.tag + HOSTS[host][0]
@@ -202,7 +198,7 @@ class NetnsCluster:
             if self.subnet:
                 _release(self.subnet)
             _live.discard(self.tag)
-            _remove_orphans(_named_segments() - self._segments_before)
+            _remove_orphans(named_segments() - self._segments_before)
         left = [name for name in _our_names() if name.startswith(self.tag)]
         assert not left, f"teardown left {left} behind"
 
