@@ -428,6 +428,11 @@ def greedy_dispatch(durations: list[int], workers: int = WORKERS) -> tuple[float
     return max(free), longest_start
 
 
+def ideal_seconds(durations: list[int], workers: int = WORKERS) -> float:
+    """The makespan no dispatch can beat: the work shared out evenly, or the longest task."""
+    return max(sum(durations) / workers, max(durations)) / 1e6
+
+
 def batched_dispatch(durations: list[int], size: int, workers: int = WORKERS) -> float:
     """Seconds for batches of ``size`` inputs, in input order, each to the first free worker."""
     batches = [sum(durations[i : i + size]) for i in range(0, len(durations), size)]
@@ -443,7 +448,7 @@ def dispatch_models(sizes: Sizes, inputs: int = 2000) -> tuple[float, float]:
     single, paired = [], []
     for seed in range(1000, 1000 + inputs):
         durations = pareto_micros(sizes.skewed_tasks, sizes.skewed_mean_seconds, seed)
-        ideal = max(sum(durations) / WORKERS, max(durations)) / 1e6
+        ideal = ideal_seconds(durations)
         single.append(greedy_dispatch(durations)[0] / ideal)
         paired.append(batched_dispatch(durations, 2) / ideal)
     return statistics.mean(single), statistics.mean(paired)
@@ -453,7 +458,7 @@ def bench_skewed(sizes: Sizes) -> Table:
     inputs = []
     for seed in SKEW_SEEDS:
         durations = pareto_micros(sizes.skewed_tasks, sizes.skewed_mean_seconds, seed)
-        ideal = max(sum(durations) / WORKERS, max(durations)) / 1e6
+        ideal = ideal_seconds(durations)
         inputs.append((seed, durations, ideal, [burned(d) for d in durations]))
     times = timed_in_turns(sizes, burn, lambda c: [(d, expected) for _, d, _, expected in inputs])
     results = []
