@@ -91,8 +91,9 @@ class Sizes:
     #: machine moves a single figure by 10 %, so each contender gets more turns.
     trivial_repeats: int = 11
     #: The CPU maps are 2 s each; other programs on the machine take whole
-    #: seconds of a core at times.
-    cpu_repeats: int = 7
+    #: seconds of a core at times: with 7 turns, two runs an hour apart put
+    #: workcrew 4 % ahead of the best peer and 5 % behind it.
+    cpu_repeats: int = 11
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -437,9 +438,10 @@ def skew_seeds(count: int) -> list[int]:
     Where an input's longest tasks fall decides its makespan more than any
     library does (seed 12345's longest is the 199th of 200 inputs, which no
     dispatch in input order starts before 0.84 s of a 1.00 s ideal), and which
-    order of dispatch that favours is luck: over 2,000 inputs, the mean of
-    one order minus another's varies by ~0.009 per input, ~0.004 over 5
-    inputs (more than the libraries' own costs differ by), ~0.002 over 20.
+    order of dispatch that favours is luck.  Modelled at no cost over 2,000
+    inputs, in-order batches of 2 against single items queued one deep differ
+    by 0.009 per input (standard deviation), so by about 0.004 on a mean over
+    5 inputs, more than the libraries' own costs differ by, and 0.002 over 20.
     So each library runs every seed, and is scored on the mean.
     """
     return [12345, *range(1, count)]
@@ -497,7 +499,7 @@ def bench_skewed(sizes: Sizes) -> Table:
         lambda c: [(d, expected) for _, d, _, expected in inputs],
         sizes.skewed_repeats,
     )
-    scores = {}
+    scores: dict[str, list[float]] = {}
     for c in contenders(sizes):
         best = [min(seconds) for seconds in times[c.name]]
         scores[c.name] = [s / ideal for s, (_, _, ideal, _) in zip(best, inputs, strict=True)]
@@ -522,7 +524,9 @@ def bench_skewed(sizes: Sizes) -> Table:
 
 
 def skewed_notes(
-    sizes: Sizes, inputs: list[tuple[int, list[int], float, list[int]]], scores: dict[str, Any]
+    sizes: Sizes,
+    inputs: list[tuple[int, list[int], float, list[int]]],
+    scores: dict[str, list[float]],
 ) -> list[str]:
     """The heavy-tailed table's notes: the workload, the in-order bounds, input by input."""
     seeds = [seed for seed, *_ in inputs]
