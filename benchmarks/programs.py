@@ -93,11 +93,14 @@ def bench_imports(repeats: int) -> list[Result]:
 def _runs_in_turns(scripts: dict[str, Path], repeats: int) -> dict[str, list[tuple[str, float]]]:
     """Run each script ``repeats`` times, the scripts taking turns: (last output line, seconds).
 
-    A slow moment of the machine then falls on every script alike.
+    A slow moment of the machine then falls on every script alike; every
+    other round runs them backwards, so that no script always follows the
+    same one.
     """
     runs: dict[str, list[tuple[str, float]]] = {name: [] for name in scripts}
-    for _ in range(repeats):
-        for name, script in scripts.items():
+    for turn in range(repeats):
+        order = list(scripts.items())
+        for name, script in order if turn % 2 == 0 else order[::-1]:
             start = time.perf_counter()
             out = _fresh([str(script)])
             runs[name].append((out, time.perf_counter() - start))
