@@ -98,8 +98,8 @@ def _runs_in_turns(scripts: dict[str, Path], repeats: int) -> dict[str, list[tup
     same one.
     """
     runs: dict[str, list[tuple[str, float]]] = {name: [] for name in scripts}
+    order = list(scripts.items())
     for turn in range(repeats):
-        order = list(scripts.items())
         for name, script in order if turn % 2 == 0 else order[::-1]:
             start = time.perf_counter()
             out = _fresh([str(script)])

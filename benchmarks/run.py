@@ -326,8 +326,9 @@ def timed_in_turns(
         # backwards: no contender always follows the same one (whose pool may
         # still be winding down its last map), and a slow minute of the
         # machine falls on every contender's maps of the same inputs.
-        rounds = [(turn, i) for turn in range(turns) for i in range(len(runs[0][2]))]
-        for r, (_, i) in enumerate(rounds):
+        count = len(runs[0][2])  # inputs per contender
+        for r in range(turns * count):
+            i = r % count
             for name, run, inputs in runs if r % 2 == 0 else runs[::-1]:
                 items, expected = inputs[i]
                 start = time.perf_counter()
@@ -541,9 +542,10 @@ def skewed_notes(
     longest = durations.index(max(durations)) + 1
     starts = greedy_dispatch(durations)[1]
     single, paired = dispatch_models(sizes)
+    us = next(c.name for c in contenders(sizes) if c.workcrew)  # workcrew at its defaults
     peers = [c.name for c in contenders(sizes) if not c.workcrew]
     best_peer = min(peers, key=lambda name: statistics.mean(scores[name]))
-    ours = scores["workcrew Pool"]
+    ours = scores[us]
     ahead = sum(o <= p for o, p in zip(ours, scores[best_peer]))
     pairs = ", ".join(f"{s}: {o:.3f}/{p:.3f}" for s, o, p in zip(seeds, ours, scores[best_peer]))
     turns = sizes.skewed_repeats
@@ -564,7 +566,7 @@ def skewed_notes(
         "On average neither order wins: over 2,000 other random inputs of the same kind, that "
         f"ideal in-order dispatch reaches {single:.3f} and in-order batches of 2 (as mpire "
         f"sends 200 tasks to 2 workers) {paired:.3f}. Hence many inputs.",
-        f"Input by input, workcrew Pool / the best peer ({best_peer}), level or ahead on "
+        f"Input by input, {us} / the best peer ({best_peer}), level or ahead on "
         f"{ahead} of {len(seeds)}: {pairs}.",
     ]
 
